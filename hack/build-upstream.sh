@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Builds the pinned upstream binaries (hack/versions.env) with this machine's Go
+# through the Go module proxy, into a cache outside the repository keyed by
+# component and version:
+#
+#   $NESTOR_CACHE/bin/<component>-<version>/<binary>
+#
+# A component whose directory holds a `.complete` marker is not rebuilt, so a
+# second run is a no-op. Usage: hack/build-upstream.sh [component ...]
+# (components: kubernetes etcd coredns local-path-provisioner; default all).
+#
+# Why wrapper modules: k8s.io/kubernetes requires its staging modules at v0.0.0
+# and replaces them with ./staging/src paths, and etcd's server module replaces
+# its siblings with ../ paths, so `go install pkg@version` is refused for both.
+# A tiny module that requires the real module and replaces each sibling with
+# its published version builds the same sources.
+set -euo pipefail
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=hack/lib.sh
+source "$HACK_DIR/lib.sh"
+
+export CGO_ENABLED=0
+export GOFLAGS=-buildvcs=false
+export GOTOOLCHAIN=local
+GO_BUILD_PARALLELISM=${GO_BUILD_PARALLELISM:-$(nproc)}
+
+# build_in_wrapper NAME VERSION LDFLAGS PACKAGE... : builds the packages from the
+# wrapper module in $src (go.mod already written) into the cache.
+build_in_wrapper() {
+  local name=$1 version=$2 ldflags=$3
+  shift 3
+  local out src stamp
+  out=$(upstream_bin_dir "$name" "$version")
+  src="$NESTOR_CACHE/src/$name-$version"
+  local packages=("$@")
+  (
+    cd "$src"
+    log "resolving modules for $name $version (go get, go mod tidy)"
+    # Each package at the pinned version: a bare `go get -tool` would take the newest.
+    go get -tool "${packages[@]/%/@$version}" >resolve.log 2>&1 && go mod tidy >>resolve.log 2>&1 \
+      || { cat resolve.log >&2; die "$name $version: resolving modules failed (log above)"; }
+    local resolved
+    resolved=$(go list -m all)
+    grep -qF " $version" <<<"$resolved" || die "$name: wrapper module did not resolve to $version"
+    log "compiling ${#packages[@]} binaries of $name $version with -p $GO_BUILD_PARALLELISM (a cold build takes many minutes on 2 cores)"
+    mkdir -p "$out.partial"
+    stamp=$(date +%s)
+    # Progress: a heartbeat every 60 s, since `go build` is silent for minutes.
+    ( while sleep 60; do log "  still compiling $name ($(( $(date +%s) - stamp ))s)"; done ) &
+    local heartbeat=$!
+    trap 'kill $heartbeat 2>/dev/null || true' RETURN
+    /usr/bin/time -f "$name: %e s wall, %M KiB peak RSS of the go command" \
+      go build -p "$GO_BUILD_PARALLELISM" -trimpath -ldflags "-s -w $ldflags" -o "$out.partial/" "${packages[@]}" \
+      2> >(tee "$out.partial.build.log" >&2)
+    kill $heartbeat 2>/dev/null || true
+  )
+}
+
+# publish_component NAME VERSION: moves a finished build into place and marks it.
+publish_component() {
+  local out
+  out=$(upstream_bin_dir "$1" "$2")
+  rm -rf "$out"
+  mv "$out.partial" "$out"
+  touch "$out/.complete"
+  log "built $1 $2 into $out"
+}
+
+wrapper_module() {
+  local name=$1 version=$2
+  local src="$NESTOR_CACHE/src/$name-$version"
+  rm -rf "$src"
+  mkdir -p "$src"
+  printf 'module nestor.dev/upstream-build/%s\n\ngo 1.24\n' "$name" >"$src/go.mod"
+  echo "$src"
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION
+  if upstream_complete kubernetes "$v"; then log "kubernetes $v: cached"; return; fi
+  local src minor major staging_version
+  src=$(wrapper_module kubernetes "$v")
+  major=${v#v}; major=${major%%.*}
+  minor=${v#v*.}; minor=${minor%%.*}
+  staging_version="v0.${v#v*.}"
+  (
+    cd "$src"
+    go mod edit -require "k8s.io/kubernetes@$v"
+    # Every staging module k8s.io/kubernetes replaces with a ./staging path is
+    # pinned to its published v0.<minor>.<patch>.
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' | while read -r module; do
+      go mod edit -replace "$module=$module@$staging_version"
+    done
+  )
+  local pkg=k8s.io/kubernetes/cmd ldflags="" key value
+  for pair in "gitVersion=$v" "gitMajor=$major" "gitMinor=$minor" "gitTreeState=clean" \
+              "buildDate=1970-01-01T00:00:00Z" "gitCommit=0000000000000000000000000000000000000000"; do
+    key=${pair%%=*}; value=${pair#*=}
+    ldflags+=" -X k8s.io/client-go/pkg/version.$key=$value -X k8s.io/component-base/version.$key=$value"
+  done
+  build_in_wrapper kubernetes "$v" "$ldflags" \
+    "$pkg/kube-apiserver" "$pkg/kube-controller-manager" "$pkg/kube-scheduler" \
+    "$pkg/kubelet" "$pkg/kube-proxy" "$pkg/kubectl"
+  publish_component kubernetes "$v"
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION
+  if upstream_complete etcd "$v"; then log "etcd $v: cached"; return; fi
+  local src
+  src=$(wrapper_module etcd "$v")
+  (
+    cd "$src"
+    go mod edit -require "go.etcd.io/etcd/server/v3@$v" -require "go.etcd.io/etcd/etcdctl/v3@$v" \
+      -require "go.etcd.io/etcd/etcdutl/v3@$v"
+    for module in api/v3 client/pkg/v3 client/v3 pkg/v3 server/v3 etcdctl/v3 etcdutl/v3; do
+      go mod edit -replace "go.etcd.io/etcd/$module=go.etcd.io/etcd/$module@$v"
+    done
+  )
+  build_in_wrapper etcd "$v" "" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3
+  # `go build` names go.etcd.io/etcd/server/v3's binary "server".
+  local out
+  out=$(upstream_bin_dir etcd "$v")
+  mv "$out.partial/server" "$out.partial/etcd"
+  publish_component etcd "$v"
+}
+
+build_coredns() {
+  local v=$COREDNS_VERSION
+  if upstream_complete coredns "$v"; then log "coredns $v: cached"; return; fi
+  local src
+  src=$(wrapper_module coredns "$v")
+  (cd "$src" && go mod edit -require "github.com/coredns/coredns@$v")
+  build_in_wrapper coredns "$v" "" github.com/coredns/coredns
+  publish_component coredns "$v"
+}
+
+build_local_path_provisioner() {
+  local v=$LOCAL_PATH_PROVISIONER_VERSION
+  if upstream_complete local-path-provisioner "$v"; then log "local-path-provisioner $v: cached"; return; fi
+  local src
+  src=$(wrapper_module local-path-provisioner "$v")
+  (cd "$src" && go mod edit -require "github.com/rancher/local-path-provisioner@$v")
+  build_in_wrapper local-path-provisioner "$v" "" github.com/rancher/local-path-provisioner
+  publish_component local-path-provisioner "$v"
+}
+
+components=("$@")
+[[ ${#components[@]} -gt 0 ]] || components=(etcd coredns local-path-provisioner kubernetes)
+command -v go >/dev/null || die "go is not installed; the upstream build needs Go 1.24 or newer"
+for component in "${components[@]}"; do
+  case $component in
+    kubernetes) build_kubernetes ;;
+    etcd) build_etcd ;;
+    coredns) build_coredns ;;
+    local-path-provisioner) build_local_path_provisioner ;;
+    *) die "unknown component '$component' (want kubernetes, etcd, coredns or local-path-provisioner)" ;;
+  esac
+done

@@ -1,0 +1,288 @@
+//! The `TenantCluster` API (`nestor.dev/v1alpha1`): the contract between a
+//! platform team and the operator. Everything here is plain data; admission
+//! rules live next to the types (OpenAPI and CEL, see `validation`) so the
+//! apiserver rejects a bad spec before the operator ever sees it.
+
+pub mod validation;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every Nestor resource.
+pub const GROUP: &str = "nestor.dev";
+/// Served and stored version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Desired state of one tenant control plane.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "nestor.dev",
+    version = "v1alpha1",
+    kind = "TenantCluster",
+    plural = "tenantclusters",
+    singular = "tenantcluster",
+    shortname = "tc",
+    category = "nestor",
+    namespaced,
+    status = "TenantClusterStatus",
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantClusterSpec {
+    /// Kubernetes version of the tenant control plane, for example "1.34.2".
+    pub version: String,
+    /// The tenant's etcd cluster.
+    #[serde(default)]
+    pub etcd: EtcdSpec,
+    /// The tenant's kube-apiserver.
+    #[serde(default)]
+    pub api_server: ApiServerSpec,
+    /// The tenant's kube-controller-manager.
+    #[serde(default)]
+    pub controller_manager: ControllerManagerSpec,
+    /// How the tenant API is exposed and the tenant's own address ranges.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// Registry and repository prefix for the control-plane images
+    /// (`<imageRepository>/kube-apiserver:v<version>`). Defaults to registry.k8s.io.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_repository: Option<String>,
+    /// Key algorithm and certificate lifetimes of the tenant PKI.
+    #[serde(default)]
+    pub pki: PkiSpec,
+    /// When true the operator observes the cluster but changes nothing.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// The tenant's etcd members.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdSpec {
+    /// Number of members: 1, 3 or 5 (an odd number keeps a quorum).
+    #[serde(default = "default_etcd_replicas")]
+    pub replicas: i32,
+    /// Where members keep their data.
+    #[serde(default)]
+    pub storage: EtcdStorage,
+    /// Compute resources of each member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for EtcdSpec {
+    fn default() -> Self {
+        Self { replicas: default_etcd_replicas(), storage: EtcdStorage::default(), resources: None }
+    }
+}
+
+fn default_etcd_replicas() -> i32 {
+    3
+}
+
+/// etcd data volume: a PersistentVolumeClaim per member, or an emptyDir when `ephemeral`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdStorage {
+    /// Keep data in an emptyDir that dies with the pod (tests and throwaway clusters only).
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Size of each member's volume claim. Defaults to 1Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// StorageClass of the volume claims; the meta cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// The tenant's kube-apiserver replicas.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerSpec {
+    /// Number of kube-apiserver pods.
+    #[serde(default = "default_one")]
+    pub replicas: i32,
+    /// Extra `--flag=value` arguments; they override Nestor's defaults of the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_args: BTreeMap<String, String>,
+    /// Extra subject alternative names (DNS names or IPs) for the serving certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cert_sans: Vec<String>,
+    /// Compute resources of each pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ApiServerSpec {
+    fn default() -> Self {
+        Self { replicas: 1, extra_args: BTreeMap::new(), cert_sans: Vec::new(), resources: None }
+    }
+}
+
+fn default_one() -> i32 {
+    1
+}
+
+/// The tenant's kube-controller-manager replicas.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerManagerSpec {
+    /// Number of kube-controller-manager pods (one leads, the rest wait).
+    #[serde(default = "default_one")]
+    pub replicas: i32,
+    /// Extra `--flag=value` arguments; they override Nestor's defaults of the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_args: BTreeMap<String, String>,
+    /// Compute resources of each pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ControllerManagerSpec {
+    fn default() -> Self {
+        Self { replicas: 1, extra_args: BTreeMap::new(), resources: None }
+    }
+}
+
+/// How the tenant apiserver's Service is exposed.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+/// Exposure of the tenant API and the tenant's own address plan.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Type of the apiserver Service in the meta cluster.
+    #[serde(default)]
+    pub service_type: ServiceType,
+    /// Host name or IP that clients outside the meta cluster use; it goes into
+    /// the serving certificate and the admin kubeconfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_host: Option<String>,
+    /// Fixed node port when `serviceType` is NodePort (30000-32767).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<i32>,
+    /// The tenant's Service CIDR. Immutable.
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: String,
+    /// The tenant's Pod CIDR. Immutable.
+    #[serde(default = "default_pod_cidr")]
+    pub pod_cidr: String,
+    /// The tenant's cluster domain. Immutable.
+    #[serde(default = "default_cluster_domain")]
+    pub cluster_domain: String,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            service_type: ServiceType::default(),
+            external_host: None,
+            node_port: None,
+            service_cidr: default_service_cidr(),
+            pod_cidr: default_pod_cidr(),
+            cluster_domain: default_cluster_domain(),
+        }
+    }
+}
+
+fn default_service_cidr() -> String {
+    "10.96.0.0/12".into()
+}
+fn default_pod_cidr() -> String {
+    "10.244.0.0/16".into()
+}
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
+}
+
+/// Key algorithm of every key Nestor generates for a tenant.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    #[default]
+    #[serde(rename = "ECDSA-P256")]
+    EcdsaP256,
+    #[serde(rename = "RSA-2048")]
+    Rsa2048,
+}
+
+/// Tenant PKI settings. CAs live ten years; these durations apply to leaf certificates.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PkiSpec {
+    /// Key algorithm for new keys. Existing keys are kept until their certificate is re-issued.
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
+    /// Lifetime of leaf certificates, a Go-style duration such as "8760h" or "90m".
+    #[serde(default = "default_certificate_validity")]
+    pub certificate_validity: String,
+    /// Re-issue a leaf certificate when it expires within this duration.
+    #[serde(default = "default_renew_before")]
+    pub renew_before: String,
+}
+
+impl Default for PkiSpec {
+    fn default() -> Self {
+        Self {
+            key_algorithm: KeyAlgorithm::default(),
+            certificate_validity: default_certificate_validity(),
+            renew_before: default_renew_before(),
+        }
+    }
+}
+
+fn default_certificate_validity() -> String {
+    "8760h".into()
+}
+fn default_renew_before() -> String {
+    "720h".into()
+}
+
+/// Coarse lifecycle state, for humans and printer columns; conditions carry the detail.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum Phase {
+    Provisioning,
+    Ready,
+    Degraded,
+    Deleting,
+}
+
+/// Observed state, written by the operator only.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// PKIReady, EtcdReady, APIServerReady, ControllerManagerReady, KubeconfigReady and Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Kubernetes version the control plane runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// URL of the tenant apiserver, as written into the admin kubeconfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Secret (key `value`) holding the admin kubeconfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_name: Option<String>,
+    /// Earliest `notAfter` among the tenant's leaf certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates_expire_at: Option<Time>,
+}

@@ -1,0 +1,1 @@
+//! Admission rules (OpenAPI and CEL) for TenantCluster.

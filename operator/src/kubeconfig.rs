@@ -1,0 +1,1 @@
+//! Kubeconfig documents for tenant clients (pure).

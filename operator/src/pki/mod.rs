@@ -1,0 +1,1 @@
+//! Tenant PKI: certificate authorities and leaf certificates, pure (no Kubernetes types).

@@ -1,0 +1,1 @@
+//! One builder per owned object, rendered from the handlebars templates in templates/.
