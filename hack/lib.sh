@@ -15,3 +15,60 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 upstream_bin_dir() { echo "$NESTOR_CACHE/bin/$1-$2"; }
 upstream_complete() { [[ -f "$(upstream_bin_dir "$1" "$2")/.complete" ]]; }
+
+# Images built by hack/build-images.sh are named "$LOCAL_IMAGE_REPOSITORY/<name>:<tag>";
+# a TenantCluster uses them with spec.imageRepository set to this prefix.
+LOCAL_IMAGE_REPOSITORY=${LOCAL_IMAGE_REPOSITORY:-nestor.local}
+BUSYBOX_TAG=1.35-debian
+
+# --- the local meta cluster (hack/meta-*.sh) ---
+# Persistent state (PKI, etcd, kubelet, containerd content, logs) and runtime
+# state (sockets, pids, network namespaces). Both are removed by meta-down,
+# except the logs of the last run.
+META_DIR=${NESTOR_META_DIR:-/var/lib/nestor-meta}
+META_RUN_DIR=${NESTOR_META_RUN_DIR:-/run/nestor-meta}
+META_LOG_DIR="$META_DIR/logs"
+META_KUBECONFIG="$META_DIR/admin.kubeconfig"
+# Address plan: everything stays on this machine. The node address sits on our
+# own bridge (this kernel has no dummy interfaces), which is also the pods'
+# gateway; a blackhole route drops pod-range traffic no pod claims, the Service
+# range is routed onto the bridge (see meta-up), and a FORWARD rule drops pod
+# traffic headed anywhere but the bridge.
+META_BRIDGE=nestor0
+META_NODE_IP=10.200.0.1
+META_NODE_NAME=nestor-meta
+META_POD_CIDR=10.200.0.0/16
+META_NODE_POD_SUBNET=10.200.0.0/24
+META_SERVICE_CIDR=10.201.0.0/16
+META_KUBERNETES_SERVICE_IP=10.201.0.1
+META_DNS_SERVICE_IP=10.201.0.10
+META_ETCD_CLIENT_PORT=12379
+META_ETCD_PEER_PORT=12380
+META_IPTABLES_CHAIN=NESTOR-META-FORWARD
+META_CONTAINERD_SOCKET="$META_RUN_DIR/containerd/containerd.sock"
+
+k8s_bin() { echo "$(upstream_bin_dir kubernetes "$KUBERNETES_VERSION")/$1"; }
+etcd_bin() { echo "$(upstream_bin_dir etcd "$ETCD_VERSION")/$1"; }
+meta_kubectl() { "$(k8s_bin kubectl)" --kubeconfig "$META_KUBECONFIG" "$@"; }
+
+# wait_until DESCRIPTION TIMEOUT_SECONDS COMMAND...: polls once a second,
+# printing progress every 10 s; fails with the description on timeout.
+wait_until() {
+  local what=$1 timeout=$2 start
+  shift 2
+  start=$(date +%s)
+  until "$@" >/dev/null 2>&1; do
+    local elapsed=$(( $(date +%s) - start ))
+    (( elapsed >= timeout )) && { log "timed out after ${timeout}s waiting for $what"; return 1; }
+    (( elapsed > 0 && elapsed % 10 == 0 )) && log "  waiting for $what (${elapsed}s)"
+    sleep 1
+  done
+}
+
+pid_file() { echo "$META_RUN_DIR/pids/$1.pid"; }
+# pid_alive COMPONENT: its recorded process is still running.
+pid_alive() {
+  local file
+  file=$(pid_file "$1")
+  [[ -f $file ]] && kill -0 "$(cat "$file")" 2>/dev/null
+}
