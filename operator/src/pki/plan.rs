@@ -158,17 +158,24 @@ impl LeafCertificate {
 /// A CA in the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedAuthority {
+    /// Which CA.
     pub authority: Authority,
+    /// Secret holding its certificate and key.
     pub secret_name: String,
+    /// Common name to generate it with.
     pub common_name: &'static str,
 }
 
 /// A leaf certificate in the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedCertificate {
+    /// Which leaf.
     pub certificate: LeafCertificate,
+    /// Secret it is stored in (see [`LeafCertificate::secret_name`]).
     pub secret_name: String,
+    /// CA that signs it.
     pub signer: Authority,
+    /// What it must say; compare a stored leaf with [`crate::pki::renewal_reason`].
     pub request: CertificateRequest,
 }
 
