@@ -253,6 +253,51 @@ mod tests {
         assert_eq!(spec.selector, Some(fixture.owner.names.selector_labels(Component::Etcd)));
     }
 
+    /// The whole rendered object, to pin the output format: a change here rolls or
+    /// re-applies every tenant's Service, so it should be deliberate.
+    #[test]
+    fn headless_service_snapshot() {
+        let fixture = Fixture::default();
+        let service = etcd_service(&fixture.inputs()).expect("builds");
+        let expected = "\
+apiVersion: v1
+kind: Service
+metadata:
+  labels:
+    app.kubernetes.io/component: etcd
+    app.kubernetes.io/instance: team-a
+    app.kubernetes.io/managed-by: nestor
+    app.kubernetes.io/part-of: nestor
+    nestor.dev/tenant-cluster: team-a
+  name: team-a-etcd
+  namespace: tenants
+  ownerReferences:
+  - apiVersion: nestor.dev/v1alpha1
+    blockOwnerDeletion: true
+    controller: true
+    kind: TenantCluster
+    name: team-a
+    uid: 0c9d2b7e-uid
+spec:
+  clusterIP: None
+  ports:
+  - name: client
+    port: 2379
+    protocol: TCP
+    targetPort: 2379
+  - name: peer
+    port: 2380
+    protocol: TCP
+    targetPort: 2380
+  publishNotReadyAddresses: true
+  selector:
+    app.kubernetes.io/component: etcd
+    app.kubernetes.io/instance: team-a
+    nestor.dev/tenant-cluster: team-a
+";
+        assert_eq!(serde_yaml_ng::to_string(&service).expect("serializes"), expected);
+    }
+
     #[test]
     fn initial_cluster_lists_every_member_by_its_dns_name() {
         let mut fixture = Fixture::default();

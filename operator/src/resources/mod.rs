@@ -185,17 +185,24 @@ fn kubernetes_minor(version: &str) -> Result<u32, ResourceError> {
 /// [`CONFIG_HASH_ANNOTATION`], so new certificates or configuration roll the pods.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigHashes {
+    /// Over the Secrets `mounted_secret_names(names, Component::Etcd)`.
     pub etcd: String,
+    /// Over the apiserver's Secrets and its ConfigMap ([`apiserver_config_map`]).
     pub apiserver: String,
+    /// Over the Secrets `mounted_secret_names(names, Component::ControllerManager)`.
     pub controller_manager: String,
 }
 
 /// Everything the control-plane builders read.
 #[derive(Clone, Copy, Debug)]
 pub struct TenantInputs<'a> {
+    /// The owning TenantCluster.
     pub owner: &'a TenantOwner,
+    /// Its desired state (validated and defaulted by the API).
     pub spec: &'a TenantClusterSpec,
+    /// Container images, usually [`ImageSet::for_spec`].
     pub images: &'a ImageSet,
+    /// Pod-template config hashes, one per component.
     pub config_hashes: &'a ConfigHashes,
 }
 
@@ -208,7 +215,7 @@ impl TenantInputs<'_> {
 /// Every non-Secret object of a tenant control plane, in the order the reconciler
 /// should apply them: etcd first (the apiserver cannot start without it), then the
 /// apiserver, then the controller-manager. Secrets come from the PKI; see [`tls_secret`]
-/// and its siblings.
+/// and its siblings. Each field holds what the builder of the same name returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ControlPlaneManifests {
     pub etcd_service: Service,
