@@ -1,0 +1,173 @@
+//! The tenant's kube-controller-manager Deployment. Flags follow kubeadm; it signs
+//! kubelet certificates with the cluster CA and service-account tokens with the
+//! service-account key. `spec.controllerManager.extraArgs` overrides any flag.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use serde::Serialize;
+
+use super::pod::{ProjectedFile, flags, resources_or_default};
+use super::render::{CONTROLLER_MANAGER_DEPLOYMENT, render};
+use super::secrets::{KUBECONFIG_KEY, SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+use super::{MetadataContext, ResourceError, TenantInputs};
+use crate::names::{Component, TenantNames};
+
+/// Secure port of the controller-manager's health and metrics endpoints.
+pub const CONTROLLER_MANAGER_PORT: i32 = 10257;
+
+const CREDENTIALS_MOUNT_PATH: &str = "/etc/kubernetes/controller-manager";
+const KUBECONFIG: &str = "controller-manager.conf";
+const CA_CERT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+const SERVICE_ACCOUNT_PRIVATE_KEY: &str = "sa.key";
+
+/// Every Secret file the controller-manager mounts: its kubeconfig, the cluster CA
+/// pair (it signs kubelet certificates) and the service-account signing key.
+pub(crate) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
+    let cluster_ca = names.cluster_ca_secret();
+    vec![
+        ProjectedFile::new(names.controller_manager_kubeconfig_secret(), KUBECONFIG_KEY, KUBECONFIG),
+        ProjectedFile::new(cluster_ca.clone(), TLS_CERT_KEY, CA_CERT),
+        ProjectedFile::new(cluster_ca, TLS_PRIVATE_KEY_KEY, CA_KEY),
+        ProjectedFile::new(
+            names.service_account_key_secret(),
+            SERVICE_ACCOUNT_PRIVATE_KEY_KEY,
+            SERVICE_ACCOUNT_PRIVATE_KEY,
+        ),
+    ]
+}
+
+fn controller_manager_args(input: &TenantInputs<'_>) -> Vec<String> {
+    let network = &input.spec.network;
+    let credential = |file: &str| format!("{CREDENTIALS_MOUNT_PATH}/{file}");
+    let defaults = BTreeMap::from([
+        ("kubeconfig", credential(KUBECONFIG)),
+        ("authentication-kubeconfig", credential(KUBECONFIG)),
+        ("authorization-kubeconfig", credential(KUBECONFIG)),
+        // Reachable from the kubelet's probe, which runs outside the pod's loopback.
+        ("bind-address", "0.0.0.0".to_string()),
+        ("secure-port", CONTROLLER_MANAGER_PORT.to_string()),
+        ("leader-elect", "true".to_string()),
+        ("use-service-account-credentials", "true".to_string()),
+        ("controllers", "*,bootstrapsigner,tokencleaner".to_string()),
+        ("cluster-signing-cert-file", credential(CA_CERT)),
+        ("cluster-signing-key-file", credential(CA_KEY)),
+        ("root-ca-file", credential(CA_CERT)),
+        ("service-account-private-key-file", credential(SERVICE_ACCOUNT_PRIVATE_KEY)),
+        ("cluster-name", input.owner.names.tenant.clone()),
+        ("service-cluster-ip-range", network.service_cidr.clone()),
+        // Node pod ranges, as kubeadm does when a pod subnet is set: simple CNIs
+        // (flannel, kindnet) read them from Node.spec.podCIDR.
+        ("cluster-cidr", network.pod_cidr.clone()),
+        ("allocate-node-cidrs", "true".to_string()),
+        ("profiling", "false".to_string()),
+    ]);
+    flags(defaults, &input.spec.controller_manager.extra_args)
+}
+
+#[derive(Serialize)]
+struct Mounts {
+    credentials: &'static str,
+}
+
+#[derive(Serialize)]
+struct DeploymentContext {
+    metadata: MetadataContext,
+    selector: BTreeMap<String, String>,
+    replicas: i32,
+    config_hash: String,
+    image: String,
+    args: Vec<String>,
+    port: i32,
+    resources: ResourceRequirements,
+    mounts: Mounts,
+    credential_files: Vec<ProjectedFile>,
+}
+
+/// Deployment `names.controller_manager()`: `spec.controllerManager.replicas` pods,
+/// one of which leads at a time.
+pub fn controller_manager_deployment(input: &TenantInputs<'_>) -> Result<Deployment, ResourceError> {
+    let names = input.names();
+    let context = DeploymentContext {
+        metadata: input.owner.metadata(names.controller_manager(), Component::ControllerManager),
+        selector: names.selector_labels(Component::ControllerManager),
+        replicas: input.spec.controller_manager.replicas,
+        config_hash: input.config_hashes.controller_manager.clone(),
+        image: input.images.controller_manager.clone(),
+        args: controller_manager_args(input),
+        port: CONTROLLER_MANAGER_PORT,
+        resources: resources_or_default(input.spec.controller_manager.resources.as_ref()),
+        mounts: Mounts { credentials: CREDENTIALS_MOUNT_PATH },
+        credential_files: mounted_files(names),
+    };
+    render(CONTROLLER_MANAGER_DEPLOYMENT, &context)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    use super::*;
+    use crate::resources::test_support::*;
+
+    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+        let prefix = format!("--{name}=");
+        args.iter().find_map(|arg| arg.strip_prefix(&prefix))
+    }
+
+    #[test]
+    fn flags_point_at_the_mounted_credentials() {
+        let fixture = Fixture::default();
+        let deployment = controller_manager_deployment(&fixture.inputs()).expect("builds");
+        let spec = deployment.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(1));
+        let manager = container(&spec.template, "kube-controller-manager");
+        let args = manager.args.clone().expect("args");
+        let projected = projected_paths(&spec.template, "credentials");
+        for name in [
+            "kubeconfig",
+            "authentication-kubeconfig",
+            "authorization-kubeconfig",
+            "cluster-signing-cert-file",
+            "cluster-signing-key-file",
+            "root-ca-file",
+            "service-account-private-key-file",
+        ] {
+            let path = flag(&args, name).expect(name);
+            let file = path.strip_prefix(&format!("{CREDENTIALS_MOUNT_PATH}/")).expect("under the mount");
+            assert!(projected.contains(&file.to_string()), "{name}: {file} is not projected");
+        }
+        assert_eq!(flag(&args, "cluster-name"), Some("team-a"));
+        assert_eq!(flag(&args, "cluster-cidr"), Some("10.244.0.0/16"));
+        assert_eq!(flag(&args, "controllers"), Some("*,bootstrapsigner,tokencleaner"));
+        assert_eq!(flag(&args, "bind-address"), Some("0.0.0.0"));
+    }
+
+    #[test]
+    fn extra_args_override_a_default_flag() {
+        let mut fixture = Fixture::default();
+        fixture.spec.controller_manager.extra_args =
+            BTreeMap::from([("allocate-node-cidrs".to_string(), "false".to_string())]);
+        let deployment = controller_manager_deployment(&fixture.inputs()).expect("builds");
+        let args = container(&deployment.spec.expect("spec").template, "kube-controller-manager")
+            .args
+            .clone()
+            .expect("args");
+        assert_eq!(args.iter().filter(|arg| arg.starts_with("--allocate-node-cidrs=")).count(), 1);
+        assert_eq!(flag(&args, "allocate-node-cidrs"), Some("false"));
+    }
+
+    #[test]
+    fn liveness_probe_is_https_healthz_on_the_secure_port() {
+        let fixture = Fixture::default();
+        let deployment = controller_manager_deployment(&fixture.inputs()).expect("builds");
+        let template = deployment.spec.expect("spec").template;
+        let manager = container(&template, "kube-controller-manager");
+        let http_get = manager.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("httpGet");
+        assert_eq!(http_get.path.as_deref(), Some("/healthz"));
+        assert_eq!(http_get.port, IntOrString::Int(CONTROLLER_MANAGER_PORT));
+        assert_eq!(http_get.scheme.as_deref(), Some("HTTPS"));
+    }
+}
