@@ -39,19 +39,30 @@ pub enum LeaderError {
     /// The lease could not be read or created at startup.
     #[error("cannot use lease {namespace}/{name}: {source}")]
     Setup {
+        /// Lease name.
         name: String,
+        /// Lease namespace.
         namespace: String,
+        /// What the lease manager reported.
         #[source]
         source: LeaseManagerError,
     },
     /// Another replica took the lease.
     #[error("lost lease {namespace}/{name} to another replica")]
-    Lost { name: String, namespace: String },
+    Lost {
+        /// Lease name.
+        name: String,
+        /// Lease namespace.
+        namespace: String,
+    },
     /// Renewing the lease failed; we can no longer prove we hold it.
     #[error("cannot renew lease {namespace}/{name}: {source}")]
     RenewFailed {
+        /// Lease name.
         name: String,
+        /// Lease namespace.
         namespace: String,
+        /// What the lease manager reported.
         #[source]
         source: LeaseManagerError,
     },

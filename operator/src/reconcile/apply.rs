@@ -64,6 +64,8 @@ where
     if let Some(live) = live {
         let live_json = serde_json::to_value(&live)
             .map_err(|source| Error::Serialization { kind: kind.to_string(), source })?;
+        // `desired_json` carries the applied-hash annotation, so this one comparison
+        // checks both the hash and every field Nestor sets.
         if desired_fields_match(&desired_json, &live_json) {
             tracing::debug!(%kind, %name, "unchanged, apply skipped");
             return Ok(ApplyOutcome::Unchanged);

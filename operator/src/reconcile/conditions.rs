@@ -82,8 +82,11 @@ impl Clock for FixedClock {
 /// Status of a condition, as the API spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionStatus {
+    /// The condition holds.
     True,
+    /// The condition does not hold.
     False,
+    /// Nestor cannot tell (yet).
     Unknown,
 }
 
@@ -108,6 +111,7 @@ impl ConditionStatus {
 pub struct ConditionUpdate {
     /// One of [`types`].
     pub type_: &'static str,
+    /// True, False or Unknown.
     pub status: ConditionStatus,
     /// One of [`reason`].
     pub reason: &'static str,

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -85,10 +85,15 @@ impl Context {
 /// One object a TenantCluster owns, of a kind the controller watches.
 #[derive(Clone, Debug)]
 pub enum OwnedObject {
+    /// Certificates, keys, kubeconfigs, encryption configuration.
     Secret(Secret),
+    /// etcd headless Service, apiserver Service.
     Service(Service),
+    /// The etcd members.
     StatefulSet(StatefulSet),
+    /// kube-apiserver and kube-controller-manager.
     Deployment(Deployment),
+    /// Isolation of the tenant's etcd.
     NetworkPolicy(NetworkPolicy),
 }
 
@@ -151,8 +156,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
-                // Reconcile errors were logged by `error_policy`; these are watch errors.
-                Err(error) => tracing::debug!(%error, "controller stream error"),
+                // Already logged by `error_policy`, or harmless (object deleted meanwhile).
+                Err(error @ (ControllerError::ReconcilerFailed(..) | ControllerError::ObjectNotFound(_))) => {
+                    tracing::debug!(%error, "reconcile not completed");
+                }
+                // Watch failures (CRD not installed, RBAC missing, API down): the controller
+                // retries them itself, but an operator that sees nothing must say why.
+                Err(error) => tracing::warn!(%error, "watch failed"),
             }
         })
         .await;

@@ -45,10 +45,24 @@ pub fn kubeconfig_secrets(names: &TenantNames) -> Vec<String> {
 /// A change worth telling humans about with an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StatusChange {
-    /// An existing condition flipped status.
-    ConditionFlipped { type_: String, status: ConditionStatus, reason: String, message: String },
+    /// An existing condition flipped status (a condition appearing for the first time is not a flip).
+    ConditionFlipped {
+        /// Condition type, for example `EtcdReady`.
+        type_: String,
+        /// The new status.
+        status: ConditionStatus,
+        /// The new reason.
+        reason: String,
+        /// The new message.
+        message: String,
+    },
     /// The phase changed (including the first phase a new tenant gets).
-    PhaseChanged { from: Option<Phase>, to: Phase },
+    PhaseChanged {
+        /// The previous phase; `None` for a new tenant.
+        from: Option<Phase>,
+        /// The new phase.
+        to: Phase,
+    },
 }
 
 /// The component conditions (everything but Ready) for an observation.
