@@ -9,9 +9,20 @@
 //! - [`kubeconfig`]: kubeconfig documents (pure).
 //! - [`resources`]: one builder per owned object, rendered from `templates/`.
 //! - [`reconcile`]: the controller: validate → build → apply → status.
+//!
+//! Around the controller: [`error`] (the reconcile error type), [`metrics`] and
+//! [`http`] (`/metrics`, `/healthz`, `/readyz`), [`leader`] (leader election),
+//! [`telemetry`] (logging) and [`cli`] (the `nestor` command line).
 
 pub mod api;
+pub mod cli;
+pub mod error;
+pub mod http;
 pub mod kubeconfig;
+pub mod leader;
+pub mod metrics;
 pub mod names;
 pub mod pki;
+pub mod reconcile;
 pub mod resources;
+pub mod telemetry;

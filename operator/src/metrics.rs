@@ -1,0 +1,246 @@
+//! Prometheus metrics of the operator, exposed in OpenMetrics text on `/metrics`.
+//!
+//! `nestor_api_writes_total` counts every write the reconcile path sends to the
+//! API server (applies, status patches, finalizer patches, Events). It is the
+//! measurable side of "an unchanged tenant costs zero writes". Lease renewals of
+//! leader election are not counted: they happen whether or not tenants change.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::api::{Phase, TenantCluster};
+use crate::error::Error;
+
+/// Content type of [`Metrics::encode`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The kind of write sent to the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteVerb {
+    /// Server-side apply of an owned object.
+    Apply,
+    /// Merge patch of a TenantCluster's status subresource.
+    PatchStatus,
+    /// JSON patch adding or removing the finalizer.
+    PatchFinalizer,
+    /// Kubernetes Event creation (or series update).
+    PublishEvent,
+}
+
+impl WriteVerb {
+    /// The `verb` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteVerb::Apply => "apply",
+            WriteVerb::PatchStatus => "patch_status",
+            WriteVerb::PatchFinalizer => "patch_finalizer",
+            WriteVerb::PublishEvent => "publish_event",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    kind: String,
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+/// Label value of a tenant that has no phase yet.
+const PHASE_UNKNOWN: &str = "Unknown";
+
+fn phase_label(phase: Option<Phase>) -> &'static str {
+    match phase {
+        Some(Phase::Provisioning) => "Provisioning",
+        Some(Phase::Ready) => "Ready",
+        Some(Phase::Degraded) => "Degraded",
+        Some(Phase::Deleting) => "Deleting",
+        None => PHASE_UNKNOWN,
+    }
+}
+
+/// The operator's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Histogram,
+    api_writes: Family<WriteLabels, Counter>,
+    tenants: Family<PhaseLabels, Gauge>,
+    /// Sum of `api_writes` over all labels, for tests and logs.
+    writes: AtomicU64,
+    /// The controller's cache of TenantClusters, set once the controller runs (only the
+    /// leader has one). The phase gauge is computed from it at scrape time, which stays
+    /// correct through deletes and restarts where incremental updates would drift.
+    tenant_store: OnceLock<Store<TenantCluster>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics, registered under the `nestor_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nestor");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciliations of TenantCluster objects", reconciles.clone());
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations, by error reason",
+            reconcile_errors.clone(),
+        );
+        // 5 ms to ~40 s: a pass is a handful of GETs and, rarely, applies.
+        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of one reconciliation",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let api_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Writes sent to the Kubernetes API by the reconciler, by object kind and verb",
+            api_writes.clone(),
+        );
+        let tenants = Family::<PhaseLabels, Gauge>::default();
+        registry.register("tenants", "TenantCluster objects by phase", tenants.clone());
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            api_writes,
+            tenants,
+            writes: AtomicU64::new(0),
+            tenant_store: OnceLock::new(),
+        }
+    }
+
+    /// Records one finished reconciliation and how long it took.
+    pub fn record_reconcile(&self, duration: Duration) {
+        self.reconciles.inc();
+        self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Records a failed reconciliation under the error's `metric_label`.
+    pub fn record_error(&self, error: &Error) {
+        self.reconcile_errors.get_or_create(&ErrorLabels { reason: error.metric_label() }).inc();
+    }
+
+    /// Records one write about to be sent to the API server.
+    pub fn record_write(&self, kind: &str, verb: WriteVerb) {
+        self.api_writes.get_or_create(&WriteLabels { kind: kind.to_string(), verb: verb.as_str() }).inc();
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Total writes recorded so far, all kinds and verbs.
+    pub fn total_writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Hands the controller's TenantCluster cache to the `tenants` gauge. Later calls
+    /// are ignored: there is one controller per process.
+    pub fn watch_tenants(&self, store: Store<TenantCluster>) {
+        let _ = self.tenant_store.set(store);
+    }
+
+    /// Sets the `tenants` gauge from a list of phases. Every phase gets a value, zero
+    /// included, so a phase that empties out reads 0 rather than disappearing.
+    pub fn set_tenant_phases(&self, phases: impl IntoIterator<Item = Option<Phase>>) {
+        let mut counts: std::collections::BTreeMap<&'static str, i64> = [
+            Some(Phase::Provisioning),
+            Some(Phase::Ready),
+            Some(Phase::Degraded),
+            Some(Phase::Deleting),
+            None,
+        ]
+        .into_iter()
+        .map(|phase| (phase_label(phase), 0))
+        .collect();
+        for phase in phases {
+            *counts.entry(phase_label(phase)).or_default() += 1;
+        }
+        for (phase, count) in counts {
+            self.tenants.get_or_create(&PhaseLabels { phase }).set(count);
+        }
+    }
+
+    /// Renders every metric in OpenMetrics text, refreshing the phase gauge first.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        if let Some(store) = self.tenant_store.get() {
+            self.set_tenant_phases(
+                store.state().iter().map(|tenant| tenant.status.as_ref().and_then(|status| status.phase)),
+            );
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_text_has_every_metric_with_the_nestor_prefix() {
+        let metrics = Metrics::new();
+        metrics.record_reconcile(Duration::from_millis(12));
+        metrics.record_error(&Error::CaMissing { secret: "x".into() });
+        metrics.record_write("Deployment", WriteVerb::Apply);
+        metrics.set_tenant_phases([Some(Phase::Ready), Some(Phase::Ready), None]);
+        let text = metrics.encode().expect("encodes");
+
+        assert!(text.contains("nestor_reconciles_total 1\n"), "{text}");
+        assert!(text.contains("nestor_reconcile_errors_total{reason=\"ca_missing\"} 1\n"), "{text}");
+        assert!(text.contains("nestor_reconcile_duration_seconds_count 1\n"), "{text}");
+        assert!(text.contains("nestor_api_writes_total{kind=\"Deployment\",verb=\"apply\"} 1\n"), "{text}");
+        assert!(text.contains("nestor_tenants{phase=\"Ready\"} 2\n"), "{text}");
+        assert!(text.contains("nestor_tenants{phase=\"Unknown\"} 1\n"), "{text}");
+        assert!(text.contains("nestor_tenants{phase=\"Degraded\"} 0\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn tenant_phase_gauge_is_replaced_not_accumulated() {
+        let metrics = Metrics::new();
+        metrics.set_tenant_phases([Some(Phase::Provisioning)]);
+        metrics.set_tenant_phases([Some(Phase::Ready)]);
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains("nestor_tenants{phase=\"Provisioning\"} 0\n"), "{text}");
+        assert!(text.contains("nestor_tenants{phase=\"Ready\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn writes_are_counted_per_kind_and_verb() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.total_writes(), 0);
+        metrics.record_write("Secret", WriteVerb::Apply);
+        metrics.record_write("Secret", WriteVerb::Apply);
+        metrics.record_write("TenantCluster", WriteVerb::PatchStatus);
+        assert_eq!(metrics.total_writes(), 3);
+    }
+}

@@ -1,0 +1,399 @@
+//! The TenantCluster controller: validate → build → apply → observe → status.
+//!
+//! Each pass runs the whole pipeline for one TenantCluster. Validation and
+//! building are pure (no client), applying and status writing are skipped when
+//! they would change nothing, so a steady tenant costs reads only. Errors split
+//! into permanent (reported on the object, retried slowly) and transient
+//! (retried with per-object exponential backoff); see [`crate::error`].
+//!
+//! Integration points for the tenant-specific parts are marked `INTEGRATION POINT`:
+//! [`validate`] and [`build`].
+
+pub mod apply;
+pub mod backoff;
+pub mod conditions;
+pub mod observe;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::controller::{Action, Error as ControllerError};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::api::{Phase, TenantCluster};
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, WriteVerb};
+use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
+use crate::reconcile::apply::{ApplyOutcome, patch_status};
+use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
+use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
+use crate::reconcile::status::{StatusChange, component_conditions, compute_status};
+
+/// `reportingController` of the Events Nestor publishes.
+pub const EVENT_REPORTER: &str = "nestor-operator";
+
+/// Label selector for the owned-object watches. Every object the builders create
+/// carries it (see [`TenantNames::labels`]); without the filter the controller would
+/// cache every Secret of the meta cluster.
+pub const OWNED_OBJECTS_SELECTOR: &str = "app.kubernetes.io/managed-by=nestor";
+
+/// Re-check interval of a Ready tenant: a safety net, since changes to owned
+/// objects trigger a reconcile on their own.
+const READY_RESYNC: Duration = Duration::from_secs(600);
+/// Re-check interval while a tenant is still converging.
+const CONVERGING_RESYNC: Duration = Duration::from_secs(30);
+
+/// Everything a reconcile needs besides the object.
+pub struct Context {
+    /// Client for the meta cluster.
+    pub client: Client,
+    /// Counters and histograms, shared with `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes Events about TenantClusters.
+    pub recorder: Recorder,
+    /// Source of condition timestamps.
+    pub clock: Arc<dyn Clock>,
+    /// Retry delays of failing objects.
+    pub backoff: RetryBackoff,
+}
+
+impl Context {
+    /// A context with the system clock and a fresh backoff table.
+    pub fn new(client: Client, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
+        let reporter =
+            Reporter { controller: EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            clock,
+            backoff: RetryBackoff::default(),
+        }
+    }
+}
+
+/// One object a TenantCluster owns, of a kind the controller watches.
+#[derive(Clone, Debug)]
+pub enum OwnedObject {
+    /// Certificates, keys, kubeconfigs, encryption configuration.
+    Secret(Secret),
+    /// etcd headless Service, apiserver Service.
+    Service(Service),
+    /// The etcd members.
+    StatefulSet(StatefulSet),
+    /// kube-apiserver and kube-controller-manager.
+    Deployment(Deployment),
+    /// Isolation of the tenant's etcd.
+    NetworkPolicy(NetworkPolicy),
+}
+
+impl OwnedObject {
+    async fn apply(&self, ctx: &Context) -> Result<ApplyOutcome> {
+        let (client, metrics) = (&ctx.client, ctx.metrics.as_ref());
+        match self {
+            OwnedObject::Secret(object) => apply::apply(client, object, metrics).await,
+            OwnedObject::Service(object) => apply::apply(client, object, metrics).await,
+            OwnedObject::StatefulSet(object) => apply::apply(client, object, metrics).await,
+            OwnedObject::Deployment(object) => apply::apply(client, object, metrics).await,
+            OwnedObject::NetworkPolicy(object) => apply::apply(client, object, metrics).await,
+        }
+    }
+}
+
+/// Checks what the API server's admission rules cannot express. Pure.
+///
+/// INTEGRATION POINT (lead): call `crate::api::validation::validate(&tenant.spec)` here
+/// and map its error to [`Error::InvalidSpec`].
+pub fn validate(tenant: &TenantCluster) -> Result<()> {
+    let name = tenant.name_any();
+    if name.len() > MAX_TENANT_NAME_LENGTH {
+        return Err(Error::InvalidSpec {
+            field: "metadata.name".into(),
+            reason: format!(
+                "{} characters is too long: derived object names must stay DNS labels (at most {MAX_TENANT_NAME_LENGTH})",
+                name.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Every object the tenant should own, in apply order (Secrets before the workloads
+/// that mount them). Pure and deterministic: the same input gives byte-identical objects.
+///
+/// INTEGRATION POINT (lead): plug the `pki` and `resources` builders in here. Until then
+/// the tenant gets no objects and its status reports every component as not found.
+/// Reading existing Secrets (to keep CAs across passes) belongs in a read step before
+/// this one, passed in as an argument, so `build` stays free of I/O.
+pub fn build(_tenant: &TenantCluster, _names: &TenantNames) -> Result<Vec<OwnedObject>> {
+    Ok(Vec::new())
+}
+
+/// Runs the controller until `shutdown` resolves, then finishes in-flight reconciles.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let owned = || watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR);
+    let controller = Controller::new(Api::<TenantCluster>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Secret>::all(client.clone()), owned())
+        .owns(Api::<Service>::all(client.clone()), owned())
+        .owns(Api::<StatefulSet>::all(client.clone()), owned())
+        .owns(Api::<Deployment>::all(client.clone()), owned())
+        .owns(Api::<NetworkPolicy>::all(client), owned())
+        .graceful_shutdown_on(shutdown);
+    ctx.metrics.watch_tenants(controller.store());
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+                // Already logged by `error_policy`, or harmless (object deleted meanwhile).
+                Err(error @ (ControllerError::ReconcilerFailed(..) | ControllerError::ObjectNotFound(_))) => {
+                    tracing::debug!(%error, "reconcile not completed");
+                }
+                // Watch failures (CRD not installed, RBAC missing, API down): the controller
+                // retries them itself, but an operator that sees nothing must say why.
+                Err(error) => tracing::warn!(%error, "watch failed"),
+            }
+        })
+        .await;
+}
+
+/// One pass over one TenantCluster.
+#[tracing::instrument(skip_all, fields(namespace = tenant.namespace(), name = tenant.name_any()))]
+async fn reconcile(tenant: Arc<TenantCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_with_finalizer(tenant.clone(), &ctx).await;
+    ctx.metrics.record_reconcile(started.elapsed());
+    match &result {
+        Ok(_) => ctx.backoff.reset(&ObjectRef::from_obj(tenant.as_ref())),
+        Err(error) if error.is_permanent() => report_permanent_error(&tenant, error, &ctx).await,
+        Err(_) => {}
+    }
+    result
+}
+
+/// Requeue policy for failed passes: slow for permanent errors, backoff for transient ones.
+fn error_policy(tenant: Arc<TenantCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.record_error(error);
+    let delay = if error.is_permanent() {
+        PERMANENT_ERROR_REQUEUE
+    } else {
+        ctx.backoff.next_delay(&ObjectRef::from_obj(tenant.as_ref()))
+    };
+    tracing::warn!(
+        namespace = tenant.namespace(),
+        name = tenant.name_any(),
+        %error,
+        permanent = error.is_permanent(),
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+async fn reconcile_with_finalizer(tenant: Arc<TenantCluster>, ctx: &Context) -> Result<Action> {
+    let namespace = tenant.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let api: Api<TenantCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let has_finalizer = tenant.finalizers().iter().any(|name| name == FINALIZER);
+    let deleting = tenant.meta().deletion_timestamp.is_some();
+
+    let result = finalizer(&api, FINALIZER, tenant, |event| async move {
+        match event {
+            finalizer::Event::Apply(tenant) => apply_tenant(&tenant, ctx).await,
+            finalizer::Event::Cleanup(tenant) => cleanup_tenant(&tenant, ctx).await,
+        }
+    })
+    .await;
+
+    // `finalizer` patches the object itself; count those writes like ours.
+    let finalizer_written = match &result {
+        _ if !has_finalizer && !deleting => true,
+        Ok(_) | Err(finalizer::Error::RemoveFinalizer(_)) => has_finalizer && deleting,
+        Err(_) => false,
+    };
+    if finalizer_written {
+        ctx.metrics.record_write("TenantCluster", WriteVerb::PatchFinalizer);
+    }
+    result.map_err(Error::from)
+}
+
+/// validate → build → apply → observe → status, for a live (not deleting) tenant.
+async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
+    let names = names_of(tenant)?;
+    if tenant.spec.paused {
+        tracing::debug!("paused, observing only");
+    } else {
+        validate(tenant)?;
+        let objects = build(tenant, &names)?;
+        for object in &objects {
+            object.apply(ctx).await?;
+        }
+    }
+
+    let observation = observe::observe(&ctx.client, &names).await?;
+    let updates = component_conditions(&names, &observation);
+    let (desired, changes) = compute_status(tenant, &updates, None, ctx.clock.now());
+    if patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await? {
+        publish_changes(tenant, &changes, ctx).await;
+    }
+    Ok(match desired.phase {
+        Some(Phase::Ready) => Action::requeue(READY_RESYNC),
+        _ if tenant.spec.paused => Action::requeue(READY_RESYNC),
+        _ => Action::requeue(CONVERGING_RESYNC),
+    })
+}
+
+/// Runs before the finalizer is removed. Owned objects carry owner references, so the
+/// garbage collector deletes them; here the status says the tenant is going away.
+///
+/// INTEGRATION POINT (lead): anything not garbage-collected (objects in other
+/// namespaces, external resources) is removed here, idempotently.
+async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
+    let (desired, changes) = compute_status(tenant, &[], None, ctx.clock.now());
+    if patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await? {
+        publish_changes(tenant, &changes, ctx).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Writes a permanent error into the Ready condition and, when that changed the
+/// status, publishes a Warning Event. Failures here are logged, not propagated:
+/// the original error is what the caller reports.
+async fn report_permanent_error(tenant: &TenantCluster, error: &Error, ctx: &Context) {
+    let ready = ConditionUpdate::new(
+        types::READY,
+        ConditionStatus::False,
+        error.condition_reason(),
+        error.to_string(),
+    );
+    let (desired, _) = compute_status(tenant, &[], Some(ready), ctx.clock.now());
+    match patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await {
+        Ok(true) => {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: error.condition_reason().into(),
+                note: Some(truncate_note(error.to_string())),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            publish(tenant, &event, ctx).await;
+        }
+        Ok(false) => {}
+        Err(status_error) => tracing::warn!(error = %status_error, "cannot record permanent error in status"),
+    }
+}
+
+async fn publish_changes(tenant: &TenantCluster, changes: &[StatusChange], ctx: &Context) {
+    for change in changes {
+        let event = match change {
+            StatusChange::ConditionFlipped { type_, status, reason: _, message } => Event {
+                type_: if *status == ConditionStatus::True { EventType::Normal } else { EventType::Warning },
+                reason: if *status == ConditionStatus::True { type_.clone() } else { format!("Not{type_}") },
+                note: Some(truncate_note(message.clone())),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+            StatusChange::PhaseChanged { from, to } => Event {
+                type_: if *to == Phase::Degraded { EventType::Warning } else { EventType::Normal },
+                reason: format!("{to:?}"),
+                note: Some(match from {
+                    Some(from) => format!("phase changed from {from:?} to {to:?}"),
+                    None => format!("phase is {to:?}"),
+                }),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+        };
+        publish(tenant, &event, ctx).await;
+    }
+}
+
+async fn publish(tenant: &TenantCluster, event: &Event, ctx: &Context) {
+    ctx.metrics.record_write("Event", WriteVerb::PublishEvent);
+    if let Err(error) = ctx.recorder.publish(event, &tenant.object_ref(&())).await {
+        // An Event is a courtesy to humans; failing to send one must not fail the pass.
+        tracing::warn!(%error, reason = %event.reason, "cannot publish event");
+    }
+}
+
+/// Events notes are limited to 1 kB.
+fn truncate_note(mut note: String) -> String {
+    const MAX_NOTE_BYTES: usize = 1024;
+    if note.len() > MAX_NOTE_BYTES {
+        let mut end = MAX_NOTE_BYTES - 3;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
+}
+
+fn names_of(tenant: &TenantCluster) -> Result<TenantNames> {
+    let name = tenant.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = tenant.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    Ok(TenantNames::new(name, namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::api::TenantClusterSpec;
+    use crate::names::Component;
+
+    fn tenant(name: &str) -> TenantCluster {
+        let spec: TenantClusterSpec =
+            serde_json::from_value(serde_json::json!({"version": "1.34.2"})).expect("spec");
+        TenantCluster {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("tenants".into()),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        }
+    }
+
+    #[test]
+    fn owned_object_selector_matches_the_labels_builders_set() {
+        let (key, value) = OWNED_OBJECTS_SELECTOR.split_once('=').expect("key=value");
+        let labels = TenantNames::new("team-a", "tenants").labels(Component::Etcd);
+        assert_eq!(labels.get(key).map(String::as_str), Some(value));
+    }
+
+    #[test]
+    fn validate_rejects_names_too_long_for_derived_objects() {
+        assert!(validate(&tenant("team-a")).is_ok());
+        let error = validate(&tenant(&"a".repeat(MAX_TENANT_NAME_LENGTH + 1))).expect_err("too long");
+        assert!(error.is_permanent());
+        assert!(matches!(&error, Error::InvalidSpec { field, .. } if field == "metadata.name"), "{error}");
+    }
+
+    #[test]
+    fn build_is_not_wired_yet_and_returns_no_objects() {
+        let objects = build(&tenant("team-a"), &TenantNames::new("team-a", "tenants")).expect("builds");
+        assert!(objects.is_empty());
+    }
+
+    #[test]
+    fn long_event_notes_are_truncated_on_a_char_boundary() {
+        let note = truncate_note("é".repeat(600));
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(note.ends_with("..."));
+        assert_eq!(truncate_note("short".into()), "short");
+    }
+}

@@ -1,0 +1,167 @@
+//! Reads what a tenant's control plane looks like in the meta cluster right now:
+//! which of its Secrets exist and how ready its workloads are. Reads only; the
+//! result feeds the pure status computation in [`super::status`].
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::error::Result;
+use crate::names::TenantNames;
+
+/// Rollout state of one workload (StatefulSet or Deployment).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadReadiness {
+    /// Replicas asked for.
+    pub desired: i32,
+    /// Replicas ready (StatefulSet) or available (Deployment).
+    pub ready: i32,
+    /// Replicas running the current template.
+    pub updated: i32,
+    /// The workload controller has seen the latest spec.
+    pub observed_latest: bool,
+}
+
+impl WorkloadReadiness {
+    /// Every replica runs the latest template and is ready.
+    pub fn is_ready(&self) -> bool {
+        self.observed_latest && self.ready >= self.desired && self.updated >= self.desired
+    }
+
+    /// Readiness of a StatefulSet, from its spec and status.
+    pub fn from_statefulset(statefulset: &StatefulSet) -> Self {
+        let desired = statefulset.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
+        let status = statefulset.status.as_ref();
+        Self {
+            desired,
+            ready: status.and_then(|status| status.ready_replicas).unwrap_or(0),
+            updated: status.and_then(|status| status.updated_replicas).unwrap_or(0),
+            observed_latest: observed_latest(
+                statefulset.metadata.generation,
+                status.and_then(|status| status.observed_generation),
+            ),
+        }
+    }
+
+    /// Readiness of a Deployment, from its spec and status.
+    pub fn from_deployment(deployment: &Deployment) -> Self {
+        let desired = deployment.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
+        let status = deployment.status.as_ref();
+        Self {
+            desired,
+            ready: status.and_then(|status| status.available_replicas).unwrap_or(0),
+            updated: status.and_then(|status| status.updated_replicas).unwrap_or(0),
+            observed_latest: observed_latest(
+                deployment.metadata.generation,
+                status.and_then(|status| status.observed_generation),
+            ),
+        }
+    }
+}
+
+fn observed_latest(generation: Option<i64>, observed_generation: Option<i64>) -> bool {
+    match (generation, observed_generation) {
+        (Some(generation), Some(observed)) => observed >= generation,
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
+}
+
+/// The live state of one tenant's control plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Names of the Secrets carrying the tenant label.
+    pub secrets: BTreeSet<String>,
+    /// The etcd StatefulSet, if it exists.
+    pub etcd: Option<WorkloadReadiness>,
+    /// The kube-apiserver Deployment, if it exists.
+    pub apiserver: Option<WorkloadReadiness>,
+    /// The kube-controller-manager Deployment, if it exists.
+    pub controller_manager: Option<WorkloadReadiness>,
+}
+
+/// Reads the tenant's Secrets (names only, never their data) and workloads.
+pub async fn observe(client: &Client, names: &TenantNames) -> Result<Observation> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
+    let secrets = secrets
+        .list_metadata(&ListParams::default().labels(&names.tenant_selector()))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|secret| secret.metadata.name)
+        .collect();
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &names.namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &names.namespace);
+    Ok(Observation {
+        secrets,
+        etcd: statefulsets.get_opt(&names.etcd()).await?.as_ref().map(WorkloadReadiness::from_statefulset),
+        apiserver: deployments
+            .get_opt(&names.apiserver())
+            .await?
+            .as_ref()
+            .map(WorkloadReadiness::from_deployment),
+        controller_manager: deployments
+            .get_opt(&names.controller_manager())
+            .await?
+            .as_ref()
+            .map(WorkloadReadiness::from_deployment),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus};
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn statefulset(replicas: i32, ready: i32, updated: i32, generation: i64, observed: i64) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta { generation: Some(generation), ..ObjectMeta::default() },
+            spec: Some(StatefulSetSpec { replicas: Some(replicas), ..StatefulSetSpec::default() }),
+            status: Some(StatefulSetStatus {
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                observed_generation: Some(observed),
+                ..StatefulSetStatus::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn statefulset_is_ready_only_with_all_members_ready_on_the_latest_spec() {
+        assert!(WorkloadReadiness::from_statefulset(&statefulset(3, 3, 3, 2, 2)).is_ready());
+        assert!(!WorkloadReadiness::from_statefulset(&statefulset(3, 2, 3, 2, 2)).is_ready());
+        assert!(!WorkloadReadiness::from_statefulset(&statefulset(3, 3, 1, 2, 2)).is_ready(), "rolling");
+        assert!(
+            !WorkloadReadiness::from_statefulset(&statefulset(3, 3, 3, 3, 2)).is_ready(),
+            "spec not seen"
+        );
+    }
+
+    #[test]
+    fn deployment_without_status_is_not_ready() {
+        let deployment = Deployment {
+            metadata: ObjectMeta { generation: Some(1), ..ObjectMeta::default() },
+            spec: Some(DeploymentSpec { replicas: Some(2), ..DeploymentSpec::default() }),
+            status: None,
+        };
+        let readiness = WorkloadReadiness::from_deployment(&deployment);
+        assert_eq!(readiness, WorkloadReadiness { desired: 2, ready: 0, updated: 0, observed_latest: false });
+        assert!(!readiness.is_ready());
+
+        let available = Deployment {
+            status: Some(DeploymentStatus {
+                available_replicas: Some(2),
+                updated_replicas: Some(2),
+                observed_generation: Some(1),
+                ..DeploymentStatus::default()
+            }),
+            ..deployment
+        };
+        assert!(WorkloadReadiness::from_deployment(&available).is_ready());
+    }
+}

@@ -1,0 +1,378 @@
+//! Computes a TenantCluster's status from what was observed (pure).
+//!
+//! Input: the object (current status, generation, deletion, pause), an
+//! [`Observation`] and "now". Output: the desired status and the changes worth an
+//! Event. The reconciler writes the status only when it differs from the current
+//! one, so a steady tenant costs no writes.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{Phase, TenantCluster, TenantClusterStatus};
+use crate::names::TenantNames;
+use crate::reconcile::conditions::{
+    ConditionStatus, ConditionUpdate, find_condition, is_condition_true, phase_from_conditions, reason,
+    set_condition, summarize_ready, types,
+};
+use crate::reconcile::observe::{Observation, WorkloadReadiness};
+
+/// Secrets that make up the tenant PKI; PKIReady needs all of them.
+pub fn pki_secrets(names: &TenantNames) -> Vec<String> {
+    vec![
+        names.cluster_ca_secret(),
+        names.front_proxy_ca_secret(),
+        names.etcd_ca_secret(),
+        names.service_account_key_secret(),
+        names.apiserver_serving_secret(),
+        names.apiserver_kubelet_client_secret(),
+        names.apiserver_etcd_client_secret(),
+        names.front_proxy_client_secret(),
+        names.etcd_server_secret(),
+        names.etcd_peer_secret(),
+        names.etcd_healthcheck_client_secret(),
+    ]
+}
+
+/// Secrets holding kubeconfigs; KubeconfigReady needs all of them.
+pub fn kubeconfig_secrets(names: &TenantNames) -> Vec<String> {
+    vec![
+        names.admin_kubeconfig_secret(),
+        names.admin_in_cluster_kubeconfig_secret(),
+        names.controller_manager_kubeconfig_secret(),
+    ]
+}
+
+/// A change worth telling humans about with an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusChange {
+    /// An existing condition flipped status (a condition appearing for the first time is not a flip).
+    ConditionFlipped {
+        /// Condition type, for example `EtcdReady`.
+        type_: String,
+        /// The new status.
+        status: ConditionStatus,
+        /// The new reason.
+        reason: String,
+        /// The new message.
+        message: String,
+    },
+    /// The phase changed (including the first phase a new tenant gets).
+    PhaseChanged {
+        /// The previous phase; `None` for a new tenant.
+        from: Option<Phase>,
+        /// The new phase.
+        to: Phase,
+    },
+}
+
+/// The component conditions (everything but Ready) for an observation.
+pub fn component_conditions(names: &TenantNames, observation: &Observation) -> Vec<ConditionUpdate> {
+    vec![
+        secrets_condition(types::PKI_READY, &pki_secrets(names), observation),
+        workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref()),
+        workload_condition(
+            types::API_SERVER_READY,
+            "kube-apiserver Deployment",
+            observation.apiserver.as_ref(),
+        ),
+        workload_condition(
+            types::CONTROLLER_MANAGER_READY,
+            "kube-controller-manager Deployment",
+            observation.controller_manager.as_ref(),
+        ),
+        secrets_condition(types::KUBECONFIG_READY, &kubeconfig_secrets(names), observation),
+    ]
+}
+
+fn secrets_condition(type_: &'static str, required: &[String], observation: &Observation) -> ConditionUpdate {
+    let missing: Vec<&str> =
+        required.iter().filter(|name| !observation.secrets.contains(*name)).map(String::as_str).collect();
+    if missing.is_empty() {
+        ConditionUpdate::new(type_, ConditionStatus::True, reason::READY, "all Secrets exist")
+    } else {
+        ConditionUpdate::new(
+            type_,
+            ConditionStatus::False,
+            reason::NOT_FOUND,
+            format!("missing Secrets: {}", missing.join(", ")),
+        )
+    }
+}
+
+fn workload_condition(
+    type_: &'static str,
+    what: &str,
+    readiness: Option<&WorkloadReadiness>,
+) -> ConditionUpdate {
+    match readiness {
+        None => ConditionUpdate::new(
+            type_,
+            ConditionStatus::False,
+            reason::NOT_FOUND,
+            format!("{what} not found"),
+        ),
+        Some(readiness) if readiness.is_ready() => ConditionUpdate::new(
+            type_,
+            ConditionStatus::True,
+            reason::READY,
+            format!("{}/{} replicas ready", readiness.ready, readiness.desired),
+        ),
+        Some(readiness) => ConditionUpdate::new(
+            type_,
+            ConditionStatus::False,
+            reason::PROGRESSING,
+            format!(
+                "{}/{} replicas ready, {} updated{}",
+                readiness.ready,
+                readiness.desired,
+                readiness.updated,
+                if readiness.observed_latest { "" } else { ", latest spec not yet observed" }
+            ),
+        ),
+    }
+}
+
+/// The desired status of `tenant` after applying `component_updates`.
+///
+/// `ready_override` replaces the computed Ready summary; the reconciler uses it to
+/// report a permanent error. A paused tenant keeps its computed Ready status but
+/// says so in the reason, so `kubectl describe` shows why nothing happens.
+pub fn compute_status(
+    tenant: &TenantCluster,
+    component_updates: &[ConditionUpdate],
+    ready_override: Option<ConditionUpdate>,
+    now: Timestamp,
+) -> (TenantClusterStatus, Vec<StatusChange>) {
+    let current = tenant.status.clone().unwrap_or_default();
+    let generation = tenant.metadata.generation;
+    let mut conditions = current.conditions.clone();
+    for update in component_updates {
+        set_condition(&mut conditions, update, generation, now);
+    }
+    let mut ready = ready_override.unwrap_or_else(|| summarize_ready(&conditions));
+    if tenant.spec.paused {
+        ready.reason = reason::PAUSED;
+        ready.message = format!("spec.paused is set; observing only ({})", ready.message);
+    }
+    set_condition(&mut conditions, &ready, generation, now);
+
+    let deleting = tenant.meta().deletion_timestamp.is_some();
+    let phase = phase_from_conditions(current.phase, &conditions, deleting);
+
+    let mut changes: Vec<StatusChange> = conditions
+        .iter()
+        .filter_map(|condition| {
+            let before = find_condition(&current.conditions, &condition.type_)?;
+            (before.status != condition.status).then(|| StatusChange::ConditionFlipped {
+                type_: condition.type_.clone(),
+                status: match condition.status.as_str() {
+                    "True" => ConditionStatus::True,
+                    "False" => ConditionStatus::False,
+                    _ => ConditionStatus::Unknown,
+                },
+                reason: condition.reason.clone(),
+                message: condition.message.clone(),
+            })
+        })
+        .collect();
+    if current.phase != Some(phase) {
+        changes.push(StatusChange::PhaseChanged { from: current.phase, to: phase });
+    }
+
+    let names = TenantNames::new(tenant.name_any(), tenant.namespace().unwrap_or_default());
+    let status = TenantClusterStatus {
+        phase: Some(phase),
+        observed_generation: generation,
+        // The version the control plane runs changes once the apiserver rollout finished.
+        version: if is_condition_true(&conditions, types::API_SERVER_READY) {
+            Some(tenant.spec.version.clone())
+        } else {
+            current.version.clone()
+        },
+        kubeconfig_secret_name: if is_condition_true(&conditions, types::KUBECONFIG_READY) {
+            Some(names.admin_kubeconfig_secret())
+        } else {
+            current.kubeconfig_secret_name.clone()
+        },
+        // INTEGRATION POINT (lead): endpoint comes from the apiserver Service builder and
+        // certificatesExpireAt from the PKI; carried over until those are wired.
+        endpoint: current.endpoint.clone(),
+        certificates_expire_at: current.certificates_expire_at.clone(),
+        conditions,
+    };
+    (status, changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::api::TenantClusterSpec;
+    use crate::reconcile::conditions::status_equivalent;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_750_000_000 + second).expect("valid")
+    }
+
+    fn tenant(status: Option<TenantClusterStatus>) -> TenantCluster {
+        let spec: TenantClusterSpec =
+            serde_json::from_value(serde_json::json!({"version": "1.34.2"})).expect("spec");
+        TenantCluster {
+            metadata: ObjectMeta {
+                name: Some("team-a".into()),
+                namespace: Some("tenants".into()),
+                generation: Some(4),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status,
+        }
+    }
+
+    fn names() -> TenantNames {
+        TenantNames::new("team-a", "tenants")
+    }
+
+    fn ready_workload(replicas: i32) -> Option<WorkloadReadiness> {
+        Some(WorkloadReadiness {
+            desired: replicas,
+            ready: replicas,
+            updated: replicas,
+            observed_latest: true,
+        })
+    }
+
+    fn healthy_observation() -> Observation {
+        let names = names();
+        Observation {
+            secrets: pki_secrets(&names).into_iter().chain(kubeconfig_secrets(&names)).collect(),
+            etcd: ready_workload(3),
+            apiserver: ready_workload(1),
+            controller_manager: ready_workload(1),
+        }
+    }
+
+    #[test]
+    fn new_tenant_with_nothing_built_is_provisioning_with_every_component_false() {
+        let tenant = tenant(None);
+        let updates = component_conditions(&names(), &Observation::default());
+        let (status, changes) = compute_status(&tenant, &updates, None, at(0));
+
+        assert_eq!(status.phase, Some(Phase::Provisioning));
+        assert_eq!(status.observed_generation, Some(4));
+        let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            ["PKIReady", "EtcdReady", "APIServerReady", "ControllerManagerReady", "KubeconfigReady", "Ready"]
+        );
+        assert!(status.conditions.iter().all(|c| c.status == "False"));
+        let etcd = find_condition(&status.conditions, types::ETCD_READY).expect("present");
+        assert_eq!(etcd.message, "etcd StatefulSet not found");
+        // First appearance of conditions is not an Event; the first phase is.
+        assert_eq!(changes, [StatusChange::PhaseChanged { from: None, to: Phase::Provisioning }]);
+        assert_eq!(status.version, None);
+    }
+
+    #[test]
+    fn healthy_observation_makes_the_tenant_ready_and_reports_flips() {
+        let (provisioning, _) = compute_status(
+            &tenant(None),
+            &component_conditions(&names(), &Observation::default()),
+            None,
+            at(0),
+        );
+        let tenant = tenant(Some(provisioning));
+        let (status, changes) =
+            compute_status(&tenant, &component_conditions(&names(), &healthy_observation()), None, at(60));
+
+        assert_eq!(status.phase, Some(Phase::Ready));
+        assert_eq!(status.version.as_deref(), Some("1.34.2"));
+        assert_eq!(status.kubeconfig_secret_name.as_deref(), Some("team-a-kubeconfig"));
+        assert!(
+            status.conditions.iter().all(|c| c.status == "True" && c.last_transition_time == Time(at(60)))
+        );
+        assert_eq!(changes.len(), 7, "six condition flips and one phase change: {changes:?}");
+        assert_eq!(
+            changes.last(),
+            Some(&StatusChange::PhaseChanged { from: Some(Phase::Provisioning), to: Phase::Ready })
+        );
+    }
+
+    #[test]
+    fn steady_tenant_computes_an_equivalent_status_and_no_changes() {
+        let (first, _) = compute_status(
+            &tenant(None),
+            &component_conditions(&names(), &healthy_observation()),
+            None,
+            at(0),
+        );
+        let tenant = tenant(Some(first.clone()));
+        let (second, changes) =
+            compute_status(&tenant, &component_conditions(&names(), &healthy_observation()), None, at(3600));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(second, first, "transition times must not move on a steady pass");
+        assert!(status_equivalent(Some(&first), &second));
+    }
+
+    #[test]
+    fn losing_etcd_after_ready_degrades_the_tenant() {
+        let (ready, _) = compute_status(
+            &tenant(None),
+            &component_conditions(&names(), &healthy_observation()),
+            None,
+            at(0),
+        );
+        let mut observation = healthy_observation();
+        observation.etcd =
+            Some(WorkloadReadiness { desired: 3, ready: 1, updated: 3, observed_latest: true });
+        let (status, changes) =
+            compute_status(&tenant(Some(ready)), &component_conditions(&names(), &observation), None, at(10));
+
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        let etcd = find_condition(&status.conditions, types::ETCD_READY).expect("present");
+        assert_eq!(etcd.message, "1/3 replicas ready, 3 updated");
+        assert!(
+            changes.contains(&StatusChange::PhaseChanged { from: Some(Phase::Ready), to: Phase::Degraded })
+        );
+        assert!(changes.iter().any(|change| matches!(change,
+            StatusChange::ConditionFlipped { type_, status: ConditionStatus::False, .. } if type_ == "EtcdReady")));
+        // The running version stays what it was while the apiserver is still up.
+        assert_eq!(status.version.as_deref(), Some("1.34.2"));
+    }
+
+    #[test]
+    fn ready_override_reports_a_permanent_error() {
+        let override_ready = ConditionUpdate::new(
+            types::READY,
+            ConditionStatus::False,
+            reason::INVALID_SPEC,
+            "invalid spec: spec.etcd.replicas: must be 1, 3 or 5",
+        );
+        let (status, _) = compute_status(&tenant(None), &[], Some(override_ready), at(0));
+        let ready = find_condition(&status.conditions, types::READY).expect("present");
+        assert_eq!(ready.reason, "InvalidSpec");
+        assert_eq!(status.conditions.len(), 1, "component conditions untouched when none were observed");
+    }
+
+    #[test]
+    fn paused_tenant_says_so_in_the_ready_reason() {
+        let mut paused = tenant(None);
+        paused.spec.paused = true;
+        let (status, _) =
+            compute_status(&paused, &component_conditions(&names(), &healthy_observation()), None, at(0));
+        let ready = find_condition(&status.conditions, types::READY).expect("present");
+        assert_eq!(ready.status, "True");
+        assert_eq!(ready.reason, "Paused");
+        assert!(ready.message.starts_with("spec.paused is set"), "{}", ready.message);
+    }
+
+    #[test]
+    fn deleting_tenant_is_in_phase_deleting() {
+        let mut deleting = tenant(None);
+        deleting.metadata.deletion_timestamp = Some(Time(at(0)));
+        let (status, _) = compute_status(&deleting, &[], None, at(0));
+        assert_eq!(status.phase, Some(Phase::Deleting));
+    }
+}
