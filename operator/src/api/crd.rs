@@ -37,7 +37,8 @@ mod tests {
         assert!(
             committed == crd_yaml(),
             "crds/nestor.dev_tenantclusters.yaml is missing or out of date with operator/src/api; \
-             regenerate it from the workspace root with: cargo run -- crd > crds/nestor.dev_tenantclusters.yaml"
+             regenerate it from the workspace root with: \
+             cargo run -- crd > crds/nestor.dev_tenantclusters.yaml"
         );
     }
 

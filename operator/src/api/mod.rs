@@ -2,6 +2,10 @@
 //! platform team and the operator. Everything here is plain data; admission
 //! rules live next to the types (OpenAPI and CEL, see `validation`) so the
 //! apiserver rejects a bad spec before the operator ever sees it.
+//!
+//! JSON names follow the Kubernetes convention for initialisms (`serviceCIDR`, `podCIDR`,
+//! `certSANs`). Defaults are declared once, on the serde fields, and show up in the CRD
+//! schema, so the apiserver stores the same values the operator would assume.
 
 mod crd;
 pub mod validation;

@@ -47,7 +47,11 @@ const SAN_DNS_PATTERN: &str = "^([*][.])?[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-
 /// Registry host (with optional port) and repository path, no tag or digest: Nestor appends
 /// `/<component>:v<version>`. Host labels may be mixed case, path components may not
 /// (the distribution reference grammar).
-const IMAGE_REPOSITORY_PATTERN: &str = "^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?([.][a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*(:[0-9]{1,5})?(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*$";
+const IMAGE_REPOSITORY_PATTERN: &str = concat!(
+    "^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?([.][a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*", // host
+    "(:[0-9]{1,5})?",                                                                      // port
+    "(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*$",                                             // path
+);
 /// Go duration with hours, minutes and seconds, in that order; at most six digits each so
 /// CEL's `duration()` never overflows.
 const DURATION_PATTERN: &str = "^([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?$";
@@ -651,7 +655,8 @@ mod tests {
         assert_eq!(
             rules::version_supported().rule,
             format!(
-                "!self.matches('{VERSION_PATTERN}') || (int(self.split('.')[1]) >= 33 && int(self.split('.')[1]) <= 35)"
+                "!self.matches('{VERSION_PATTERN}') || \
+                 (int(self.split('.')[1]) >= 33 && int(self.split('.')[1]) <= 35)"
             )
         );
         assert_eq!(rules::name_length().rule, "self.metadata.name.size() <= 40");
