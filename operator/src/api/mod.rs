@@ -155,7 +155,7 @@ pub struct ApiServerSpec {
     pub extra_args: BTreeMap<String, String>,
     /// Extra subject alternative names (DNS names or IPs) for the serving certificate.
     #[serde(default, rename = "certSANs", skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(max = 253)))]
+    #[schemars(length(max = validation::MAX_CERT_SANS), inner(length(max = 253)))]
     #[x_kube(validation = rules::cert_sans(), merge_strategy = ListMerge::Set)]
     pub cert_sans: Vec<String>,
     /// Compute resources of each pod.

@@ -85,19 +85,27 @@ fn cel_patch(var: &str) -> String {
 pub mod rules {
     use super::*;
 
+    /// A rule with its failure message.
+    fn rule(expression: impl Into<String>, message: impl Into<String>) -> Rule {
+        Rule::new(expression).message(Message::Message(message.into()))
+    }
+
     /// Root: the name prefixes every derived object name, which must stay a DNS label.
     pub fn name_length() -> Rule {
-        Rule::new(format!("self.metadata.name.size() <= {MAX_TENANT_NAME_LENGTH}")).message(Message::Message(
+        rule(
+            format!("self.metadata.name.size() <= {MAX_TENANT_NAME_LENGTH}"),
             format!(
-                "metadata.name must be at most {MAX_TENANT_NAME_LENGTH} characters: derived object names \
-             such as <name>-controller-manager and the etcd pods' revision labels must stay DNS labels"
+                "metadata.name must be at most {MAX_TENANT_NAME_LENGTH} characters: derived object \
+                 names such as <name>-controller-manager and the etcd pods' revision labels must \
+                 stay DNS labels"
             ),
-        ))
+        )
     }
 
     /// Root: derived names such as `<name>-etcd` are Service names, hence DNS labels.
     pub fn name_is_dns_label() -> Rule {
-        Rule::new(format!("self.metadata.name.matches('{DNS_LABEL_PATTERN}')")).message(
+        rule(
+            format!("self.metadata.name.matches('{DNS_LABEL_PATTERN}')"),
             "metadata.name must be a DNS-1123 label (lowercase letters, digits and '-', no dots): \
              it names the tenant's Services",
         )
@@ -105,7 +113,8 @@ pub mod rules {
 
     /// `spec.version` format.
     pub fn version_format() -> Rule {
-        Rule::new(format!("self.matches('{VERSION_PATTERN}')")).message(
+        rule(
+            format!("self.matches('{VERSION_PATTERN}')"),
             "spec.version must be a Kubernetes version MAJOR.MINOR.PATCH without a leading 'v', \
              such as 1.34.2",
         )
@@ -116,21 +125,21 @@ pub mod rules {
     pub fn version_supported() -> Rule {
         let (first, last) = (SUPPORTED_MINOR_VERSIONS.start(), SUPPORTED_MINOR_VERSIONS.end());
         let minor = cel_minor("self");
-        Rule::new(format!("!self.matches('{VERSION_PATTERN}') || ({minor} >= {first} && {minor} <= {last})"))
-            .message(Message::Message(format!(
-                "spec.version must be a supported Kubernetes version: 1.{first} through 1.{last}"
-            )))
+        rule(
+            format!("!self.matches('{VERSION_PATTERN}') || ({minor} >= {first} && {minor} <= {last})"),
+            format!("spec.version must be a supported Kubernetes version: 1.{first} through 1.{last}"),
+        )
     }
 
     /// `spec.version` transition: never lower than before.
     pub fn version_no_downgrade() -> Rule {
         let (minor, old_minor) = (cel_minor("self"), cel_minor("oldSelf"));
         let (patch, old_patch) = (cel_patch("self"), cel_patch("oldSelf"));
-        Rule::new(format!(
-            "!self.matches('{VERSION_PATTERN}') || !oldSelf.matches('{VERSION_PATTERN}') || \
-             {minor} > {old_minor} || ({minor} == {old_minor} && {patch} >= {old_patch})"
-        ))
-        .message(
+        rule(
+            format!(
+                "!self.matches('{VERSION_PATTERN}') || !oldSelf.matches('{VERSION_PATTERN}') || \
+                 {minor} > {old_minor} || ({minor} == {old_minor} && {patch} >= {old_patch})"
+            ),
             "spec.version cannot be lowered: etcd data written by a newer kube-apiserver \
              may not be readable by an older one",
         )
@@ -139,11 +148,11 @@ pub mod rules {
     /// `spec.version` transition: at most one minor version up.
     pub fn version_no_skipped_minor() -> Rule {
         let (minor, old_minor) = (cel_minor("self"), cel_minor("oldSelf"));
-        Rule::new(format!(
-            "!self.matches('{VERSION_PATTERN}') || !oldSelf.matches('{VERSION_PATTERN}') || \
-             {minor} <= {old_minor} + 1"
-        ))
-        .message(
+        rule(
+            format!(
+                "!self.matches('{VERSION_PATTERN}') || !oldSelf.matches('{VERSION_PATTERN}') || \
+                 {minor} <= {old_minor} + 1"
+            ),
             "spec.version must move up one minor version at a time (such as 1.33.x to 1.34.y): \
              Kubernetes does not support skipping a minor version",
         )
@@ -152,92 +161,102 @@ pub mod rules {
     /// `spec.etcd.replicas`: an odd quorum size.
     pub fn etcd_replicas() -> Rule {
         let counts = ETCD_REPLICA_COUNTS.map(|count| count.to_string()).join(", ");
-        Rule::new(format!("self in [{counts}]"))
-            .message("spec.etcd.replicas must be 1, 3 or 5: an odd member count keeps a quorum")
+        rule(
+            format!("self in [{counts}]"),
+            "spec.etcd.replicas must be 1, 3 or 5: an odd member count keeps a quorum",
+        )
     }
 
-    /// A field that may never change, such as `spec.network.serviceCIDR`.
+    /// A field that may never change, such as `spec.network.serviceCIDR`. Only for fields that
+    /// always hold a value (required or defaulted): a rule on a field sees no additions or
+    /// removals.
     pub fn immutable(field: &str, why: &str) -> Rule {
-        Rule::new("self == oldSelf").message(Message::Message(format!("{field} is immutable: {why}")))
+        rule("self == oldSelf", format!("{field} is immutable: {why}"))
     }
 
-    /// `spec.etcd.storage.storageClassName` may be neither changed, set nor removed: it is
-    /// optional, and a rule on the field alone would only see changes, not additions or
-    /// removals, so the rule sits on the parent object.
+    /// `spec.etcd.storage.storageClassName` may be neither changed, set nor removed. It is
+    /// optional, so the rule sits on the parent object, which sees additions and removals.
     pub fn storage_class_immutable() -> Rule {
-        Rule::new(
+        rule(
             "has(self.storageClassName) == has(oldSelf.storageClassName) && \
              (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
-        )
-        .field_path(".storageClassName")
-        .message(
             "spec.etcd.storage.storageClassName is immutable: a StatefulSet's volume claims \
              cannot move to another StorageClass",
         )
+        .field_path(".storageClassName")
     }
 
-    /// `spec.etcd.storage.size`: a positive quantity.
+    /// `spec.etcd.storage.size`: a positive quantity. The field is int-or-string.
     pub fn storage_size() -> Rule {
-        Rule::new(
+        rule(
             "type(self) == int ? self > 0 : \
              (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))",
+            "spec.etcd.storage.size must be a positive quantity such as 1Gi",
         )
-        .message("spec.etcd.storage.size must be a positive quantity such as 1Gi")
     }
 
     /// A StorageClass name is a DNS subdomain.
     pub fn storage_class_name() -> Rule {
-        Rule::new(format!("self.matches('{DNS_SUBDOMAIN_PATTERN}')")).message(
+        rule(
+            format!("self.matches('{DNS_SUBDOMAIN_PATTERN}')"),
             "spec.etcd.storage.storageClassName must be a DNS-1123 subdomain, the name of a StorageClass",
         )
     }
 
     /// `spec.network.serviceCIDR` and `spec.network.podCIDR`: a CIDR in canonical form.
     pub fn cidr(field: &str) -> Rule {
-        Rule::new("isCIDR(self) && cidr(self) == cidr(self).masked()").message(Message::Message(format!(
-            "{field} must be a CIDR with its host bits zero, such as 10.96.0.0/12 or fd00:10:96::/108"
-        )))
+        rule(
+            "isCIDR(self) && cidr(self) == cidr(self).masked()",
+            format!(
+                "{field} must be a CIDR with its host bits zero, such as 10.96.0.0/12 or fd00:10:96::/108"
+            ),
+        )
     }
 
     /// `spec.network.serviceCIDR` size.
     pub fn service_cidr_size() -> Rule {
         let (v4_min, v4_max) = (IPV4_SERVICE_PREFIX_LENGTHS.start(), IPV4_SERVICE_PREFIX_LENGTHS.end());
         let (v6_min, v6_max) = (IPV6_SERVICE_PREFIX_LENGTHS.start(), IPV6_SERVICE_PREFIX_LENGTHS.end());
-        Rule::new(format!(
-            "!isCIDR(self) || (cidr(self).ip().family() == 4 ? \
-             (cidr(self).prefixLength() >= {v4_min} && cidr(self).prefixLength() <= {v4_max}) : \
-             (cidr(self).prefixLength() >= {v6_min} && cidr(self).prefixLength() <= {v6_max}))"
-        ))
-        .message(Message::Message(format!(
-            "spec.network.serviceCIDR must have a prefix length from /{v4_min} to /{v4_max} (IPv4) \
-             or /{v6_min} to /{v6_max} (IPv6): wide enough for the tenant's Services, \
-             narrow enough for kube-apiserver"
-        )))
+        rule(
+            format!(
+                "!isCIDR(self) || (cidr(self).ip().family() == 4 ? \
+                 (cidr(self).prefixLength() >= {v4_min} && cidr(self).prefixLength() <= {v4_max}) : \
+                 (cidr(self).prefixLength() >= {v6_min} && cidr(self).prefixLength() <= {v6_max}))"
+            ),
+            format!(
+                "spec.network.serviceCIDR must have a prefix length from /{v4_min} to /{v4_max} (IPv4) \
+                 or /{v6_min} to /{v6_max} (IPv6): wide enough for the tenant's Services, \
+                 narrow enough for kube-apiserver"
+            ),
+        )
     }
 
     /// `spec.network`: Pod and Service addresses must not collide. Two CIDRs overlap exactly
     /// when one contains the other.
     pub fn pod_and_service_cidrs_disjoint() -> Rule {
-        Rule::new(
+        rule(
             "!isCIDR(self.serviceCIDR) || !isCIDR(self.podCIDR) || \
              cidr(self.serviceCIDR).ip().family() != cidr(self.podCIDR).ip().family() || \
              (!cidr(self.serviceCIDR).containsCIDR(cidr(self.podCIDR)) && \
              !cidr(self.podCIDR).containsCIDR(cidr(self.serviceCIDR)))",
+            "spec.network.podCIDR must not overlap spec.network.serviceCIDR",
         )
         .field_path(".podCIDR")
-        .message("spec.network.podCIDR must not overlap spec.network.serviceCIDR")
     }
 
     /// `spec.network`: a fixed node port only makes sense on a NodePort Service.
     pub fn node_port_needs_node_port_service() -> Rule {
-        Rule::new("!has(self.nodePort) || self.serviceType == 'NodePort'")
-            .field_path(".nodePort")
-            .message("spec.network.nodePort may only be set when spec.network.serviceType is NodePort")
+        rule(
+            "!has(self.nodePort) || self.serviceType == 'NodePort'",
+            "spec.network.nodePort may only be set when spec.network.serviceType is NodePort",
+        )
+        .field_path(".nodePort")
     }
 
     /// `spec.network.clusterDomain`.
     pub fn cluster_domain() -> Rule {
-        Rule::new(format!("self.matches('{DNS_SUBDOMAIN_PATTERN}')")).message(
+        rule(
+            format!("self.matches('{DNS_SUBDOMAIN_PATTERN}')"),
             "spec.network.clusterDomain must be a DNS-1123 subdomain such as cluster.local: \
              it is the suffix of every in-cluster DNS name",
         )
@@ -245,14 +264,16 @@ pub mod rules {
 
     /// A host that goes into a certificate: a DNS name or an IP address.
     pub fn dns_name_or_ip(field: &str) -> Rule {
-        Rule::new(format!("isIP(self) || self.matches('{SAN_DNS_PATTERN}')")).message(Message::Message(
+        rule(
+            format!("isIP(self) || self.matches('{SAN_DNS_PATTERN}')"),
             format!("{field} must be a lowercase DNS name (optionally starting with '*.') or an IP address"),
-        ))
+        )
     }
 
     /// `spec.apiServer.certSANs`: every entry a DNS name or an IP address.
     pub fn cert_sans() -> Rule {
-        Rule::new(format!("self.all(san, isIP(san) || san.matches('{SAN_DNS_PATTERN}'))")).message(
+        rule(
+            format!("self.all(san, isIP(san) || san.matches('{SAN_DNS_PATTERN}'))"),
             "spec.apiServer.certSANs entries must be lowercase DNS names (optionally starting \
              with '*.') or IP addresses",
         )
@@ -260,7 +281,8 @@ pub mod rules {
 
     /// `spec.imageRepository`.
     pub fn image_repository() -> Rule {
-        Rule::new(format!("self.matches('{IMAGE_REPOSITORY_PATTERN}')")).message(
+        rule(
+            format!("self.matches('{IMAGE_REPOSITORY_PATTERN}')"),
             "spec.imageRepository must be a registry host with optional port and path and no tag \
              or digest, such as registry.k8s.io or localhost:5000/k8s",
         )
@@ -268,25 +290,26 @@ pub mod rules {
 
     /// A Go-style duration field of `spec.pki`.
     pub fn duration(field: &str) -> Rule {
-        Rule::new(format!("self != '' && self.matches('{DURATION_PATTERN}')")).message(Message::Message(
+        rule(
+            format!("self != '' && self.matches('{DURATION_PATTERN}')"),
             format!("{field} must be a duration in hours, minutes and seconds such as 8760h or 1h30m"),
-        ))
+        )
     }
 
     /// `spec.pki`: renewal must start before the certificate expires. Skipped when either
     /// duration is malformed ([`duration`] reports that); the operator checks it again.
     pub fn renew_before_shorter_than_validity() -> Rule {
-        Rule::new(format!(
-            "self.certificateValidity == '' || self.renewBefore == '' || \
-             !self.certificateValidity.matches('{DURATION_PATTERN}') || \
-             !self.renewBefore.matches('{DURATION_PATTERN}') || \
-             duration(self.renewBefore) < duration(self.certificateValidity)"
-        ))
-        .field_path(".renewBefore")
-        .message(
+        rule(
+            format!(
+                "self.certificateValidity == '' || self.renewBefore == '' || \
+                 !self.certificateValidity.matches('{DURATION_PATTERN}') || \
+                 !self.renewBefore.matches('{DURATION_PATTERN}') || \
+                 duration(self.renewBefore) < duration(self.certificateValidity)"
+            ),
             "spec.pki.renewBefore must be shorter than spec.pki.certificateValidity: otherwise \
              every certificate is due for renewal as soon as it is issued",
         )
+        .field_path(".renewBefore")
     }
 }
 
