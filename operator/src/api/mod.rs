@@ -2,17 +2,27 @@
 //! platform team and the operator. Everything here is plain data; admission
 //! rules live next to the types (OpenAPI and CEL, see `validation`) so the
 //! apiserver rejects a bad spec before the operator ever sees it.
+//!
+//! JSON names follow the Kubernetes convention for initialisms (`serviceCIDR`, `podCIDR`,
+//! `certSANs`). Defaults are declared once, on the serde fields, and show up in the CRD
+//! schema, so the apiserver stores the same values the operator would assume.
 
+mod crd;
 pub mod validation;
+
+pub use crd::{crd, crd_yaml};
+pub use validation::{SUPPORTED_MINOR_VERSIONS, SpecError, validate};
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use validation::rules;
 
 /// API group of every Nestor resource.
 pub const GROUP: &str = "nestor.dev";
@@ -20,7 +30,7 @@ pub const GROUP: &str = "nestor.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// Desired state of one tenant control plane.
-#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[kube(
     group = "nestor.dev",
     version = "v1alpha1",
@@ -34,11 +44,22 @@ pub const VERSION: &str = "v1alpha1";
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = rules::name_is_dns_label(),
+    validation = rules::name_length()
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantClusterSpec {
-    /// Kubernetes version of the tenant control plane, for example "1.34.2".
+    /// Kubernetes version of the tenant control plane, MAJOR.MINOR.PATCH without a leading
+    /// "v", for example "1.34.2". Supported: 1.33 through 1.35. Upgrades go one minor version
+    /// at a time; downgrades are refused.
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        validation = rules::version_format(),
+        validation = rules::version_supported(),
+        validation = rules::version_no_downgrade(),
+        validation = rules::version_no_skipped_minor()
+    )]
     pub version: String,
     /// The tenant's etcd cluster.
     #[serde(default)]
@@ -53,8 +74,11 @@ pub struct TenantClusterSpec {
     #[serde(default)]
     pub network: NetworkSpec,
     /// Registry and repository prefix for the control-plane images
-    /// (`<imageRepository>/kube-apiserver:v<version>`). Defaults to registry.k8s.io.
+    /// (`<imageRepository>/kube-apiserver:v<version>`), without tag or digest. Defaults to
+    /// registry.k8s.io.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    #[x_kube(validation = rules::image_repository())]
     pub image_repository: Option<String>,
     /// Key algorithm and certificate lifetimes of the tenant PKI.
     #[serde(default)]
@@ -65,11 +89,13 @@ pub struct TenantClusterSpec {
 }
 
 /// The tenant's etcd members.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdSpec {
     /// Number of members: 1, 3 or 5 (an odd number keeps a quorum).
     #[serde(default = "default_etcd_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    #[x_kube(validation = rules::etcd_replicas())]
     pub replicas: i32,
     /// Where members keep their data.
     #[serde(default)]
@@ -90,32 +116,47 @@ fn default_etcd_replicas() -> i32 {
 }
 
 /// etcd data volume: a PersistentVolumeClaim per member, or an emptyDir when `ephemeral`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = rules::storage_class_immutable())]
 pub struct EtcdStorage {
     /// Keep data in an emptyDir that dies with the pod (tests and throwaway clusters only).
+    /// Immutable.
     #[serde(default)]
+    #[x_kube(validation = rules::immutable(
+        "spec.etcd.storage.ephemeral",
+        "switching between emptyDir and volume claims would lose the etcd data"
+    ))]
     pub ephemeral: bool,
     /// Size of each member's volume claim. Defaults to 1Gi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::storage_size())]
     pub size: Option<Quantity>,
-    /// StorageClass of the volume claims; the meta cluster's default when unset.
+    /// StorageClass of the volume claims; the meta cluster's default when unset. Immutable,
+    /// including setting or removing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = rules::storage_class_name())]
     pub storage_class_name: Option<String>,
 }
 
 /// The tenant's kube-apiserver replicas.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiServerSpec {
-    /// Number of kube-apiserver pods.
+    /// Number of kube-apiserver pods, 1 to 10.
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 10))]
     pub replicas: i32,
-    /// Extra `--flag=value` arguments; they override Nestor's defaults of the same name.
+    /// Extra `--flag=value` arguments (flag names without the leading dashes); they override
+    /// Nestor's defaults of the same name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "extra_args_schema")]
     pub extra_args: BTreeMap<String, String>,
     /// Extra subject alternative names (DNS names or IPs) for the serving certificate.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, rename = "certSANs", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = validation::MAX_CERT_SANS), inner(length(max = 253)))]
+    #[x_kube(validation = rules::cert_sans(), merge_strategy = ListMerge::Set)]
     pub cert_sans: Vec<String>,
     /// Compute resources of each pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,15 +173,31 @@ fn default_one() -> i32 {
     1
 }
 
+/// `extraArgs`: a bounded string map, so the apiserver's CEL cost estimate of the enclosing
+/// object stays finite.
+fn extra_args_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": validation::MAX_EXTRA_ARGS,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": validation::MAX_EXTRA_ARG_VALUE_LENGTH,
+        },
+    })
+}
+
 /// The tenant's kube-controller-manager replicas.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ControllerManagerSpec {
-    /// Number of kube-controller-manager pods (one leads, the rest wait).
+    /// Number of kube-controller-manager pods (one leads, the rest wait), 1 to 10.
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 10))]
     pub replicas: i32,
-    /// Extra `--flag=value` arguments; they override Nestor's defaults of the same name.
+    /// Extra `--flag=value` arguments (flag names without the leading dashes); they override
+    /// Nestor's defaults of the same name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "extra_args_schema")]
     pub extra_args: BTreeMap<String, String>,
     /// Compute resources of each pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,8 +220,12 @@ pub enum ServiceType {
 }
 
 /// Exposure of the tenant API and the tenant's own address plan.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = rules::node_port_needs_node_port_service(),
+    validation = rules::pod_and_service_cidrs_disjoint()
+)]
 pub struct NetworkSpec {
     /// Type of the apiserver Service in the meta cluster.
     #[serde(default)]
@@ -172,18 +233,43 @@ pub struct NetworkSpec {
     /// Host name or IP that clients outside the meta cluster use; it goes into
     /// the serving certificate and the admin kubeconfig.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = rules::dns_name_or_ip("spec.network.externalHost"))]
     pub external_host: Option<String>,
-    /// Fixed node port when `serviceType` is NodePort (30000-32767).
+    /// Fixed node port, only when `serviceType` is NodePort (30000-32767).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
-    /// The tenant's Service CIDR. Immutable.
-    #[serde(default = "default_service_cidr")]
+    /// The tenant's Service CIDR: IPv4 /12 to /24 or IPv6 /108 to /120. Immutable.
+    #[serde(default = "default_service_cidr", rename = "serviceCIDR")]
+    #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = rules::cidr("spec.network.serviceCIDR"),
+        validation = rules::service_cidr_size(),
+        validation = rules::immutable(
+            "spec.network.serviceCIDR",
+            "Services and the apiserver's certificate hold addresses from it"
+        )
+    )]
     pub service_cidr: String,
-    /// The tenant's Pod CIDR. Immutable.
-    #[serde(default = "default_pod_cidr")]
+    /// The tenant's Pod CIDR; must not overlap the Service CIDR. Immutable.
+    #[serde(default = "default_pod_cidr", rename = "podCIDR")]
+    #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = rules::cidr("spec.network.podCIDR"),
+        validation = rules::immutable("spec.network.podCIDR", "running Pods hold addresses from it")
+    )]
     pub pod_cidr: String,
-    /// The tenant's cluster domain. Immutable.
+    /// The tenant's cluster domain, a DNS subdomain. Immutable.
     #[serde(default = "default_cluster_domain")]
+    #[schemars(length(max = 253))]
+    #[x_kube(
+        validation = rules::cluster_domain(),
+        validation = rules::immutable(
+            "spec.network.clusterDomain",
+            "in-cluster DNS names and certificates are built from it"
+        )
+    )]
     pub cluster_domain: String,
 }
 
@@ -221,17 +307,24 @@ pub enum KeyAlgorithm {
 }
 
 /// Tenant PKI settings. CAs live ten years; these durations apply to leaf certificates.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = rules::renew_before_shorter_than_validity())]
 pub struct PkiSpec {
     /// Key algorithm for new keys. Existing keys are kept until their certificate is re-issued.
     #[serde(default)]
     pub key_algorithm: KeyAlgorithm,
-    /// Lifetime of leaf certificates, a Go-style duration such as "8760h" or "90m".
+    /// Lifetime of leaf certificates, a Go-style duration in hours, minutes and seconds such
+    /// as "8760h" or "90m".
     #[serde(default = "default_certificate_validity")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = rules::duration("spec.pki.certificateValidity"))]
     pub certificate_validity: String,
-    /// Re-issue a leaf certificate when it expires within this duration.
+    /// Re-issue a leaf certificate when it expires within this duration; shorter than
+    /// `certificateValidity`.
     #[serde(default = "default_renew_before")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = rules::duration("spec.pki.renewBefore"))]
     pub renew_before: String,
 }
 
@@ -262,7 +355,7 @@ pub enum Phase {
 }
 
 /// Observed state, written by the operator only.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,6 +365,7 @@ pub struct TenantClusterStatus {
     pub observed_generation: Option<i64>,
     /// PKIReady, EtcdReady, APIServerReady, ControllerManagerReady, KubeconfigReady and Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// Kubernetes version the control plane runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
