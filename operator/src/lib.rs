@@ -11,6 +11,7 @@
 //! - [`reconcile`]: the controller: validate → build → apply → status.
 
 pub mod api;
+pub mod desired;
 pub mod kubeconfig;
 pub mod names;
 pub mod pki;
