@@ -8,6 +8,7 @@
 //! - [`pki`]: certificate authorities and leaf certificates (pure, no Kubernetes types).
 //! - [`kubeconfig`]: kubeconfig documents (pure).
 //! - [`resources`]: one builder per owned object, rendered from `templates/`.
+//! - [`desired`]: the pure build stage: observed Secrets + spec → every object to apply.
 //! - [`reconcile`]: the controller: validate → build → apply → status.
 //!
 //! Around the controller: [`error`] (the reconcile error type), [`metrics`] and
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod desired;
 pub mod error;
 pub mod http;
 pub mod kubeconfig;
