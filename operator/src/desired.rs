@@ -574,14 +574,14 @@ fn pki_durations(
 /// Names the spec field behind a planning failure.
 fn plan_error(error: PkiError, spec: &crate::api::TenantClusterSpec) -> DesiredStateError {
     let field = match &error {
-        PkiError::InvalidServiceCidr { .. } => "spec.network.serviceCidr",
+        PkiError::InvalidServiceCidr { .. } => "spec.network.serviceCIDR",
         PkiError::InvalidEtcdReplicas { .. } => "spec.etcd.replicas",
         PkiError::InvalidSubjectAlternativeName { value }
             if spec.network.external_host.as_ref() == Some(value) =>
         {
             "spec.network.externalHost"
         }
-        PkiError::InvalidSubjectAlternativeName { .. } => "spec.apiServer.certSans",
+        PkiError::InvalidSubjectAlternativeName { .. } => "spec.apiServer.certSANs",
         _ => return DesiredStateError::Pki(error),
     };
     DesiredStateError::InvalidSpec { field, reason: error.to_string() }
@@ -1273,8 +1273,8 @@ mod tests {
             ),
             (serde_json::json!({"pki": {"certificateValidity": "-1h"}}), "spec.pki.certificateValidity"),
             (serde_json::json!({"version": "1.20.0"}), "spec.version"),
-            (serde_json::json!({"network": {"serviceCidr": "10.96.0.0"}}), "spec.network.serviceCidr"),
-            (serde_json::json!({"apiServer": {"certSans": ["bad name!"]}}), "spec.apiServer.certSans"),
+            (serde_json::json!({"network": {"serviceCIDR": "10.96.0.0"}}), "spec.network.serviceCIDR"),
+            (serde_json::json!({"apiServer": {"certSANs": ["bad name!"]}}), "spec.apiServer.certSANs"),
             (serde_json::json!({"etcd": {"replicas": 0}}), "spec.etcd.replicas"),
         ];
         for (overrides, expected_field) in cases {

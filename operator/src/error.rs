@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use kube::runtime::finalizer;
 
+use crate::api::validation::SpecError;
+use crate::desired::DesiredStateError;
+
 /// Result of any step of the reconcile path.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -24,6 +27,16 @@ pub enum Error {
         /// What is wrong with it, written for the owner of the spec.
         reason: String,
     },
+
+    /// The spec fails the operator's own checks (what admission rules cannot express).
+    /// Every problem is listed, each message naming its field.
+    #[error("invalid spec: {}", join_messages(.0))]
+    Spec(Vec<SpecError>),
+
+    /// The tenant's stored PKI is unusable (a CA or key invalid or missing) or the
+    /// desired objects could not be built. See [`DesiredStateError::is_permanent`].
+    #[error("{0}")]
+    Desired(DesiredStateError),
 
     /// A certificate authority disappeared while certificates it signed are still in use.
     /// Regenerating it silently would break every client of the tenant, so a human decides.
@@ -66,6 +79,20 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
+fn join_messages(errors: &[SpecError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl From<DesiredStateError> for Error {
+    fn from(error: DesiredStateError) -> Self {
+        match error {
+            DesiredStateError::CaMissing { secret } => Error::CaMissing { secret },
+            DesiredStateError::InvalidSpec { field, reason } => Error::InvalidSpec { field: field.into(), reason },
+            other => Error::Desired(other),
+        }
+    }
+}
+
 impl From<finalizer::Error<Error>> for Error {
     fn from(error: finalizer::Error<Error>) -> Self {
         // Unwrap the reconcile's own error so classification and labels see it directly.
@@ -81,7 +108,9 @@ impl Error {
     /// human action, so the controller reports it and retries slowly instead of storming.
     pub fn is_permanent(&self) -> bool {
         match self {
+            Error::Desired(error) => error.is_permanent(),
             Error::InvalidSpec { .. }
+            | Error::Spec(_)
             | Error::CaMissing { .. }
             | Error::MissingObjectKey(_)
             | Error::Serialization { .. } => true,
@@ -102,7 +131,12 @@ impl Error {
     /// Low-cardinality label for `reconcile_errors_total{reason}`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::InvalidSpec { .. } => "invalid_spec",
+            Error::InvalidSpec { .. } | Error::Spec(_) => "invalid_spec",
+            Error::Desired(DesiredStateError::CaInvalid { .. }) => "ca_invalid",
+            Error::Desired(DesiredStateError::KeyMissing { .. }) => "key_missing",
+            Error::Desired(DesiredStateError::KeyInvalid { .. }) => "key_invalid",
+            Error::Desired(DesiredStateError::Pki(_)) => "pki_failed",
+            Error::Desired(_) => "build_failed",
             Error::CaMissing { .. } => "ca_missing",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Serialization { .. } => "serialization",
@@ -130,7 +164,8 @@ impl Error {
     /// CamelCase reason for the Ready condition and the Warning Event of a permanent error.
     pub fn condition_reason(&self) -> &'static str {
         match self {
-            Error::InvalidSpec { .. } => crate::reconcile::conditions::reason::INVALID_SPEC,
+            Error::InvalidSpec { .. } | Error::Spec(_) => crate::reconcile::conditions::reason::INVALID_SPEC,
+            Error::Desired(error) => error.reason(),
             Error::CaMissing { .. } => crate::reconcile::conditions::reason::CA_MISSING,
             Error::Kube(kube::Error::Api(_)) => crate::reconcile::conditions::reason::API_REJECTED,
             _ => crate::reconcile::conditions::reason::RECONCILE_FAILED,

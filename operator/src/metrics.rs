@@ -34,6 +34,8 @@ pub enum WriteVerb {
     PatchFinalizer,
     /// Kubernetes Event creation (or series update).
     PublishEvent,
+    /// Deletion of objects the garbage collector does not remove (etcd volume claims).
+    Delete,
 }
 
 impl WriteVerb {
@@ -41,6 +43,7 @@ impl WriteVerb {
     pub fn as_str(self) -> &'static str {
         match self {
             WriteVerb::Apply => "apply",
+            WriteVerb::Delete => "delete",
             WriteVerb::PatchStatus => "patch_status",
             WriteVerb::PatchFinalizer => "patch_finalizer",
             WriteVerb::PublishEvent => "publish_event",

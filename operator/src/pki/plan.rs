@@ -618,8 +618,8 @@ mod tests {
         let spec: TenantClusterSpec = serde_json::from_value(serde_json::json!({
             "version": "1.34.2",
             "etcd": {"replicas": 5},
-            "apiServer": {"certSans": ["api.example.com"]},
-            "network": {"externalHost": "203.0.113.7", "serviceCidr": "10.0.0.0/16", "clusterDomain": "t.local"},
+            "apiServer": {"certSANs": ["api.example.com"]},
+            "network": {"externalHost": "203.0.113.7", "serviceCIDR": "10.0.0.0/16", "clusterDomain": "t.local"},
         }))
         .unwrap();
         let inputs = TenantPkiInputs::from_spec(TenantNames::new("team-a", "tenants"), &spec);

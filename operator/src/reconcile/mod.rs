@@ -6,8 +6,8 @@
 //! into permanent (reported on the object, retried slowly) and transient
 //! (retried with per-object exponential backoff); see [`crate::error`].
 //!
-//! Integration points for the tenant-specific parts are marked `INTEGRATION POINT`:
-//! [`validate`] and [`build`].
+//! The pure stages live elsewhere: [`crate::api::validation`] checks the spec and
+//! [`crate::desired`] builds every object from the spec and the Secrets observed.
 
 pub mod apply;
 pub mod backoff;
@@ -21,19 +21,23 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::controller::{Action, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::{Phase, TenantCluster};
+use crate::desired::{DesiredObject, DesiredState, desired_state};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
+use crate::reconcile::observe::read_tenant_secrets;
 use crate::reconcile::apply::{ApplyOutcome, patch_status};
 use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
 use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
@@ -82,38 +86,23 @@ impl Context {
     }
 }
 
-/// One object a TenantCluster owns, of a kind the controller watches.
-#[derive(Clone, Debug)]
-pub enum OwnedObject {
-    /// Certificates, keys, kubeconfigs, encryption configuration.
-    Secret(Secret),
-    /// etcd headless Service, apiserver Service.
-    Service(Service),
-    /// The etcd members.
-    StatefulSet(StatefulSet),
-    /// kube-apiserver and kube-controller-manager.
-    Deployment(Deployment),
-    /// Isolation of the tenant's etcd.
-    NetworkPolicy(NetworkPolicy),
-}
-
-impl OwnedObject {
-    async fn apply(&self, ctx: &Context) -> Result<ApplyOutcome> {
-        let (client, metrics) = (&ctx.client, ctx.metrics.as_ref());
-        match self {
-            OwnedObject::Secret(object) => apply::apply(client, object, metrics).await,
-            OwnedObject::Service(object) => apply::apply(client, object, metrics).await,
-            OwnedObject::StatefulSet(object) => apply::apply(client, object, metrics).await,
-            OwnedObject::Deployment(object) => apply::apply(client, object, metrics).await,
-            OwnedObject::NetworkPolicy(object) => apply::apply(client, object, metrics).await,
-        }
+/// Server-side applies one desired object (skipped when the live object already matches).
+async fn apply_object(object: &DesiredObject, ctx: &Context) -> Result<ApplyOutcome> {
+    let (client, metrics) = (&ctx.client, ctx.metrics.as_ref());
+    match object {
+        DesiredObject::Secret(object) => apply::apply(client, object, metrics).await,
+        DesiredObject::ConfigMap(object) => apply::apply(client, object, metrics).await,
+        DesiredObject::Service(object) => apply::apply(client, object, metrics).await,
+        DesiredObject::StatefulSet(object) => apply::apply(client, object, metrics).await,
+        DesiredObject::Deployment(object) => apply::apply(client, object, metrics).await,
+        DesiredObject::NetworkPolicy(object) => apply::apply(client, object, metrics).await,
     }
 }
 
 /// Checks what the API server's admission rules cannot express. Pure.
 ///
-/// INTEGRATION POINT (lead): call `crate::api::validation::validate(&tenant.spec)` here
-/// and map its error to [`Error::InvalidSpec`].
+/// Admission already enforces most of the spec (see [`crate::api`]); this catches
+/// objects admitted under an older CRD and cross-field rules CEL cannot state.
 pub fn validate(tenant: &TenantCluster) -> Result<()> {
     let name = tenant.name_any();
     if name.len() > MAX_TENANT_NAME_LENGTH {
@@ -125,18 +114,7 @@ pub fn validate(tenant: &TenantCluster) -> Result<()> {
             ),
         });
     }
-    Ok(())
-}
-
-/// Every object the tenant should own, in apply order (Secrets before the workloads
-/// that mount them). Pure and deterministic: the same input gives byte-identical objects.
-///
-/// INTEGRATION POINT (lead): plug the `pki` and `resources` builders in here. Until then
-/// the tenant gets no objects and its status reports every component as not found.
-/// Reading existing Secrets (to keep CAs across passes) belongs in a read step before
-/// this one, passed in as an argument, so `build` stays free of I/O.
-pub fn build(_tenant: &TenantCluster, _names: &TenantNames) -> Result<Vec<OwnedObject>> {
-    Ok(Vec::new())
+    crate::api::validation::validate(&tenant.spec).map_err(Error::Spec)
 }
 
 /// Runs the controller until `shutdown` resolves, then finishes in-flight reconciles.
@@ -145,6 +123,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let owned = || watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR);
     let controller = Controller::new(Api::<TenantCluster>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Secret>::all(client.clone()), owned())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned())
         .owns(Api::<Service>::all(client.clone()), owned())
         .owns(Api::<StatefulSet>::all(client.clone()), owned())
         .owns(Api::<Deployment>::all(client.clone()), owned())
@@ -230,38 +209,61 @@ async fn reconcile_with_finalizer(tenant: Arc<TenantCluster>, ctx: &Context) -> 
 /// validate → build → apply → observe → status, for a live (not deleting) tenant.
 async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     let names = names_of(tenant)?;
-    if tenant.spec.paused {
+    let built = if tenant.spec.paused {
         tracing::debug!("paused, observing only");
+        None
     } else {
         validate(tenant)?;
-        let objects = build(tenant, &names)?;
-        for object in &objects {
-            object.apply(ctx).await?;
+        let observed = read_tenant_secrets(&ctx.client, &names).await?;
+        let desired = desired_state(tenant, &observed, ctx.clock.now())?;
+        for issued in &desired.issued {
+            tracing::info!(secret = %issued.secret_name, reason = %issued.reason, "issuing certificate");
         }
-    }
+        for object in &desired.objects {
+            apply_object(object, ctx).await?;
+        }
+        Some(desired)
+    };
 
     let observation = observe::observe(&ctx.client, &names).await?;
     let updates = component_conditions(&names, &observation);
-    let (desired, changes) = compute_status(tenant, &updates, None, ctx.clock.now());
-    if patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await? {
+    let (mut status, changes) = compute_status(tenant, &updates, None, ctx.clock.now());
+    if let Some(desired) = &built {
+        record_build_facts(&mut status, desired);
+    }
+    if patch_status(&ctx.client, tenant, &status, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
     }
-    Ok(match desired.phase {
+    Ok(match status.phase {
         Some(Phase::Ready) => Action::requeue(READY_RESYNC),
         _ if tenant.spec.paused => Action::requeue(READY_RESYNC),
         _ => Action::requeue(CONVERGING_RESYNC),
     })
 }
 
+/// Status fields only the build stage knows. Written after the Secrets were applied,
+/// so `certificatesExpireAt` also proves the PKI exists (see [`crate::desired`]).
+fn record_build_facts(status: &mut crate::api::TenantClusterStatus, desired: &DesiredState) {
+    status.endpoint = Some(desired.endpoint.clone());
+    status.certificates_expire_at = Some(Time(desired.certificates_expire_at));
+}
+
 /// Runs before the finalizer is removed. Owned objects carry owner references, so the
-/// garbage collector deletes them; here the status says the tenant is going away.
-///
-/// INTEGRATION POINT (lead): anything not garbage-collected (objects in other
-/// namespaces, external resources) is removed here, idempotently.
+/// garbage collector deletes them. etcd's volume claims do not (the StatefulSet
+/// retains them, so a StatefulSet deleted by hand never takes the tenant's data with
+/// it): deleting the TenantCluster is the one moment they are deleted, here.
 async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
+    let names = names_of(tenant)?;
     let (desired, changes) = compute_status(tenant, &[], None, ctx.clock.now());
     if patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let selector = ListParams::default().labels(&names.tenant_selector());
+    if !claims.list_metadata(&selector).await?.items.is_empty() {
+        claims.delete_collection(&DeleteParams::background(), &selector).await?;
+        ctx.metrics.record_write("PersistentVolumeClaim", WriteVerb::Delete);
+        tracing::info!("deleted the tenant's etcd volume claims");
     }
     Ok(Action::await_change())
 }
@@ -381,12 +383,6 @@ mod tests {
         let error = validate(&tenant(&"a".repeat(MAX_TENANT_NAME_LENGTH + 1))).expect_err("too long");
         assert!(error.is_permanent());
         assert!(matches!(&error, Error::InvalidSpec { field, .. } if field == "metadata.name"), "{error}");
-    }
-
-    #[test]
-    fn build_is_not_wired_yet_and_returns_no_objects() {
-        let objects = build(&tenant("team-a"), &TenantNames::new("team-a", "tenants")).expect("builds");
-        assert!(objects.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! which of its Secrets exist and how ready its workloads are. Reads only; the
 //! result feeds the pure status computation in [`super::status`].
 
+use crate::desired::ObservedSecrets;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -81,6 +82,14 @@ pub struct Observation {
     pub apiserver: Option<WorkloadReadiness>,
     /// The kube-controller-manager Deployment, if it exists.
     pub controller_manager: Option<WorkloadReadiness>,
+}
+
+/// Reads the tenant's Secrets with their data: the build stage keeps existing CAs
+/// and keys and re-issues only what is missing, stale or mismatched.
+pub async fn read_tenant_secrets(client: &Client, names: &TenantNames) -> Result<ObservedSecrets> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
+    let list = secrets.list(&ListParams::default().labels(&names.tenant_selector())).await?;
+    Ok(ObservedSecrets::from_secrets(&list.items))
 }
 
 /// Reads the tenant's Secrets (names only, never their data) and workloads.
