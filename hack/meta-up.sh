@@ -31,7 +31,7 @@ ensure_packages() {
   local missing=() tool package
   for pair in containerd:containerd runc:runc iptables:iptables conntrack:conntrack socat:socat \
               ip:iproute2 busybox:busybox-static /usr/lib/cni/bridge:containernetworking-plugins \
-              openssl:openssl gcc:gcc; do
+              openssl:openssl gcc:gcc curl:curl; do
     tool=${pair%%:*}; package=${pair#*:}
     if [[ $tool == /* ]]; then [[ -e $tool ]] || missing+=("$package")
     else command -v "$tool" >/dev/null || missing+=("$package"); fi

@@ -87,7 +87,9 @@ impl From<DesiredStateError> for Error {
     fn from(error: DesiredStateError) -> Self {
         match error {
             DesiredStateError::CaMissing { secret } => Error::CaMissing { secret },
-            DesiredStateError::InvalidSpec { field, reason } => Error::InvalidSpec { field: field.into(), reason },
+            DesiredStateError::InvalidSpec { field, reason } => {
+                Error::InvalidSpec { field: field.into(), reason }
+            }
             other => Error::Desired(other),
         }
     }

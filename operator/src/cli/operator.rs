@@ -39,6 +39,11 @@ pub struct OperatorArgs {
     /// Name of the Lease.
     #[arg(long, default_value = "nestor-operator", env = "NESTOR_LEASE_NAME")]
     pub lease_name: String,
+
+    /// Watch TenantClusters (and their objects) in this namespace only; all namespaces
+    /// when unset. Lets several operators share a meta cluster, one namespace each.
+    #[arg(long = "watch-namespace", env = "NESTOR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
 }
 
 impl OperatorArgs {
@@ -64,7 +69,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(listener, server_state, shutdown.clone()));
 
     let client = Client::try_default().await.context("cannot configure the Kubernetes client")?;
-    let ctx = Arc::new(Context::new(client, metrics, Arc::new(SystemClock)));
+    let ctx = Arc::new(Context::new(client, metrics, Arc::new(SystemClock), args.watch_namespace.clone()));
 
     if args.leader_election() {
         run_as_candidate(&args, ctx, &readiness, shutdown).await?;

@@ -230,7 +230,9 @@ pub fn phase_from_conditions(previous: Option<Phase>, conditions: &[Condition], 
     }
     // Lost or corrupt PKI state needs a human; the cluster is not merely converging.
     const BROKEN_PKI: [&str; 4] = [reason::CA_MISSING, "CAInvalid", "KeyMissing", "KeyInvalid"];
-    if conditions.iter().any(|condition| BROKEN_PKI.contains(&condition.reason.as_str()) && condition.status != "True")
+    if conditions
+        .iter()
+        .any(|condition| BROKEN_PKI.contains(&condition.reason.as_str()) && condition.status != "True")
     {
         return Phase::Degraded;
     }

@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::{Action, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::{Phase, TenantCluster};
@@ -37,10 +37,10 @@ use crate::desired::{DesiredObject, DesiredState, desired_state};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
-use crate::reconcile::observe::read_tenant_secrets;
 use crate::reconcile::apply::{ApplyOutcome, patch_status};
 use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
 use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
+use crate::reconcile::observe::read_tenant_secrets;
 use crate::reconcile::status::{StatusChange, component_conditions, compute_status};
 
 /// `reportingController` of the Events Nestor publishes.
@@ -69,11 +69,18 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Retry delays of failing objects.
     pub backoff: RetryBackoff,
+    /// The one namespace watched, or all namespaces when `None`.
+    pub watch_namespace: Option<String>,
 }
 
 impl Context {
     /// A context with the system clock and a fresh backoff table.
-    pub fn new(client: Client, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        watch_namespace: Option<String>,
+    ) -> Self {
         let reporter =
             Reporter { controller: EVENT_REPORTER.into(), instance: std::env::var("POD_NAME").ok() };
         Self {
@@ -82,6 +89,7 @@ impl Context {
             metrics,
             clock,
             backoff: RetryBackoff::default(),
+            watch_namespace,
         }
     }
 }
@@ -120,15 +128,17 @@ pub fn validate(tenant: &TenantCluster) -> Result<()> {
 /// Runs the controller until `shutdown` resolves, then finishes in-flight reconciles.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
+    let namespace = ctx.watch_namespace.as_deref();
     let owned = || watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR);
-    let controller = Controller::new(Api::<TenantCluster>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Secret>::all(client.clone()), owned())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned())
-        .owns(Api::<Service>::all(client.clone()), owned())
-        .owns(Api::<StatefulSet>::all(client.clone()), owned())
-        .owns(Api::<Deployment>::all(client.clone()), owned())
-        .owns(Api::<NetworkPolicy>::all(client), owned())
-        .graceful_shutdown_on(shutdown);
+    let controller =
+        Controller::new(scoped_api::<TenantCluster>(&client, namespace), watcher::Config::default())
+            .owns(scoped_api::<Secret>(&client, namespace), owned())
+            .owns(scoped_api::<ConfigMap>(&client, namespace), owned())
+            .owns(scoped_api::<Service>(&client, namespace), owned())
+            .owns(scoped_api::<StatefulSet>(&client, namespace), owned())
+            .owns(scoped_api::<Deployment>(&client, namespace), owned())
+            .owns(scoped_api::<NetworkPolicy>(&client, namespace), owned())
+            .graceful_shutdown_on(shutdown);
     ctx.metrics.watch_tenants(controller.store());
     controller
         .run(reconcile, error_policy, ctx)
@@ -145,6 +155,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
+}
+
+/// An Api over one namespace, or over all of them.
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// One pass over one TenantCluster.
