@@ -138,9 +138,16 @@ check "ClusterIP Service answers from a pod" wait_until "ClusterIP Service" 30 c
 check "NodePort answers from the host on the node address" wait_until "NodePort" 30 node_port_answers
 
 k exec etcd-0 -- etcdctl put smoke-key before-restart >/dev/null
+old_uid=$(k get pod etcd-1 -o jsonpath='{.metadata.uid}')
 k delete pod etcd-1 --wait=true >/dev/null
 started=$(date +%s)
-check "deleted member pod is recreated and Ready" wait_until "etcd-1 back" 120 statefulset_ready
+recreated_and_ready() {
+  local uid ready
+  uid=$(k get pod etcd-1 -o jsonpath='{.metadata.uid}' 2>/dev/null)
+  ready=$(k get pod etcd-1 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)
+  [[ -n $uid && $uid != "$old_uid" && $ready == True ]]
+}
+check "deleted member pod is recreated and Ready" wait_until "etcd-1 back" 120 recreated_and_ready
 echo "     (back after $(( $(date +%s) - started ))s)"
 check "recreated member rejoins: 3 members, all healthy" wait_until "all members healthy" 60 all_members_healthy
 check "data written before the restart is read back from the rejoined member" value_survived
