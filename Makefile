@@ -1,0 +1,45 @@
+# Nestor: every entry point a developer or CI needs. See README.md and docs/development.md.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+.PHONY: help demo test unit bench meta-up meta-down meta-status upstream images operator-image crds lint
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+demo: ## start the local meta cluster and the operator, create examples/tenant.yaml, print its namespaces
+	hack/demo.sh
+
+test: ## every test tier: unit, meta cluster up, integration and e2e, smoke, meta-down clean-up check
+	hack/test.sh
+
+unit: ## pure unit tests only (no cluster)
+	cargo test --lib --bins
+
+bench: ## benchmarks (see docs/benchmarks.md); never part of `make test`
+	hack/bench.sh
+
+meta-up: ## start the local meta cluster (builds upstream binaries and images on first use)
+	hack/meta-up.sh
+
+meta-down: ## stop the meta cluster and remove everything it created
+	hack/meta-down.sh
+
+meta-status: ## show the meta cluster's processes, node and system pods
+	hack/meta-status.sh
+
+upstream: ## build the pinned upstream binaries into ~/.cache/nestor (no-op when cached)
+	hack/build-upstream.sh
+
+images: upstream ## build the local OCI images from those binaries
+	hack/build-images.sh
+
+operator-image: ## build the operator image and import it into the meta cluster
+	hack/build-operator-image.sh
+
+crds: ## regenerate crds/ from the Rust types
+	cargo run --quiet -- crd > crds/nestor.dev_tenantclusters.yaml
+
+lint: ## rustfmt and clippy as CI runs them
+	cargo fmt --all --check
+	cargo clippy --all-targets --locked -- -D warnings

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Shows the local meta cluster: each host process and whether it runs, the
+# node, and the system pods. Exits non-zero when something is down.
+set -uo pipefail
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=hack/lib.sh
+source "$HACK_DIR/lib.sh"
+
+healthy=true
+for component in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
+  if pid_alive "$component"; then
+    printf '%-24s running (pid %s)\n' "$component" "$(cat "$(pid_file "$component")")"
+  else
+    printf '%-24s NOT RUNNING\n' "$component"; healthy=false
+  fi
+done
+echo "kubeconfig: $META_KUBECONFIG    logs: $META_LOG_DIR/"
+if meta_kubectl get --raw /readyz >/dev/null 2>&1; then
+  meta_kubectl get nodes -o wide
+  meta_kubectl get pods -n kube-system -o wide
+  meta_kubectl get pods -n local-path-storage -o wide
+else
+  echo "apiserver: not answering"; healthy=false
+fi
+$healthy
