@@ -326,6 +326,9 @@ pub struct DesiredState {
     pub generated: Vec<GeneratedKey>,
     /// Earliest `notAfter` among the leaf certificates (status `certificatesExpireAt`).
     pub certificates_expire_at: Timestamp,
+    /// When the first leaf enters its renewal window (`notAfter - renewBefore`): the
+    /// reconciler comes back by then, so renewal never waits for an unrelated event.
+    pub renewal_due_at: Timestamp,
     /// URL of the tenant apiserver as written into the admin kubeconfig (status `endpoint`).
     pub endpoint: String,
     /// Secret holding the admin kubeconfig under `value` (status `kubeconfigSecretName`).
@@ -521,11 +524,16 @@ pub fn desired_state(
         DesiredObject::Deployment(manifests.controller_manager_deployment),
     ]);
 
+    let renewal_due_at = jiff::SignedDuration::try_from(renew_before)
+        .ok()
+        .and_then(|window| certificates_expire_at.checked_sub(window).ok())
+        .unwrap_or(now);
     Ok(DesiredState {
         objects,
         issued,
         generated,
         certificates_expire_at,
+        renewal_due_at,
         endpoint,
         kubeconfig_secret_name: names.admin_kubeconfig_secret(),
         kubeconfigs,
@@ -1261,6 +1269,15 @@ mod tests {
             endpoint_for(serde_json::json!({"externalHost": "node.example", "serviceType": "NodePort"}))
                 .expect_err("the node port is unknown");
         assert!(matches!(error, DesiredStateError::InvalidSpec { field: "spec.network.nodePort", .. }));
+    }
+
+    #[test]
+    fn renewal_is_due_renew_before_ahead_of_the_earliest_expiry() {
+        let overrides = serde_json::json!({"pki": {"certificateValidity": "3m", "renewBefore": "1m"}});
+        let state = desired_state(&tenant(spec(overrides)), &ObservedSecrets::new(), now()).expect("builds");
+        let window = jiff::SignedDuration::from_secs(60);
+        assert_eq!(state.renewal_due_at, state.certificates_expire_at.checked_sub(window).expect("in range"));
+        assert!(state.renewal_due_at > now(), "a fresh certificate is not due yet");
     }
 
     #[test]

@@ -255,11 +255,19 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     if patch_status(&ctx.client, tenant, &status, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
     }
-    Ok(match status.phase {
-        Some(Phase::Ready) => Action::requeue(READY_RESYNC),
-        _ if tenant.spec.paused => Action::requeue(READY_RESYNC),
-        _ => Action::requeue(CONVERGING_RESYNC),
-    })
+    let resync = match status.phase {
+        Some(Phase::Ready) => READY_RESYNC,
+        _ if tenant.spec.paused => READY_RESYNC,
+        _ => CONVERGING_RESYNC,
+    };
+    let renewal = built.as_ref().map(|desired| until(desired.renewal_due_at, ctx.clock.now()));
+    Ok(Action::requeue(renewal.map_or(resync, |renewal| resync.min(renewal))))
+}
+
+/// Time from `now` until `at`, at least one second (a due renewal is retried, not spun on).
+fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
+    let remaining = at.duration_since(now);
+    Duration::try_from(remaining).unwrap_or_default().max(Duration::from_secs(1))
 }
 
 /// Status fields only the build stage knows. Written after the Secrets were applied,
@@ -404,6 +412,14 @@ mod tests {
         let error = validate(&tenant(&"a".repeat(MAX_TENANT_NAME_LENGTH + 1))).expect_err("too long");
         assert!(error.is_permanent());
         assert!(matches!(&error, Error::InvalidSpec { field, .. } if field == "metadata.name"), "{error}");
+    }
+
+    #[test]
+    fn renewal_requeue_is_the_time_left_and_never_zero() {
+        let now = jiff::Timestamp::from_second(1_750_000_000).expect("valid");
+        let later = now.checked_add(jiff::SignedDuration::from_secs(90)).expect("valid");
+        assert_eq!(until(later, now), Duration::from_secs(90));
+        assert_eq!(until(now, later), Duration::from_secs(1), "an overdue renewal retries in 1 s");
     }
 
     #[test]
