@@ -238,11 +238,6 @@ mod tests {
         container(&deployment.spec.expect("spec").template, "kube-apiserver").args.clone().expect("args")
     }
 
-    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-        let prefix = format!("--{name}=");
-        args.iter().find_map(|arg| arg.strip_prefix(&prefix))
-    }
-
     #[test]
     fn apiserver_dials_every_etcd_member() {
         let mut fixture = Fixture::default();

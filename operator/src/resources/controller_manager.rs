@@ -112,11 +112,6 @@ mod tests {
     use super::*;
     use crate::resources::test_support::*;
 
-    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-        let prefix = format!("--{name}=");
-        args.iter().find_map(|arg| arg.strip_prefix(&prefix))
-    }
-
     #[test]
     fn flags_point_at_the_mounted_credentials() {
         let fixture = Fixture::default();

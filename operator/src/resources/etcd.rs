@@ -227,11 +227,6 @@ mod tests {
     use super::*;
     use crate::resources::test_support::*;
 
-    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-        let prefix = format!("--{name}=");
-        args.iter().find_map(|arg| arg.strip_prefix(&prefix))
-    }
-
     #[test]
     fn image_tags_follow_kubeadm_pairing() {
         assert_eq!(etcd_image_tag(33), Some("3.5.21-0"));

@@ -42,7 +42,7 @@ pub use pod::{CONFIG_HASH_ANNOTATION, config_hash, mounted_secret_names};
 pub use secrets::{
     CA_CERT_KEY, CLUSTER_NAME_LABEL, ENCRYPTION_CONFIG_KEY, KUBECONFIG_KEY, SERVICE_ACCOUNT_PRIVATE_KEY_KEY,
     SERVICE_ACCOUNT_PUBLIC_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, ca_secret, encryption_config_secret,
-    encryption_configuration, kubeconfig_secret, service_account_key_secret, tls_secret,
+    kubeconfig_secret, service_account_key_secret, tls_secret,
 };
 
 /// Image repository used when the spec names none.

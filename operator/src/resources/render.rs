@@ -37,9 +37,8 @@ pub(crate) const APISERVER_CONFIG: Template = template!("apiserver-config");
 pub(crate) const APISERVER_DEPLOYMENT: Template = template!("apiserver-deployment");
 pub(crate) const CONTROLLER_MANAGER_DEPLOYMENT: Template = template!("controller-manager-deployment");
 pub(crate) const SECRET: Template = template!("secret");
-pub(crate) const ENCRYPTION_CONFIGURATION: Template = template!("encryption-configuration");
 
-const TEMPLATES: [Template; 9] = [
+const TEMPLATES: [Template; 8] = [
     ETCD_SERVICE,
     ETCD_STATEFULSET,
     ETCD_NETWORK_POLICY,
@@ -48,7 +47,6 @@ const TEMPLATES: [Template; 9] = [
     APISERVER_DEPLOYMENT,
     CONTROLLER_MANAGER_DEPLOYMENT,
     SECRET,
-    ENCRYPTION_CONFIGURATION,
 ];
 
 /// Fragments shared by several templates, used as `{{> name}}`.
@@ -180,23 +178,40 @@ pub(crate) mod tests {
         }
     }
 
+    /// A context for the `secret` template with every variable it reads.
+    fn secret_context(name: &str, label_value: &str, data_value: &str) -> serde_json::Value {
+        serde_json::json!({
+            "metadata": {
+                "name": name,
+                "namespace": "tenants",
+                "labels": {"app.kubernetes.io/name": label_value},
+                "owner": {"api_version": "nestor.dev/v1alpha1", "kind": "TenantCluster", "name": "t", "uid": "u"},
+            },
+            "type": "Opaque",
+            "immutable": false,
+            "data": {"key": data_value},
+        })
+    }
+
     #[test]
     fn json_helper_quotes_strings_that_would_break_yaml() {
-        let text = render_text(
-            ENCRYPTION_CONFIGURATION,
-            &serde_json::json!({"key_name": "a: b\n- c", "key_base64": "\"quoted\""}),
-        )
-        .expect("renders");
+        let hostile_name = "a: b\n- c";
+        let hostile_label = "\"quoted\" # not a comment";
+        let hostile_data = "{{not a template}}\n  indented: true";
+        let text =
+            render_text(SECRET, &secret_context(hostile_name, hostile_label, hostile_data)).expect("renders");
         let parsed: serde_json::Value = serde_yaml_ng::from_str(&text).expect("still valid YAML");
-        let key = &parsed["resources"][0]["providers"][0]["secretbox"]["keys"][0];
-        assert_eq!(key["name"], "a: b\n- c");
-        assert_eq!(key["secret"], "\"quoted\"");
+        assert_eq!(parsed["metadata"]["name"], hostile_name);
+        assert_eq!(parsed["metadata"]["labels"]["app.kubernetes.io/name"], hostile_label);
+        assert_eq!(parsed["data"]["key"], hostile_data);
+        assert_eq!(parsed["type"], "Opaque");
     }
 
     #[test]
     fn missing_variable_is_an_error() {
-        let error = render_text(ENCRYPTION_CONFIGURATION, &serde_json::json!({"key_name": "k"}))
-            .expect_err("key_base64 is missing");
-        assert!(matches!(error, ResourceError::Render { template: "encryption-configuration", .. }));
+        let mut context = secret_context("s", "l", "d");
+        context.as_object_mut().expect("an object").remove("type");
+        let error = render_text(SECRET, &context).expect_err("type is missing");
+        assert!(matches!(error, ResourceError::Render { template: "secret", .. }), "{error}");
     }
 }

@@ -1,6 +1,5 @@
 //! Secrets holding a tenant's PKI material, kubeconfigs and encryption configuration,
-//! built from PEM and YAML text the PKI and kubeconfig modules produce, and the
-//! encryption configuration document itself.
+//! built from PEM and YAML text the PKI and kubeconfig modules produce.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 
-use super::render::{ENCRYPTION_CONFIGURATION, SECRET, render, render_text};
+use super::render::{SECRET, render};
 use super::{MetadataContext, ResourceError, TenantOwner};
 use crate::names::Component;
 
@@ -137,7 +136,7 @@ pub fn kubeconfig_secret(
 }
 
 /// Secret `names.encryption_config_secret()` with the apiserver's encryption
-/// configuration under [`ENCRYPTION_CONFIG_KEY`] (see [`encryption_configuration`]).
+/// configuration under [`ENCRYPTION_CONFIG_KEY`] (see [`crate::pki::encryption_configuration`]).
 pub fn encryption_config_secret(
     owner: &TenantOwner,
     encryption_config_yaml: &str,
@@ -152,22 +151,10 @@ pub fn encryption_config_secret(
     )
 }
 
-#[derive(Serialize)]
-struct EncryptionConfigurationContext<'a> {
-    key_name: &'a str,
-    key_base64: &'a str,
-}
-
-/// An `EncryptionConfiguration` that encrypts Secrets with secretbox under
-/// `key_base64` (32 random bytes, base64) named `key_name`, and still reads Secrets
-/// stored in plain text.
-pub fn encryption_configuration(key_name: &str, key_base64: &str) -> Result<String, ResourceError> {
-    render_text(ENCRYPTION_CONFIGURATION, &EncryptionConfigurationContext { key_name, key_base64 })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::{EncryptionKey, EncryptionProvider, encryption_configuration};
     use crate::resources::test_support::*;
 
     fn value<'a>(secret: &'a Secret, key: &str) -> &'a [u8] {
@@ -243,11 +230,12 @@ mod tests {
     #[test]
     fn encryption_config_round_trips_through_its_secret() {
         let fixture = Fixture::default();
-        let document = encryption_configuration("key-1", "c2VjcmV0").expect("renders");
+        let key = EncryptionKey { name: "key-1".into(), secret: BASE64.encode([7u8; 32]) };
+        let document = encryption_configuration(EncryptionProvider::Secretbox, &key).expect("renders");
         let parsed: serde_json::Value = serde_yaml_ng::from_str(&document).expect("YAML");
         assert_eq!(parsed["kind"], "EncryptionConfiguration");
         assert_eq!(parsed["resources"][0]["resources"][0], "secrets");
-        assert_eq!(parsed["resources"][0]["providers"][0]["secretbox"]["keys"][0]["secret"], "c2VjcmV0");
+        assert_eq!(parsed["resources"][0]["providers"][0]["secretbox"]["keys"][0]["secret"], key.secret);
         assert!(
             parsed["resources"][0]["providers"][1].get("identity").is_some(),
             "plain text stays readable"

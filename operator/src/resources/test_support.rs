@@ -76,6 +76,12 @@ pub(crate) fn container<'a>(template: &'a PodTemplateSpec, name: &str) -> &'a Co
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
+/// The value of `--name=value` in a container's `args`, if the flag is there.
+pub(crate) fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    let prefix = format!("--{name}=");
+    args.iter().find_map(|arg| arg.strip_prefix(&prefix))
+}
+
 /// The file paths projected into volume `volume` of `template`.
 pub(crate) fn projected_paths(template: &PodTemplateSpec, volume: &str) -> Vec<String> {
     let volumes = template.spec.as_ref().and_then(|spec| spec.volumes.as_ref()).expect("volumes");
