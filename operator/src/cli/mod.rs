@@ -1,12 +1,23 @@
 //! The `nestor` command line: one subcommand per verb, each in its own module with
 //! its arguments and its `run`. `main.rs` only parses and reports errors.
 //!
-//! More verbs (create, get, describe, kubeconfig, wait, upgrade, delete) slot in
-//! as new [`Command`] variants and modules.
+//! The client verbs (create, get, describe, kubeconfig, wait, upgrade, delete) talk
+//! to the meta cluster like kubectl ([`cluster`]), share pure formatting ([`format`],
+//! [`view`]) and fail with one `error: ...` line ([`cluster::CliError`]).
 
+pub mod cluster;
 pub mod completions;
 pub mod crd;
+pub mod create;
+pub mod delete;
+pub mod describe;
+pub mod format;
+pub mod get;
+pub mod kubeconfig;
 pub mod operator;
+pub mod upgrade;
+pub mod view;
+pub mod wait;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +44,22 @@ pub enum Command {
     Crd,
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
+    /// Create or update TenantClusters from flags or YAML (server-side apply).
+    // `--version` is the Kubernetes version here, not the program's.
+    #[command(disable_version_flag = true)]
+    Create(create::CreateArgs),
+    /// List TenantClusters, or show one as YAML or JSON.
+    Get(get::GetArgs),
+    /// Show a TenantCluster in detail: conditions, components, certificates, events.
+    Describe(describe::DescribeArgs),
+    /// Print the admin kubeconfig of a tenant, or issue a short-lived one for a user.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Wait until a TenantCluster is Ready or deleted.
+    Wait(wait::WaitArgs),
+    /// Move a TenantCluster to another Kubernetes version.
+    Upgrade(upgrade::UpgradeArgs),
+    /// Delete a TenantCluster and wait until it is gone.
+    Delete(delete::DeleteArgs),
 }
 
 impl Cli {
@@ -42,6 +69,13 @@ impl Cli {
             Command::Operator(args) => operator::run(args).await,
             Command::Crd => crd::run(),
             Command::Completions(args) => completions::run(&args),
+            Command::Create(args) => create::run(args).await,
+            Command::Get(args) => get::run(args).await,
+            Command::Describe(args) => describe::run(args).await,
+            Command::Kubeconfig(args) => kubeconfig::run(args).await,
+            Command::Wait(args) => wait::run(args).await,
+            Command::Upgrade(args) => upgrade::run(args).await,
+            Command::Delete(args) => delete::run(args).await,
         }
     }
 }
