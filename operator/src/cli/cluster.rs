@@ -82,10 +82,10 @@ impl ClusterArgs {
         let loaded = match &self.kubeconfig {
             Some(path) => {
                 let kubeconfig = Kubeconfig::read_from(path).map_err(|error| match error {
-                    KubeconfigError::ReadConfig(io, _) => {
-                        CliError::NoKubeconfig { reason: format!("cannot read {}: {io}", path.display()) }
+                    error @ KubeconfigError::ReadConfig(..) => {
+                        CliError::NoKubeconfig { reason: missing_file_reason(&error) }
                     }
-                    other => CliError::InvalidKubeconfig(other.to_string()),
+                    other => CliError::InvalidKubeconfig(error_text(&other)),
                 })?;
                 Config::from_custom_kubeconfig(kubeconfig, &options).await
             }
@@ -95,10 +95,11 @@ impl ClusterArgs {
             Ok(config) => config,
             // Like kubectl: no kubeconfig at all means "use the pod's service account".
             Err(error) if self.kubeconfig.is_none() && self.context.is_none() && is_missing_file(&error) => {
-                Config::incluster().map_err(|_| CliError::NoKubeconfig { reason: error_text(&error) })?
+                Config::incluster()
+                    .map_err(|_| CliError::NoKubeconfig { reason: missing_file_reason(&error) })?
             }
             Err(error) if is_missing_file(&error) => {
-                return Err(CliError::NoKubeconfig { reason: error_text(&error) });
+                return Err(CliError::NoKubeconfig { reason: missing_file_reason(&error) });
             }
             Err(error) => return Err(CliError::InvalidKubeconfig(error_text(&error))),
         };
@@ -122,6 +123,14 @@ impl ClusterArgs {
 
 fn is_missing_file(error: &KubeconfigError) -> bool {
     matches!(error, KubeconfigError::FindPath | KubeconfigError::ReadConfig(..))
+}
+
+fn missing_file_reason(error: &KubeconfigError) -> String {
+    match error {
+        KubeconfigError::ReadConfig(io, path) => format!("cannot read {}: {io}", path.display()),
+        KubeconfigError::FindPath => "no home directory to find ~/.kube/config in".into(),
+        other => error_text(other),
+    }
 }
 
 impl Session {

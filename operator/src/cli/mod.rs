@@ -69,15 +69,24 @@ impl Cli {
             Command::Operator(args) => operator::run(args).await,
             Command::Crd => crd::run(),
             Command::Completions(args) => completions::run(&args),
-            Command::Create(args) => create::run(args).await,
-            Command::Get(args) => get::run(args).await,
-            Command::Describe(args) => describe::run(args).await,
-            Command::Kubeconfig(args) => kubeconfig::run(args).await,
-            Command::Wait(args) => wait::run(args).await,
-            Command::Upgrade(args) => upgrade::run(args).await,
-            Command::Delete(args) => delete::run(args).await,
+            Command::Create(args) => quiet_unless_asked(create::run(args)).await,
+            Command::Get(args) => quiet_unless_asked(get::run(args)).await,
+            Command::Describe(args) => quiet_unless_asked(describe::run(args)).await,
+            Command::Kubeconfig(args) => quiet_unless_asked(kubeconfig::run(args)).await,
+            Command::Wait(args) => quiet_unless_asked(wait::run(args)).await,
+            Command::Upgrade(args) => quiet_unless_asked(upgrade::run(args)).await,
+            Command::Delete(args) => quiet_unless_asked(delete::run(args)).await,
         }
     }
+}
+
+/// Runs a client verb without log output unless RUST_LOG asks for it: the verb reports
+/// failures itself as one `error:` line, and kube's own error log of a refused
+/// connection would only repeat it in another format.
+async fn quiet_unless_asked<F: Future>(verb: F) -> F::Output {
+    use tracing::instrument::WithSubscriber;
+    let asked = std::env::var_os("RUST_LOG").is_some_and(|value| !value.is_empty());
+    if asked { verb.await } else { verb.with_subscriber(tracing::subscriber::NoSubscriber::default()).await }
 }
 
 /// An error as the single `error: ...` line `main` prints: the cause chain joined
