@@ -34,21 +34,34 @@ fn kubeconfig_path() -> String {
         .unwrap_or_else(|| META_KUBECONFIG.into())
 }
 
-/// A private copy of the binary under test. The cargo target directory is shared, and
-/// another build can replace `nestor` there while these tests run.
+/// A private hard link to the binary under test. The cargo target directory is shared,
+/// and another build can replace `nestor` there while these tests run; the link keeps
+/// this build's file. Links of earlier runs are removed first.
 fn nestor_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let directory = std::env::temp_dir().join(format!("nestor-cli-tests-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).expect("temp dir for the binary");
-        let copy = directory.join("nestor");
-        std::fs::copy(env!("CARGO_BIN_EXE_nestor"), &copy).expect("copy the nestor binary");
-        let help = Command::new(&copy).args(["create", "--help"]).output().expect("run nestor");
+        let directory = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = "nestor-cli-tests-";
+        for entry in std::fs::read_dir(directory).into_iter().flatten().flatten() {
+            let stale = entry.file_name().to_string_lossy().starts_with(prefix)
+                && entry.metadata().and_then(|m| m.modified()).is_ok_and(|modified| {
+                    modified.elapsed().unwrap_or_default() > std::time::Duration::from_secs(3600)
+                });
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let link = directory.join(format!("{prefix}{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        std::fs::hard_link(env!("CARGO_BIN_EXE_nestor"), &link)
+            .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_nestor"), &link).map(drop))
+            .expect("link the nestor binary");
+        let help = Command::new(&link).args(["create", "--help"]).output().expect("run nestor");
         assert!(
             help.status.success(),
-            "the nestor binary was replaced by a build without the client verbs; rerun"
+            "the nestor binary was replaced by another build without the client verbs; rebuild and rerun"
         );
-        copy
+        link
     })
 }
 

@@ -258,7 +258,7 @@ mod tests {
             kubeconfig: Some("/nonexistent/nestor/kubeconfig".into()),
             ..ClusterArgs::default()
         };
-        let error = args.config().await.err().expect("no kubeconfig");
+        let error = args.config().await.expect_err("no kubeconfig");
         assert!(matches!(error, CliError::NoKubeconfig { .. }), "{error:?}");
         assert!(error.to_string().contains("/nonexistent/nestor/kubeconfig"), "{error}");
     }

@@ -125,6 +125,50 @@ mod tests {
     }
 
     #[test]
+    fn completions_offer_every_client_verb() {
+        let mut script = Vec::new();
+        let mut command = Cli::command();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut command, "nestor", &mut script);
+        let script = String::from_utf8(script).expect("UTF-8 script");
+        for verb in ["create", "get", "describe", "kubeconfig", "wait", "upgrade", "delete", "operator"] {
+            assert!(script.contains(&format!("nestor__subcmd__{verb}")), "no completion for {verb}");
+        }
+    }
+
+    #[test]
+    fn client_verbs_take_kubectl_connection_flags_and_delete_waits_by_default() {
+        let cli = Cli::try_parse_from([
+            "nestor",
+            "delete",
+            "team-a",
+            "--kubeconfig",
+            "/k",
+            "--context",
+            "meta",
+            "-n",
+            "tenants",
+            "--no-wait",
+        ])
+        .expect("parses");
+        let Command::Delete(args) = cli.command else { panic!("delete verb expected") };
+        assert!(!args.wait());
+        assert_eq!(args.cluster.kubeconfig.as_deref(), Some(std::path::Path::new("/k")));
+        assert_eq!(args.cluster.context.as_deref(), Some("meta"));
+        assert_eq!(args.cluster.namespace.as_deref(), Some("tenants"));
+        let Command::Delete(args) = Cli::try_parse_from(["nestor", "delete", "x"]).expect("parses").command
+        else {
+            panic!("delete verb expected")
+        };
+        assert!(args.wait());
+        assert_eq!(args.timeout, std::time::Duration::from_secs(300));
+        assert!(Cli::try_parse_from(["nestor", "wait", "x", "--for", "ready", "--timeout", "soon"]).is_err());
+        assert!(
+            Cli::try_parse_from(["nestor", "kubeconfig", "x", "--ttl", "1h"]).is_err(),
+            "--ttl needs --user"
+        );
+    }
+
+    #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
     }
