@@ -1,12 +1,23 @@
 //! The `nestor` command line: one subcommand per verb, each in its own module with
 //! its arguments and its `run`. `main.rs` only parses and reports errors.
 //!
-//! More verbs (create, get, describe, kubeconfig, wait, upgrade, delete) slot in
-//! as new [`Command`] variants and modules.
+//! The client verbs (create, get, describe, kubeconfig, wait, upgrade, delete) talk
+//! to the meta cluster like kubectl ([`cluster`]), share pure formatting ([`format`],
+//! [`view`]) and fail with one `error: ...` line ([`cluster::CliError`]).
 
+pub mod cluster;
 pub mod completions;
 pub mod crd;
+pub mod create;
+pub mod delete;
+pub mod describe;
+pub mod format;
+pub mod get;
+pub mod kubeconfig;
 pub mod operator;
+pub mod upgrade;
+pub mod view;
+pub mod wait;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +44,22 @@ pub enum Command {
     Crd,
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
+    /// Create or update TenantClusters from flags or YAML (server-side apply).
+    // `--version` is the Kubernetes version here, not the program's.
+    #[command(disable_version_flag = true)]
+    Create(create::CreateArgs),
+    /// List TenantClusters, or show one as YAML or JSON.
+    Get(get::GetArgs),
+    /// Show a TenantCluster in detail: conditions, components, certificates, events.
+    Describe(describe::DescribeArgs),
+    /// Print the admin kubeconfig of a tenant, or issue a short-lived one for a user.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Wait until a TenantCluster is Ready or deleted.
+    Wait(wait::WaitArgs),
+    /// Move a TenantCluster to another Kubernetes version.
+    Upgrade(upgrade::UpgradeArgs),
+    /// Delete a TenantCluster and wait until it is gone.
+    Delete(delete::DeleteArgs),
 }
 
 impl Cli {
@@ -42,8 +69,24 @@ impl Cli {
             Command::Operator(args) => operator::run(args).await,
             Command::Crd => crd::run(),
             Command::Completions(args) => completions::run(&args),
+            Command::Create(args) => quiet_unless_asked(create::run(args)).await,
+            Command::Get(args) => quiet_unless_asked(get::run(args)).await,
+            Command::Describe(args) => quiet_unless_asked(describe::run(args)).await,
+            Command::Kubeconfig(args) => quiet_unless_asked(kubeconfig::run(args)).await,
+            Command::Wait(args) => quiet_unless_asked(wait::run(args)).await,
+            Command::Upgrade(args) => quiet_unless_asked(upgrade::run(args)).await,
+            Command::Delete(args) => quiet_unless_asked(delete::run(args)).await,
         }
     }
+}
+
+/// Runs a client verb without log output unless RUST_LOG asks for it: the verb reports
+/// failures itself as one `error:` line, and kube's own error log of a refused
+/// connection would only repeat it in another format.
+async fn quiet_unless_asked<F: Future>(verb: F) -> F::Output {
+    use tracing::instrument::WithSubscriber;
+    let asked = std::env::var_os("RUST_LOG").is_some_and(|value| !value.is_empty());
+    if asked { verb.await } else { verb.with_subscriber(tracing::subscriber::NoSubscriber::default()).await }
 }
 
 /// An error as the single `error: ...` line `main` prints: the cause chain joined
@@ -78,6 +121,50 @@ mod tests {
         assert_eq!(
             error_line(&error),
             "error: cannot configure the client: connection refused (os error 111)"
+        );
+    }
+
+    #[test]
+    fn completions_offer_every_client_verb() {
+        let mut script = Vec::new();
+        let mut command = Cli::command();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut command, "nestor", &mut script);
+        let script = String::from_utf8(script).expect("UTF-8 script");
+        for verb in ["create", "get", "describe", "kubeconfig", "wait", "upgrade", "delete", "operator"] {
+            assert!(script.contains(&format!("nestor__subcmd__{verb}")), "no completion for {verb}");
+        }
+    }
+
+    #[test]
+    fn client_verbs_take_kubectl_connection_flags_and_delete_waits_by_default() {
+        let cli = Cli::try_parse_from([
+            "nestor",
+            "delete",
+            "team-a",
+            "--kubeconfig",
+            "/k",
+            "--context",
+            "meta",
+            "-n",
+            "tenants",
+            "--no-wait",
+        ])
+        .expect("parses");
+        let Command::Delete(args) = cli.command else { panic!("delete verb expected") };
+        assert!(!args.wait());
+        assert_eq!(args.cluster.kubeconfig.as_deref(), Some(std::path::Path::new("/k")));
+        assert_eq!(args.cluster.context.as_deref(), Some("meta"));
+        assert_eq!(args.cluster.namespace.as_deref(), Some("tenants"));
+        let Command::Delete(args) = Cli::try_parse_from(["nestor", "delete", "x"]).expect("parses").command
+        else {
+            panic!("delete verb expected")
+        };
+        assert!(args.wait());
+        assert_eq!(args.timeout, std::time::Duration::from_secs(300));
+        assert!(Cli::try_parse_from(["nestor", "wait", "x", "--for", "ready", "--timeout", "soon"]).is_err());
+        assert!(
+            Cli::try_parse_from(["nestor", "kubeconfig", "x", "--ttl", "1h"]).is_err(),
+            "--ttl needs --user"
         );
     }
 
