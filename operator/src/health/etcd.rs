@@ -209,13 +209,14 @@ pub async fn probe(
     .await;
     let mut member_list = None;
     for (target, report) in targets.iter().zip(&reports) {
-        if report.answer.is_ok() {
-            if let Ok(list) =
-                gateway::<MemberListResponse>(client, target, "/v3/cluster/member/list", timeout).await
-            {
-                member_list = Some(list.members);
-                break;
-            }
+        if report.answer.is_err() {
+            continue;
+        }
+        if let Ok(list) =
+            gateway::<MemberListResponse>(client, target, "/v3/cluster/member/list", timeout).await
+        {
+            member_list = Some(list.members);
+            break;
         }
     }
     (reports, member_list)
@@ -259,10 +260,11 @@ async fn gateway<T: serde::de::DeserializeOwned>(
 mod tests {
     use super::*;
 
-    // Captured from etcd 3.6.5 (nestor.local/etcd:3.6.5-0) through the gateway.
-    const STATUS: &str = r#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"812","raft_term":"2"},"version":"3.6.5","dbSize":"1236992","leader":"10276657743932975437","raftIndex":"1005","raftTerm":"2","raftAppliedIndex":"1005","dbSizeInUse":"1073152","storageVersion":"3.6.0"}"#;
-    const MEMBER_LIST: &str = r#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","raft_term":"2"},"members":[{"ID":"10276657743932975437","name":"team-a-etcd-0","peerURLs":["https://team-a-etcd-0.team-a-etcd.tenants.svc:2380"],"clientURLs":["https://team-a-etcd-0.team-a-etcd.tenants.svc:2379"]}]}"#;
-    const LEADER: u64 = 10276657743932975437;
+    // Captured from etcd 3.6.5 (nestor.local/etcd:3.6.5-0) of a test tenant, through the gateway.
+    const STATUS: &str = r#"{"header":{"cluster_id":"3460343577906698983", "member_id":"7868280335097373653", "revision":"300", "raft_term":"2"}, "version":"3.6.5", "dbSize":"327680", "leader":"7868280335097373653", "raftIndex":"388", "raftTerm":"2", "raftAppliedIndex":"388", "dbSizeInUse":"319488", "storageVersion":"3.6.0", "downgradeInfo":{}}"#;
+    const MEMBER_LIST: &str = r#"{"header":{"cluster_id":"3460343577906698983", "member_id":"7868280335097373653", "raft_term":"2"}, "members":[{"ID":"7868280335097373653", "name":"team-h-etcd-0", "peerURLs":["https://team-h-etcd-0.team-h-etcd.nestor-health-2369db33.svc:2380"], "clientURLs":["https://team-h-etcd-0.team-h-etcd.nestor-health-2369db33.svc:2379"]}]}"#;
+    const HEALTHY: &str = r#"{"health":"true","reason":""}"#;
+    const LEADER: u64 = 7868280335097373653;
 
     fn answer(leader: u64) -> MemberAnswer {
         MemberAnswer {
@@ -288,7 +290,9 @@ mod tests {
         assert!(status.errors.is_empty());
 
         let list: MemberListResponse = serde_json::from_str(MEMBER_LIST).expect("list");
-        assert_eq!(list.members, [Member { id: LEADER, name: "team-a-etcd-0".into() }]);
+        assert_eq!(list.members, [Member { id: LEADER, name: "team-h-etcd-0".into() }]);
+        let healthy: HealthResponse = serde_json::from_str(HEALTHY).expect("health");
+        assert!(healthy.is_healthy());
 
         let health: HealthResponse =
             serde_json::from_str(r#"{"health":"false","reason":"RAFT NO LEADER"}"#).expect("health");

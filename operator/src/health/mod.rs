@@ -317,7 +317,7 @@ pub async fn probe_tenant(
     let services: Api<Service> = Api::namespaced(meta.clone(), &names.namespace);
 
     let etcd = async {
-        let Some(tls) = etcd_tls(&secrets, names).await else { return None };
+        let tls = etcd_tls(&secrets, names).await?;
         let ips = match pod_ips(&pods, names, Component::Etcd).await {
             Ok(ips) => ips,
             Err(error) => return Some(ProbeOutcome::Inconclusive(format!("cannot list etcd pods: {error}"))),
