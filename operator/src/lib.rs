@@ -10,6 +10,7 @@
 //! - [`resources`]: one builder per owned object, rendered from `templates/`.
 //! - [`desired`]: the pure build stage: observed Secrets + spec → every object to apply.
 //! - [`reconcile`]: the controller: validate → build → apply → status.
+//! - [`health`]: probes of the running control plane, debounced, and healing of wedged apiserver pods.
 //!
 //! Around the controller: [`error`] (the reconcile error type), [`metrics`] and
 //! [`http`] (`/metrics`, `/healthz`, `/readyz`), [`leader`] (leader election),
@@ -19,6 +20,7 @@ pub mod api;
 pub mod cli;
 pub mod desired;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod kubeconfig;
 pub mod leader;

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -11,6 +12,7 @@ use futures::FutureExt;
 use kube::Client;
 use tokio::net::TcpListener;
 
+use crate::health::HealthSettings;
 use crate::http::{self, Readiness, ServerState};
 use crate::leader::{LeaderElector, LeaseConfig, default_identity};
 use crate::metrics::Metrics;
@@ -44,6 +46,19 @@ pub struct OperatorArgs {
     /// when unset. Lets several operators share a meta cluster, one namespace each.
     #[arg(long = "watch-namespace", env = "NESTOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+
+    /// How often each tenant's etcd, apiserver and controller-manager lease are probed
+    /// (Go duration); `0s` turns probes and healing off.
+    #[arg(long, env = "NESTOR_HEALTH_INTERVAL", default_value = "10s", value_parser = go_duration)]
+    pub health_interval: Duration,
+
+    /// Timeout of one probe request.
+    #[arg(long, env = "NESTOR_HEALTH_TIMEOUT", default_value = "2s", value_parser = go_duration)]
+    pub health_timeout: Duration,
+}
+
+fn go_duration(text: &str) -> Result<Duration, String> {
+    crate::pki::parse_duration(text).map_err(|error| error.to_string())
 }
 
 impl OperatorArgs {
@@ -69,7 +84,11 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(listener, server_state, shutdown.clone()));
 
     let client = Client::try_default().await.context("cannot configure the Kubernetes client")?;
-    let ctx = Arc::new(Context::new(client, metrics, Arc::new(SystemClock), args.watch_namespace.clone()));
+    let health = HealthSettings::new(args.health_interval, args.health_timeout);
+    let ctx = Arc::new(
+        Context::new(client, metrics, Arc::new(SystemClock), args.watch_namespace.clone())
+            .with_health_settings(health),
+    );
 
     if args.leader_election() {
         run_as_candidate(&args, ctx, &readiness, shutdown).await?;

@@ -51,6 +51,8 @@ pub mod reason {
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
     /// `spec.paused` is set: the operator observes but does not change anything.
     pub const PAUSED: &str = "Paused";
+    /// The workload looks ready but the operator's own probe of the component fails.
+    pub const PROBE_FAILED: &str = "ProbeFailed";
 }
 
 /// Source of "now", injected so condition tests are deterministic.

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Preconditions};
 use kube::runtime::controller::{Action, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
@@ -35,6 +35,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::api::{Phase, TenantCluster};
 use crate::desired::{DesiredObject, DesiredState, desired_state};
 use crate::error::{Error, Result};
+use crate::health::{HealthSettings, HealthTracker, HealthVerdicts, PodRestart, probe_tenant};
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
 use crate::reconcile::apply::{ApplyOutcome, patch_status};
@@ -71,10 +72,15 @@ pub struct Context {
     pub backoff: RetryBackoff,
     /// The one namespace watched, or all namespaces when `None`.
     pub watch_namespace: Option<String>,
+    /// Probe interval and timeout; see [`crate::health`].
+    pub health_settings: HealthSettings,
+    /// Probe history (debounce state, failing pods) of every tenant.
+    pub health: HealthTracker,
 }
 
 impl Context {
-    /// A context with the system clock and a fresh backoff table.
+    /// A context with a fresh backoff table and probe history, and the default probe
+    /// settings (see [`Context::with_health_settings`]).
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
@@ -90,7 +96,15 @@ impl Context {
             clock,
             backoff: RetryBackoff::default(),
             watch_namespace,
+            health_settings: HealthSettings::default(),
+            health: HealthTracker::default(),
         }
+    }
+
+    /// The same context with other probe settings.
+    pub fn with_health_settings(mut self, settings: HealthSettings) -> Self {
+        self.health_settings = settings;
+        self
     }
 }
 
@@ -140,6 +154,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .owns(scoped_api::<NetworkPolicy>(&client, namespace), owned())
             .graceful_shutdown_on(shutdown);
     ctx.metrics.watch_tenants(controller.store());
+    ctx.health.watch_tenants(controller.store());
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -247,7 +262,8 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     };
 
     let observation = observe::observe(&ctx.client, &names).await?;
-    let updates = component_conditions(&names, &observation);
+    let health = check_health(tenant, &names, ctx).await;
+    let updates = component_conditions(&names, &observation, &health);
     let (mut status, changes) = compute_status(tenant, &updates, None, ctx.clock.now());
     if let Some(desired) = &built {
         record_build_facts(&mut status, desired);
@@ -261,13 +277,85 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
         _ => CONVERGING_RESYNC,
     };
     let renewal = built.as_ref().map(|desired| until(desired.renewal_due_at, ctx.clock.now()));
-    Ok(Action::requeue(renewal.map_or(resync, |renewal| resync.min(renewal))))
+    let resync = renewal.map_or(resync, |renewal| resync.min(renewal));
+    // Probes run on this timer: a wedged component changes no object, so no watch
+    // event would ever bring the tenant back here.
+    Ok(Action::requeue(ctx.health_settings.interval.map_or(resync, |interval| interval.min(resync))))
 }
 
 /// Time from `now` until `at`, at least one second (a due renewal is retried, not spun on).
 fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
     let remaining = at.duration_since(now);
     Duration::try_from(remaining).unwrap_or_default().max(Duration::from_secs(1))
+}
+
+/// Probes the tenant, feeds the results to its debounce state and, unless the
+/// tenant is paused, restarts an apiserver pod that stopped answering. Probe
+/// failures are results, not errors: this never fails the pass.
+async fn check_health(tenant: &TenantCluster, names: &TenantNames, ctx: &Context) -> HealthVerdicts {
+    let key = ObjectRef::from_obj(tenant);
+    if ctx.health_settings.interval.is_none() {
+        ctx.health.forget(&key);
+        return HealthVerdicts::default();
+    }
+    let report = probe_tenant(
+        &ctx.client,
+        names,
+        tenant.spec.etcd.replicas,
+        ctx.clock.now(),
+        ctx.health_settings.timeout,
+    )
+    .await;
+    tracing::debug!(?report, "probed");
+    let (verdicts, restart) = ctx.health.record(&key, &report, ctx.clock.now(), &ctx.health_settings);
+    if let Some(restart) = restart {
+        if tenant.spec.paused {
+            tracing::info!(pod = %restart.name, error = %restart.error, "apiserver pod not answering; paused, not restarting it");
+        } else {
+            restart_apiserver_pod(tenant, names, &restart, ctx).await;
+        }
+    }
+    verdicts
+}
+
+/// Deletes an apiserver pod whose `/livez` failed for too long; its Deployment
+/// recreates it. Conditioned on the UID, so a replacement that took the name is safe.
+async fn restart_apiserver_pod(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    restart: &PodRestart,
+    ctx: &Context,
+) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(restart.uid.clone()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    let reason = format!(
+        "pod {} did not answer /livez for {}s while Running ({}); deleted so its Deployment replaces it",
+        restart.name,
+        restart.failing_for.as_secs(),
+        restart.error
+    );
+    match pods.delete(&restart.name, &params).await {
+        Ok(_) => {
+            ctx.metrics.record_write("Pod", WriteVerb::Delete);
+            tracing::warn!(pod = %restart.name, %reason, "restarted apiserver pod");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "RestartedAPIServerPod".into(),
+                note: Some(truncate_note(reason)),
+                action: "Heal".into(),
+                secondary: None,
+            };
+            publish(tenant, &event, ctx).await;
+        }
+        // Gone or replaced meanwhile: nothing left to heal.
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+        Err(error) => {
+            tracing::warn!(pod = %restart.name, %error, "cannot delete the unresponsive apiserver pod")
+        }
+    }
 }
 
 /// Status fields only the build stage knows. Written after the Secrets were applied,
@@ -283,6 +371,7 @@ fn record_build_facts(status: &mut crate::api::TenantClusterStatus, desired: &De
 /// it): deleting the TenantCluster is the one moment they are deleted, here.
 async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     let names = names_of(tenant)?;
+    ctx.health.forget(&ObjectRef::from_obj(tenant));
     let (desired, changes) = compute_status(tenant, &[], None, ctx.clock.now());
     if patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{Phase, TenantCluster, TenantClusterStatus};
+use crate::health::{HealthVerdicts, Verdict};
 use crate::names::TenantNames;
 use crate::reconcile::conditions::{
     ConditionStatus, ConditionUpdate, find_condition, is_condition_true, phase_from_conditions, reason,
@@ -65,23 +66,54 @@ pub enum StatusChange {
     },
 }
 
-/// The component conditions (everything but Ready) for an observation.
-pub fn component_conditions(names: &TenantNames, observation: &Observation) -> Vec<ConditionUpdate> {
+/// The component conditions (everything but Ready) for an observation and the
+/// debounced probe verdicts (see [`with_probe`]).
+pub fn component_conditions(
+    names: &TenantNames,
+    observation: &Observation,
+    health: &HealthVerdicts,
+) -> Vec<ConditionUpdate> {
     vec![
         secrets_condition(types::PKI_READY, &pki_secrets(names), observation),
-        workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref()),
-        workload_condition(
-            types::API_SERVER_READY,
-            "kube-apiserver Deployment",
-            observation.apiserver.as_ref(),
+        with_probe(
+            workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref()),
+            health.etcd.as_ref(),
         ),
-        workload_condition(
-            types::CONTROLLER_MANAGER_READY,
-            "kube-controller-manager Deployment",
-            observation.controller_manager.as_ref(),
+        with_probe(
+            workload_condition(
+                types::API_SERVER_READY,
+                "kube-apiserver Deployment",
+                observation.apiserver.as_ref(),
+            ),
+            health.apiserver.as_ref(),
+        ),
+        with_probe(
+            workload_condition(
+                types::CONTROLLER_MANAGER_READY,
+                "kube-controller-manager Deployment",
+                observation.controller_manager.as_ref(),
+            ),
+            health.controller_manager.as_ref(),
         ),
         secrets_condition(types::KUBECONFIG_READY, &kubeconfig_secrets(names), observation),
     ]
+}
+
+/// Combines a workload condition with the component's probe verdict: True needs
+/// both. A ready workload whose probe fails is False with reason `ProbeFailed` and
+/// the probe's message; otherwise the probe's message follows the workload's, so
+/// `kubectl describe` shows what was actually checked.
+pub fn with_probe(mut update: ConditionUpdate, verdict: Option<&Verdict>) -> ConditionUpdate {
+    let Some(verdict) = verdict else { return update };
+    if update.status == ConditionStatus::True && !verdict.healthy {
+        update.status = ConditionStatus::False;
+        update.reason = reason::PROBE_FAILED;
+        update.message = format!("probe failed: {} ({})", verdict.message, update.message);
+    } else {
+        let label = if verdict.healthy { "probe" } else { "probe failed" };
+        update.message = format!("{}; {label}: {}", update.message, verdict.message);
+    }
+    update
 }
 
 fn secrets_condition(type_: &'static str, required: &[String], observation: &Observation) -> ConditionUpdate {
@@ -257,7 +289,7 @@ mod tests {
     #[test]
     fn new_tenant_with_nothing_built_is_provisioning_with_every_component_false() {
         let tenant = tenant(None);
-        let updates = component_conditions(&names(), &Observation::default());
+        let updates = component_conditions(&names(), &Observation::default(), &HealthVerdicts::default());
         let (status, changes) = compute_status(&tenant, &updates, None, at(0));
 
         assert_eq!(status.phase, Some(Phase::Provisioning));
@@ -279,13 +311,17 @@ mod tests {
     fn healthy_observation_makes_the_tenant_ready_and_reports_flips() {
         let (provisioning, _) = compute_status(
             &tenant(None),
-            &component_conditions(&names(), &Observation::default()),
+            &component_conditions(&names(), &Observation::default(), &HealthVerdicts::default()),
             None,
             at(0),
         );
         let tenant = tenant(Some(provisioning));
-        let (status, changes) =
-            compute_status(&tenant, &component_conditions(&names(), &healthy_observation()), None, at(60));
+        let (status, changes) = compute_status(
+            &tenant,
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            None,
+            at(60),
+        );
 
         assert_eq!(status.phase, Some(Phase::Ready));
         assert_eq!(status.version.as_deref(), Some("1.34.2"));
@@ -304,13 +340,17 @@ mod tests {
     fn steady_tenant_computes_an_equivalent_status_and_no_changes() {
         let (first, _) = compute_status(
             &tenant(None),
-            &component_conditions(&names(), &healthy_observation()),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
             None,
             at(0),
         );
         let tenant = tenant(Some(first.clone()));
-        let (second, changes) =
-            compute_status(&tenant, &component_conditions(&names(), &healthy_observation()), None, at(3600));
+        let (second, changes) = compute_status(
+            &tenant,
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            None,
+            at(3600),
+        );
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(second, first, "transition times must not move on a steady pass");
         assert!(status_equivalent(Some(&first), &second));
@@ -320,15 +360,19 @@ mod tests {
     fn losing_etcd_after_ready_degrades_the_tenant() {
         let (ready, _) = compute_status(
             &tenant(None),
-            &component_conditions(&names(), &healthy_observation()),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
             None,
             at(0),
         );
         let mut observation = healthy_observation();
         observation.etcd =
             Some(WorkloadReadiness { desired: 3, ready: 1, updated: 3, observed_latest: true });
-        let (status, changes) =
-            compute_status(&tenant(Some(ready)), &component_conditions(&names(), &observation), None, at(10));
+        let (status, changes) = compute_status(
+            &tenant(Some(ready)),
+            &component_conditions(&names(), &observation, &HealthVerdicts::default()),
+            None,
+            at(10),
+        );
 
         assert_eq!(status.phase, Some(Phase::Degraded));
         let etcd = find_condition(&status.conditions, types::ETCD_READY).expect("present");
@@ -360,8 +404,12 @@ mod tests {
     fn paused_tenant_says_so_in_the_ready_reason() {
         let mut paused = tenant(None);
         paused.spec.paused = true;
-        let (status, _) =
-            compute_status(&paused, &component_conditions(&names(), &healthy_observation()), None, at(0));
+        let (status, _) = compute_status(
+            &paused,
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            None,
+            at(0),
+        );
         let ready = find_condition(&status.conditions, types::READY).expect("present");
         assert_eq!(ready.status, "True");
         assert_eq!(ready.reason, "Paused");
@@ -374,5 +422,62 @@ mod tests {
         deleting.metadata.deletion_timestamp = Some(Time(at(0)));
         let (status, _) = compute_status(&deleting, &[], None, at(0));
         assert_eq!(status.phase, Some(Phase::Deleting));
+    }
+    fn verdict(healthy: bool, message: &str) -> Option<Verdict> {
+        Some(Verdict { healthy, message: message.into() })
+    }
+
+    #[test]
+    fn a_failing_probe_turns_a_ready_workload_false_with_its_message() {
+        let health = HealthVerdicts {
+            etcd: verdict(true, "1/1 members healthy, leader team-a-etcd-0, member list has 1"),
+            apiserver: verdict(false, "pod team-a-apiserver-x: /livez: no answer within 2s"),
+            controller_manager: None,
+        };
+        let updates = component_conditions(&names(), &healthy_observation(), &health);
+        let apiserver = updates.iter().find(|u| u.type_ == types::API_SERVER_READY).expect("present");
+        assert_eq!(apiserver.status, ConditionStatus::False);
+        assert_eq!(apiserver.reason, "ProbeFailed");
+        assert_eq!(
+            apiserver.message,
+            "probe failed: pod team-a-apiserver-x: /livez: no answer within 2s (1/1 replicas ready)"
+        );
+        let etcd = updates.iter().find(|u| u.type_ == types::ETCD_READY).expect("present");
+        assert_eq!(etcd.status, ConditionStatus::True);
+        assert_eq!(
+            etcd.message,
+            "3/3 replicas ready; probe: 1/1 members healthy, leader team-a-etcd-0, member list has 1"
+        );
+        let manager = updates.iter().find(|u| u.type_ == types::CONTROLLER_MANAGER_READY).expect("present");
+        assert_eq!(manager.message, "1/1 replicas ready", "no verdict: workload only");
+
+        let (ready, _) = compute_status(
+            &tenant(None),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            None,
+            at(0),
+        );
+        let (status, changes) = compute_status(&tenant(Some(ready)), &updates, None, at(30));
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        assert!(changes.iter().any(|change| matches!(change,
+            StatusChange::ConditionFlipped { type_, status: ConditionStatus::False, .. } if type_ == "APIServerReady")));
+    }
+
+    #[test]
+    fn a_workload_not_ready_keeps_its_reason_and_shows_the_probe() {
+        let mut observation = healthy_observation();
+        observation.apiserver =
+            Some(WorkloadReadiness { desired: 1, ready: 0, updated: 1, observed_latest: true });
+        let health = HealthVerdicts {
+            apiserver: verdict(false, "/readyz: connection refused"),
+            ..HealthVerdicts::default()
+        };
+        let updates = component_conditions(&names(), &observation, &health);
+        let apiserver = updates.iter().find(|u| u.type_ == types::API_SERVER_READY).expect("present");
+        assert_eq!(apiserver.reason, "Progressing");
+        assert_eq!(
+            apiserver.message,
+            "0/1 replicas ready, 1 updated; probe failed: /readyz: connection refused"
+        );
     }
 }

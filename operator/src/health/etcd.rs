@@ -1,0 +1,385 @@
+//! The etcd probe: every member's `/health`, `/v3/maintenance/status` and one
+//! `/v3/cluster/member/list`, over mutual TLS with the healthcheck client
+//! certificate, through etcd's JSON gRPC gateway (no gRPC stack needed).
+//!
+//! Members are reached by pod IP (the operator's host may not resolve the headless
+//! Service's names) with the member's DNS name as TLS server name; the etcd server
+//! certificate lists every member's name.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+
+use super::ProbeOutcome;
+use super::transport::{TlsClient, TransportError};
+use crate::names::TenantNames;
+use crate::resources::ETCD_CLIENT_PORT;
+
+/// `/v3/maintenance/status` as the gateway renders it (uint64 fields as strings).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct StatusResponse {
+    /// Identifies the answering member.
+    #[serde(default)]
+    pub header: ResponseHeader,
+    /// etcd's version, for example `3.6.5`.
+    #[serde(default)]
+    pub version: String,
+    /// Member id of the leader the member follows; 0 when it has none.
+    #[serde(default, deserialize_with = "uint64")]
+    pub leader: u64,
+    /// Alarms and errors the member reports (`NOSPACE`, `CORRUPT`...).
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// The header every gateway response carries.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct ResponseHeader {
+    /// The answering member's id.
+    #[serde(default, deserialize_with = "uint64")]
+    pub member_id: u64,
+}
+
+/// `/v3/cluster/member/list`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct MemberListResponse {
+    /// Every member the cluster knows, learners included.
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+/// One member of the list.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    /// Member id.
+    #[serde(rename = "ID", default, deserialize_with = "uint64")]
+    pub id: u64,
+    /// Member name (the pod name); empty while a newly added member has not started.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `/health`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct HealthResponse {
+    /// `"true"` or `"false"` (a string, in etcd's JSON).
+    #[serde(default)]
+    pub health: String,
+    /// Why not healthy.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl HealthResponse {
+    /// Whether the member says it is healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.health == "true"
+    }
+}
+
+/// The gateway renders uint64 as JSON strings; accept numbers too.
+fn uint64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Uint64 {
+        Number(u64),
+        Text(String),
+    }
+    match Uint64::deserialize(deserializer)? {
+        Uint64::Number(value) => Ok(value),
+        Uint64::Text(text) => text.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// What one member answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberReport {
+    /// Member (pod) name.
+    pub name: String,
+    /// Its answers, or the one-line reason it gave none.
+    pub answer: Result<MemberAnswer, String>,
+}
+
+/// The answers of a member that responded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberAnswer {
+    /// `/health`.
+    pub health: HealthResponse,
+    /// `/v3/maintenance/status`.
+    pub status: StatusResponse,
+}
+
+/// The verdict on etcd from every member's answers and the member list (pure).
+///
+/// Healthy when every expected member answers healthy without errors, they all
+/// follow the same non-zero leader, and the member list has the expected size (a
+/// member list longer than the spec means a member was added and not removed).
+pub fn verdict(
+    expected_members: usize,
+    reports: &[MemberReport],
+    member_list: Option<&[Member]>,
+) -> ProbeOutcome {
+    let mut problems = Vec::new();
+    let mut leaders = std::collections::BTreeSet::new();
+    let mut healthy = 0;
+    for report in reports {
+        match &report.answer {
+            Err(error) => problems.push(format!("{}: {error}", report.name)),
+            Ok(answer) if !answer.health.is_healthy() => {
+                problems.push(format!("{}: unhealthy: {}", report.name, answer.health.reason))
+            }
+            Ok(answer) if !answer.status.errors.is_empty() => {
+                problems.push(format!("{}: {}", report.name, answer.status.errors.join(", ")))
+            }
+            Ok(answer) if answer.status.leader == 0 => problems.push(format!("{}: no leader", report.name)),
+            Ok(answer) => {
+                healthy += 1;
+                leaders.insert(answer.status.leader);
+            }
+        }
+    }
+    if reports.len() < expected_members {
+        problems.push(format!("{} of {expected_members} member pods running", reports.len()));
+    }
+    if leaders.len() > 1 {
+        problems.push(format!("members follow {} different leaders", leaders.len()));
+    }
+    let leader_name = leaders.iter().next().and_then(|leader| {
+        let members = member_list?;
+        members.iter().find(|member| member.id == *leader).map(|member| member.name.clone())
+    });
+    match member_list {
+        Some(members) if members.len() != expected_members => {
+            problems.push(format!("member list has {} members, expected {expected_members}", members.len()))
+        }
+        Some(_) => {}
+        None if healthy > 0 => problems.push("no member answered the member list".into()),
+        None => {}
+    }
+    if problems.is_empty() {
+        let listed = member_list.map_or(0, <[Member]>::len);
+        ProbeOutcome::Healthy(format!(
+            "{healthy}/{expected_members} members healthy, leader {}, member list has {listed}",
+            leader_name.as_deref().unwrap_or("unnamed")
+        ))
+    } else {
+        ProbeOutcome::Unhealthy(problems.join("; "))
+    }
+}
+
+/// A member to probe: its pod IP and its DNS name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberTarget {
+    /// Member (pod) name.
+    pub name: String,
+    /// Pod IP.
+    pub ip: IpAddr,
+    /// The name its certificate carries.
+    pub server_name: String,
+}
+
+/// Targets for members `0..replicas` from `(pod name, pod IP)` pairs; members
+/// without a pod or an IP are left out (the verdict counts them missing).
+pub fn member_targets(
+    names: &TenantNames,
+    replicas: i32,
+    pod_ips: &std::collections::BTreeMap<String, IpAddr>,
+) -> Vec<MemberTarget> {
+    (0..replicas)
+        .filter_map(|ordinal| {
+            let name = names.etcd_member_name(ordinal);
+            let ip = *pod_ips.get(&name)?;
+            Some(MemberTarget { name, ip, server_name: names.etcd_member_host(ordinal) })
+        })
+        .collect()
+}
+
+/// Probes every member and asks one healthy member for the member list.
+pub async fn probe(
+    client: &TlsClient,
+    targets: &[MemberTarget],
+    timeout: Duration,
+) -> (Vec<MemberReport>, Option<Vec<Member>>) {
+    let reports = futures::future::join_all(targets.iter().map(|target| async move {
+        let answer = probe_member(client, target, timeout).await;
+        MemberReport { name: target.name.clone(), answer }
+    }))
+    .await;
+    let mut member_list = None;
+    for (target, report) in targets.iter().zip(&reports) {
+        if report.answer.is_err() {
+            continue;
+        }
+        if let Ok(list) =
+            gateway::<MemberListResponse>(client, target, "/v3/cluster/member/list", timeout).await
+        {
+            member_list = Some(list.members);
+            break;
+        }
+    }
+    (reports, member_list)
+}
+
+async fn probe_member(
+    client: &TlsClient,
+    target: &MemberTarget,
+    timeout: Duration,
+) -> Result<MemberAnswer, String> {
+    let address = SocketAddr::new(target.ip, ETCD_CLIENT_PORT as u16);
+    let response = client
+        .request(address, &target.server_name, Method::GET, "/health", None, timeout)
+        .await
+        .map_err(|error| error.to_string())?;
+    // /health answers 503 with a JSON body when unhealthy; the body says why.
+    let health: HealthResponse = serde_json::from_slice(&response.body)
+        .map_err(|error| format!("/health: HTTP {}: {error}", response.status.as_u16()))?;
+    let status = gateway::<StatusResponse>(client, target, "/v3/maintenance/status", timeout).await?;
+    Ok(MemberAnswer { health, status })
+}
+
+async fn gateway<T: serde::de::DeserializeOwned>(
+    client: &TlsClient,
+    target: &MemberTarget,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, String> {
+    let address = SocketAddr::new(target.ip, ETCD_CLIENT_PORT as u16);
+    let response = client
+        .request(address, &target.server_name, Method::POST, path, Some("{}"), timeout)
+        .await
+        .map_err(|error: TransportError| error.to_string())?;
+    if response.status != StatusCode::OK {
+        return Err(format!("{path}: HTTP {}: {}", response.status.as_u16(), response.summary()));
+    }
+    serde_json::from_slice(&response.body).map_err(|error| format!("{path}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from etcd 3.6.5 (nestor.local/etcd:3.6.5-0) of a test tenant, through the gateway.
+    const STATUS: &str = r#"{"header":{"cluster_id":"3460343577906698983", "member_id":"7868280335097373653", "revision":"300", "raft_term":"2"}, "version":"3.6.5", "dbSize":"327680", "leader":"7868280335097373653", "raftIndex":"388", "raftTerm":"2", "raftAppliedIndex":"388", "dbSizeInUse":"319488", "storageVersion":"3.6.0", "downgradeInfo":{}}"#;
+    const MEMBER_LIST: &str = r#"{"header":{"cluster_id":"3460343577906698983", "member_id":"7868280335097373653", "raft_term":"2"}, "members":[{"ID":"7868280335097373653", "name":"team-h-etcd-0", "peerURLs":["https://team-h-etcd-0.team-h-etcd.nestor-health-2369db33.svc:2380"], "clientURLs":["https://team-h-etcd-0.team-h-etcd.nestor-health-2369db33.svc:2379"]}]}"#;
+    const HEALTHY: &str = r#"{"health":"true","reason":""}"#;
+    const LEADER: u64 = 7868280335097373653;
+
+    fn answer(leader: u64) -> MemberAnswer {
+        MemberAnswer {
+            health: HealthResponse { health: "true".into(), reason: String::new() },
+            status: StatusResponse { leader, ..StatusResponse::default() },
+        }
+    }
+
+    fn report(name: &str, answer: Result<MemberAnswer, String>) -> MemberReport {
+        MemberReport { name: name.into(), answer }
+    }
+
+    fn members(count: u64) -> Vec<Member> {
+        (0..count).map(|index| Member { id: LEADER + index, name: format!("team-a-etcd-{index}") }).collect()
+    }
+
+    #[test]
+    fn gateway_status_and_member_list_parse() {
+        let status: StatusResponse = serde_json::from_str(STATUS).expect("status");
+        assert_eq!(status.version, "3.6.5");
+        assert_eq!(status.leader, LEADER);
+        assert_eq!(status.header.member_id, LEADER);
+        assert!(status.errors.is_empty());
+
+        let list: MemberListResponse = serde_json::from_str(MEMBER_LIST).expect("list");
+        assert_eq!(list.members, [Member { id: LEADER, name: "team-h-etcd-0".into() }]);
+        let healthy: HealthResponse = serde_json::from_str(HEALTHY).expect("health");
+        assert!(healthy.is_healthy());
+
+        let health: HealthResponse =
+            serde_json::from_str(r#"{"health":"false","reason":"RAFT NO LEADER"}"#).expect("health");
+        assert!(!health.is_healthy());
+        assert_eq!(health.reason, "RAFT NO LEADER");
+    }
+
+    #[test]
+    fn numbers_are_accepted_and_garbage_rejected() {
+        let status: StatusResponse =
+            serde_json::from_str(r#"{"leader":7,"errors":["NOSPACE"]}"#).expect("parse");
+        assert_eq!(status.leader, 7);
+        assert_eq!(status.errors, ["NOSPACE"]);
+        assert!(serde_json::from_str::<StatusResponse>(r#"{"leader":"seven"}"#).is_err());
+    }
+
+    #[test]
+    fn one_healthy_member_with_its_list_is_healthy() {
+        let reports = [report("team-a-etcd-0", Ok(answer(LEADER)))];
+        let outcome = verdict(1, &reports, Some(&members(1)));
+        assert_eq!(
+            outcome,
+            ProbeOutcome::Healthy("1/1 members healthy, leader team-a-etcd-0, member list has 1".into())
+        );
+    }
+
+    #[test]
+    fn an_unreachable_member_makes_etcd_unhealthy_and_is_named() {
+        let reports = [
+            report("team-a-etcd-0", Ok(answer(LEADER))),
+            report("team-a-etcd-1", Err("no answer within 2s".into())),
+            report("team-a-etcd-2", Ok(answer(LEADER))),
+        ];
+        let ProbeOutcome::Unhealthy(message) = verdict(3, &reports, Some(&members(3))) else {
+            panic!("must be unhealthy");
+        };
+        assert_eq!(message, "team-a-etcd-1: no answer within 2s");
+    }
+
+    #[test]
+    fn split_leaders_missing_pods_alarms_and_list_size_are_problems() {
+        let mut alarmed = answer(LEADER);
+        alarmed.status.errors = vec!["NOSPACE".into()];
+        let reports = [
+            report("team-a-etcd-0", Ok(answer(LEADER))),
+            report("team-a-etcd-1", Ok(answer(LEADER + 1))),
+            report("team-a-etcd-2", Ok(alarmed)),
+        ];
+        let ProbeOutcome::Unhealthy(message) = verdict(3, &reports, Some(&members(4))) else {
+            panic!("must be unhealthy");
+        };
+        assert!(message.contains("team-a-etcd-2: NOSPACE"), "{message}");
+        assert!(message.contains("2 different leaders"), "{message}");
+        assert!(message.contains("member list has 4 members, expected 3"), "{message}");
+
+        let ProbeOutcome::Unhealthy(missing) = verdict(3, &reports[..1], Some(&members(3))) else {
+            panic!("must be unhealthy");
+        };
+        assert!(missing.contains("1 of 3 member pods running"), "{missing}");
+    }
+
+    #[test]
+    fn no_leader_and_no_member_list_are_problems() {
+        let reports = [report("team-a-etcd-0", Ok(answer(0)))];
+        assert_eq!(
+            verdict(1, &reports, Some(&members(1))),
+            ProbeOutcome::Unhealthy("team-a-etcd-0: no leader".into())
+        );
+        let reports = [report("team-a-etcd-0", Ok(answer(LEADER)))];
+        assert_eq!(
+            verdict(1, &reports, None),
+            ProbeOutcome::Unhealthy("no member answered the member list".into())
+        );
+    }
+
+    #[test]
+    fn targets_use_pod_ips_and_member_dns_names() {
+        let names = TenantNames::new("team-a", "tenants");
+        let ips = std::collections::BTreeMap::from([
+            ("team-a-etcd-0".to_string(), "10.200.0.7".parse().expect("ip")),
+            ("team-a-etcd-2".to_string(), "10.200.0.9".parse().expect("ip")),
+            ("other-etcd-1".to_string(), "10.200.0.8".parse().expect("ip")),
+        ]);
+        let targets = member_targets(&names, 3, &ips);
+        assert_eq!(targets.len(), 2, "member 1 has no pod IP");
+        assert_eq!(targets[1].name, "team-a-etcd-2");
+        assert_eq!(targets[1].server_name, "team-a-etcd-2.team-a-etcd.tenants.svc");
+        assert_eq!(targets[1].ip.to_string(), "10.200.0.9");
+    }
+}

@@ -1,0 +1,137 @@
+//! The kube-controller-manager probe: its leader-election Lease
+//! (`kube-system/kube-controller-manager` in the tenant) must be renewed on time.
+//! A controller manager that runs but cannot renew (wedged, or cut off from the
+//! apiserver) stops reconciling the tenant's workloads; its pod still looks Ready.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+
+use super::ProbeOutcome;
+
+/// Namespace of the controller manager's Lease in the tenant.
+pub const LEASE_NAMESPACE: &str = "kube-system";
+/// Name of the controller manager's Lease in the tenant.
+pub const LEASE_NAME: &str = "kube-controller-manager";
+/// Slack on top of `leaseDurationSeconds`: the holder renews every 2 s and may miss
+/// one round under load, and the tenant's and the operator's clocks may differ a little.
+pub const FRESHNESS_MARGIN: Duration = Duration::from_secs(10);
+/// `leaseDurationSeconds` assumed when the Lease does not say (kube-controller-manager's default).
+const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// The verdict on a Lease's freshness at `now` (pure).
+pub fn freshness(lease: &Lease, now: Timestamp) -> ProbeOutcome {
+    let Some(spec) = &lease.spec else {
+        return ProbeOutcome::Unhealthy("leader Lease has no spec".into());
+    };
+    let holder = spec.holder_identity.as_deref().unwrap_or("nobody");
+    let Some(renewed) = spec.renew_time.as_ref().map(|time| time.0) else {
+        return ProbeOutcome::Unhealthy(format!("leader Lease held by {holder} was never renewed"));
+    };
+    let duration = spec
+        .lease_duration_seconds
+        .and_then(|seconds| u64::try_from(seconds).ok())
+        .map_or(DEFAULT_LEASE_DURATION, Duration::from_secs);
+    // A renewal "in the future" (clock skew) is as fresh as one right now.
+    let age = Duration::try_from(now.duration_since(renewed)).unwrap_or_default();
+    let holder_short = holder.split('_').next().unwrap_or(holder);
+    if age <= duration + FRESHNESS_MARGIN {
+        ProbeOutcome::Healthy(format!(
+            "leader Lease fresh: held by {holder_short}, renewed {}s ago",
+            age.as_secs()
+        ))
+    } else {
+        ProbeOutcome::Unhealthy(format!(
+            "leader Lease stale: held by {holder_short}, renewed {}s ago, lease duration {}s",
+            age.as_secs(),
+            duration.as_secs()
+        ))
+    }
+}
+
+/// Reads the Lease through `tenant` and judges it. Failing to reach the tenant
+/// apiserver is inconclusive: that is the apiserver's failure, already reported by
+/// its own probe, and says nothing about the controller manager.
+pub async fn probe(tenant: &Client, now: Timestamp, timeout: Duration) -> ProbeOutcome {
+    let leases: Api<Lease> = Api::namespaced(tenant.clone(), LEASE_NAMESPACE);
+    match tokio::time::timeout(timeout, leases.get_opt(LEASE_NAME)).await {
+        Err(_) => ProbeOutcome::Inconclusive(format!("tenant apiserver did not answer within {timeout:?}")),
+        Ok(Err(error)) => ProbeOutcome::Inconclusive(format!("cannot read the leader Lease: {error}")),
+        Ok(Ok(None)) => {
+            ProbeOutcome::Unhealthy("no leader Lease: the controller manager never became leader".into())
+        }
+        Ok(Ok(Some(lease))) => freshness(&lease, now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    use super::*;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_750_000_000 + second).expect("valid")
+    }
+
+    fn lease(renewed: Option<i64>, duration: Option<i32>) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some("team-a-controller-manager-5f7c_0d3b".into()),
+                renew_time: renewed.map(|second| MicroTime(at(second))),
+                lease_duration_seconds: duration,
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn renewed_within_duration_plus_margin_is_fresh() {
+        assert_eq!(
+            freshness(&lease(Some(0), Some(15)), at(3)),
+            ProbeOutcome::Healthy(
+                "leader Lease fresh: held by team-a-controller-manager-5f7c, renewed 3s ago".into()
+            )
+        );
+        assert!(
+            matches!(freshness(&lease(Some(0), Some(15)), at(25)), ProbeOutcome::Healthy(_)),
+            "15 + 10 s"
+        );
+    }
+
+    #[test]
+    fn renewed_longer_ago_is_stale() {
+        assert_eq!(
+            freshness(&lease(Some(0), Some(15)), at(26)),
+            ProbeOutcome::Unhealthy(
+                "leader Lease stale: held by team-a-controller-manager-5f7c, renewed 26s ago, lease duration 15s"
+                    .into()
+            )
+        );
+        assert!(matches!(freshness(&lease(Some(0), Some(60)), at(69)), ProbeOutcome::Healthy(_)));
+        assert!(matches!(freshness(&lease(Some(0), Some(60)), at(71)), ProbeOutcome::Unhealthy(_)));
+    }
+
+    #[test]
+    fn missing_duration_uses_the_default_and_future_renewals_are_fresh() {
+        assert!(matches!(freshness(&lease(Some(0), None), at(25)), ProbeOutcome::Healthy(_)));
+        assert!(matches!(freshness(&lease(Some(0), None), at(26)), ProbeOutcome::Unhealthy(_)));
+        assert!(matches!(freshness(&lease(Some(0), Some(-5)), at(26)), ProbeOutcome::Unhealthy(_)));
+        assert!(
+            matches!(freshness(&lease(Some(30), Some(15)), at(0)), ProbeOutcome::Healthy(_)),
+            "clock skew"
+        );
+    }
+
+    #[test]
+    fn never_renewed_or_empty_lease_is_unhealthy() {
+        assert!(
+            matches!(freshness(&lease(None, Some(15)), at(0)), ProbeOutcome::Unhealthy(m) if m.contains("never renewed"))
+        );
+        assert!(matches!(freshness(&Lease::default(), at(0)), ProbeOutcome::Unhealthy(_)));
+    }
+}

@@ -1,0 +1,615 @@
+//! Health of a tenant's running control plane, beyond what workload status says:
+//! probes of etcd, kube-apiserver and kube-controller-manager, debounced verdicts
+//! for the component conditions, and the decision to restart a wedged apiserver pod.
+//!
+//! Workload status alone is not enough: a stopped (SIGSTOP) apiserver keeps its pod
+//! Running and Ready until the kubelet's probes give up (more than a minute with
+//! the tenant's probe settings), and a controller manager that lost its lease looks
+//! Ready forever. The operator therefore asks the components themselves.
+//!
+//! Split as elsewhere in Nestor: [`probe_tenant`] does the I/O (reads from the meta
+//! cluster, HTTPS to the tenant), [`TenantHealth::record`] is pure (debounce and
+//! heal decisions with explicit timestamps), and [`HealthTracker`] keeps one
+//! [`TenantHealth`] per TenantCluster between passes.
+
+pub mod apiserver;
+pub mod debounce;
+pub mod etcd;
+pub mod lease;
+pub mod transport;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client};
+
+use crate::api::TenantCluster;
+use crate::kubeconfig::ClientCredentials;
+use crate::names::{Component, TenantNames};
+use crate::resources::{APISERVER_PORT, CA_CERT_KEY, KUBECONFIG_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+
+pub use apiserver::PodProbe;
+pub use debounce::{DebounceThresholds, Debouncer};
+pub use transport::TlsClient;
+
+/// Default probe interval: often enough to heal within a minute, rare enough that a
+/// few hundred tenants cost a few requests per second.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default timeout of one probe request: a healthy component answers in milliseconds;
+/// longer only delays the verdict on a wedged one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often and how patiently tenants are probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Requeue interval of a probed tenant; `None` disables probes (and healing).
+    pub interval: Option<Duration>,
+    /// Timeout of one probe request.
+    pub timeout: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self { interval: Some(DEFAULT_INTERVAL), timeout: DEFAULT_TIMEOUT }
+    }
+}
+
+impl HealthSettings {
+    /// Settings from the operator's flags: an interval of zero turns probes and healing off.
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
+        Self { interval: (!interval.is_zero()).then_some(interval), timeout }
+    }
+
+    /// Debounce thresholds for the component conditions (see [`DebounceThresholds::for_interval`]).
+    pub fn debounce(&self) -> DebounceThresholds {
+        DebounceThresholds::for_interval(self.interval.unwrap_or(DEFAULT_INTERVAL))
+    }
+
+    /// How long a started apiserver pod's `/livez` must fail before the operator
+    /// deletes it: three intervals (30 s by default), so at least three consecutive
+    /// probes agree, and well before the kubelet's own liveness probe gives up
+    /// (8 failures 10 s apart in the tenant's Deployment).
+    pub fn restart_after(&self) -> Duration {
+        self.interval.unwrap_or(DEFAULT_INTERVAL).saturating_mul(3)
+    }
+}
+
+/// What one probe concluded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The component answered as it should; the message says what was checked.
+    Healthy(String),
+    /// The component answered wrong or not at all; the message says how (one line).
+    Unhealthy(String),
+    /// The probe could not judge the component (its path went through something
+    /// else that failed). Does not move the debounce state.
+    Inconclusive(String),
+}
+
+impl ProbeOutcome {
+    /// Whether this outcome says the component is healthy.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, ProbeOutcome::Healthy(_))
+    }
+}
+
+/// Everything one probe pass found. `None`: not probed (credentials or objects missing,
+/// which the other conditions report).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// etcd members, status and member list.
+    pub etcd: Option<ProbeOutcome>,
+    /// `/readyz` through the Service and `/livez` on each pod.
+    pub apiserver: Option<ProbeOutcome>,
+    /// The controller manager's leader Lease.
+    pub controller_manager: Option<ProbeOutcome>,
+    /// Each started, running apiserver pod's `/livez`.
+    pub apiserver_pods: Vec<PodProbe>,
+}
+
+/// The debounced state of one component, as the conditions show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Healthy or not, after debouncing.
+    pub healthy: bool,
+    /// The message of the latest probe agreeing with `healthy`.
+    pub message: String,
+}
+
+/// Debounced verdicts per component; `None` where no probe result exists yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthVerdicts {
+    /// etcd.
+    pub etcd: Option<Verdict>,
+    /// kube-apiserver.
+    pub apiserver: Option<Verdict>,
+    /// kube-controller-manager.
+    pub controller_manager: Option<Verdict>,
+}
+
+/// An apiserver pod the operator should delete, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRestart {
+    /// Pod name.
+    pub name: String,
+    /// Pod UID, the deletion precondition.
+    pub uid: String,
+    /// How long `/livez` has been failing.
+    pub failing_for: Duration,
+    /// The latest failure.
+    pub error: String,
+}
+
+/// A pod whose `/livez` is failing, since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PodFailure {
+    since: Timestamp,
+}
+
+/// Probe history of one tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantHealth {
+    etcd: Debouncer,
+    apiserver: Debouncer,
+    controller_manager: Debouncer,
+    /// Failing apiserver pods by UID.
+    failing_pods: BTreeMap<String, PodFailure>,
+}
+
+impl TenantHealth {
+    /// Feeds one probe pass observed at `now` (pure). Returns the debounced verdicts
+    /// and at most one apiserver pod to restart.
+    ///
+    /// A pod is restarted only when its `/livez` failed on every probe for
+    /// [`HealthSettings::restart_after`] and etcd answered healthy in this pass: when
+    /// etcd is down every apiserver fails its checks, and restarting them would only
+    /// add churn to an outage they did not cause. One pod per pass, so a probe bug
+    /// can never take every replica down at once.
+    pub fn record(
+        &mut self,
+        report: &ProbeReport,
+        now: Timestamp,
+        settings: &HealthSettings,
+    ) -> (HealthVerdicts, Option<PodRestart>) {
+        let thresholds = settings.debounce();
+        let judge = |debouncer: &mut Debouncer, outcome: Option<&ProbeOutcome>| {
+            match outcome {
+                Some(ProbeOutcome::Healthy(message)) => {
+                    debouncer.observe(true, message.clone(), now, thresholds);
+                }
+                Some(ProbeOutcome::Unhealthy(message)) => {
+                    debouncer.observe(false, message.clone(), now, thresholds);
+                }
+                Some(ProbeOutcome::Inconclusive(_)) | None => {}
+            }
+            debouncer
+                .reported()
+                .map(|reported| Verdict { healthy: reported.healthy, message: reported.message.clone() })
+        };
+        let verdicts = HealthVerdicts {
+            etcd: judge(&mut self.etcd, report.etcd.as_ref()),
+            apiserver: judge(&mut self.apiserver, report.apiserver.as_ref()),
+            controller_manager: judge(&mut self.controller_manager, report.controller_manager.as_ref()),
+        };
+
+        // Pods that answered or are gone forget their failures.
+        self.failing_pods
+            .retain(|uid, _| report.apiserver_pods.iter().any(|pod| &pod.uid == uid && pod.livez.is_err()));
+        let etcd_healthy = report.etcd.as_ref().is_some_and(ProbeOutcome::is_healthy);
+        let mut restart = None;
+        for pod in &report.apiserver_pods {
+            let Err(error) = &pod.livez else { continue };
+            let failure = self.failing_pods.entry(pod.uid.clone()).or_insert(PodFailure { since: now });
+            let failing_for = Duration::try_from(now.duration_since(failure.since)).unwrap_or_default();
+            if restart.is_none() && etcd_healthy && failing_for >= settings.restart_after() {
+                restart = Some(PodRestart {
+                    name: pod.name.clone(),
+                    uid: pod.uid.clone(),
+                    failing_for,
+                    error: error.clone(),
+                });
+            }
+        }
+        if let Some(restart) = &restart {
+            // Its replacement has a new UID; should the deletion fail, the count starts over.
+            self.failing_pods.remove(&restart.uid);
+        }
+        (verdicts, restart)
+    }
+}
+
+/// Probe history of every tenant, kept in the controller's context between passes.
+#[derive(Default)]
+pub struct HealthTracker {
+    tenants: Mutex<HashMap<ObjectRef<TenantCluster>, TenantHealth>>,
+    /// The controller's cache: a tenant missing from it is forgotten.
+    store: OnceLock<Store<TenantCluster>>,
+}
+
+impl HealthTracker {
+    /// Lets [`HealthTracker::record`] prune tenants that no longer exist.
+    pub fn watch_tenants(&self, store: Store<TenantCluster>) {
+        // Set once per controller run; a second run in the same process keeps the first store.
+        let _ = self.store.set(store);
+    }
+
+    /// Feeds a probe pass of `tenant` (see [`TenantHealth::record`]) and prunes the
+    /// history of tenants that disappeared.
+    pub fn record(
+        &self,
+        tenant: &ObjectRef<TenantCluster>,
+        report: &ProbeReport,
+        now: Timestamp,
+        settings: &HealthSettings,
+    ) -> (HealthVerdicts, Option<PodRestart>) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(store) = self.store.get() {
+            tenants.retain(|key, _| key == tenant || store.get(key).is_some());
+        }
+        tenants.entry(tenant.clone()).or_default().record(report, now, settings)
+    }
+
+    /// Forgets `tenant` (deleted, or its probes no longer run).
+    pub fn forget(&self, tenant: &ObjectRef<TenantCluster>) {
+        self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(tenant);
+    }
+
+    /// Number of tenants with a history.
+    pub fn len(&self) -> usize {
+        self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Whether no tenant has a history.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Probes one tenant's etcd, apiserver and controller manager (reads the meta
+/// cluster, then HTTPS to the tenant's pods). Never fails: every problem becomes an
+/// outcome, since a failed probe is exactly what this function is meant to report.
+pub async fn probe_tenant(
+    meta: &Client,
+    names: &TenantNames,
+    etcd_replicas: i32,
+    now: Timestamp,
+    timeout: Duration,
+) -> ProbeReport {
+    let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
+    let pods: Api<Pod> = Api::namespaced(meta.clone(), &names.namespace);
+    let services: Api<Service> = Api::namespaced(meta.clone(), &names.namespace);
+
+    let etcd = async {
+        let tls = etcd_tls(&secrets, names).await?;
+        let ips = match pod_ips(&pods, names, Component::Etcd).await {
+            Ok(ips) => ips,
+            Err(error) => return Some(ProbeOutcome::Inconclusive(format!("cannot list etcd pods: {error}"))),
+        };
+        let ips: BTreeMap<String, IpAddr> = ips.into_iter().map(|pod| (pod.name, pod.ip)).collect();
+        let targets = etcd::member_targets(names, etcd_replicas, &ips);
+        let (reports, member_list) = etcd::probe(&tls, &targets, timeout).await;
+        let expected = usize::try_from(etcd_replicas).unwrap_or_default();
+        Some(etcd::verdict(expected, &reports, member_list.as_deref()))
+    };
+    let control_plane =
+        probe_apiserver_and_controller_manager(&secrets, &pods, &services, names, now, timeout);
+    let (etcd, (apiserver, apiserver_pods, controller_manager)) = futures::join!(etcd, control_plane);
+    ProbeReport { etcd, apiserver, controller_manager, apiserver_pods }
+}
+
+async fn probe_apiserver_and_controller_manager(
+    secrets: &Api<Secret>,
+    pods: &Api<Pod>,
+    services: &Api<Service>,
+    names: &TenantNames,
+    now: Timestamp,
+    timeout: Duration,
+) -> (Option<ProbeOutcome>, Vec<PodProbe>, Option<ProbeOutcome>) {
+    let Some(kubeconfig) = secret_value(secrets, &names.admin_kubeconfig_secret(), KUBECONFIG_KEY).await
+    else {
+        return (None, Vec::new(), None);
+    };
+    let Some(tls) = std::str::from_utf8(&kubeconfig)
+        .ok()
+        .and_then(|yaml| ClientCredentials::from_kubeconfig(yaml).ok())
+        .and_then(|credentials| {
+            TlsClient::new(
+                credentials.ca_pem.as_bytes(),
+                credentials.client_cert_pem.as_bytes(),
+                credentials.client_key_pem.as_bytes(),
+            )
+            .ok()
+        })
+    else {
+        let outcome = ProbeOutcome::Inconclusive("admin kubeconfig is unusable".into());
+        return (Some(outcome.clone()), Vec::new(), Some(outcome));
+    };
+    let server_name = names.apiserver_service_host();
+    let port = u16::try_from(APISERVER_PORT).unwrap_or(6443);
+
+    let service_address = match services.get_opt(&names.apiserver()).await {
+        Ok(Some(service)) => service_address(&service),
+        Ok(None) => None,
+        Err(error) => {
+            let outcome = ProbeOutcome::Inconclusive(format!("cannot read the apiserver Service: {error}"));
+            return (Some(outcome.clone()), Vec::new(), Some(outcome));
+        }
+    };
+    let service = async {
+        match service_address {
+            Some(address) => apiserver::probe_service(&tls, address, &server_name, timeout).await,
+            None => ProbeOutcome::Unhealthy("the apiserver Service has no ClusterIP".into()),
+        }
+    };
+    let pod_probes = async {
+        match pod_ips(pods, names, Component::ApiServer).await {
+            Ok(targets) => apiserver::probe_pods(&tls, &targets, port, &server_name, timeout).await,
+            Err(error) => {
+                tracing::debug!(%error, "cannot list apiserver pods");
+                Vec::new()
+            }
+        }
+    };
+    let (service, pod_probes) = futures::join!(service, pod_probes);
+
+    let controller_manager = match (service.is_healthy(), service_address) {
+        (true, Some(address)) => match tenant_client(&kubeconfig, address, &server_name, timeout).await {
+            Ok(client) => lease::probe(&client, now, timeout).await,
+            Err(error) => ProbeOutcome::Inconclusive(format!("cannot build a tenant client: {error}")),
+        },
+        _ => ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into()),
+    };
+    (Some(apiserver::verdict(&service, &pod_probes)), pod_probes, Some(controller_manager))
+}
+
+/// The Service's ClusterIP and first port.
+fn service_address(service: &Service) -> Option<SocketAddr> {
+    let spec = service.spec.as_ref()?;
+    let ip: IpAddr = spec.cluster_ip.as_deref()?.parse().ok()?;
+    let port = spec.ports.as_ref()?.first().map_or(APISERVER_PORT, |port| port.port);
+    Some(SocketAddr::new(ip, u16::try_from(port).ok()?))
+}
+
+/// TLS client of the etcd healthcheck certificate; `None` when the Secret is not there (yet).
+async fn etcd_tls(secrets: &Api<Secret>, names: &TenantNames) -> Option<TlsClient> {
+    let secret = secrets.get_opt(&names.etcd_healthcheck_client_secret()).await.ok()??;
+    let data = secret.data?;
+    let value = |key: &str| data.get(key).map(|bytes| bytes.0.as_slice());
+    match TlsClient::new(value(CA_CERT_KEY)?, value(TLS_CERT_KEY)?, value(TLS_PRIVATE_KEY_KEY)?) {
+        Ok(tls) => Some(tls),
+        Err(error) => {
+            tracing::warn!(%error, "etcd healthcheck client certificate is unusable");
+            None
+        }
+    }
+}
+
+async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Option<Vec<u8>> {
+    let secret = secrets.get_opt(name).await.ok()??;
+    secret.data?.remove(key).map(|bytes| bytes.0)
+}
+
+/// Running, started, not-deleting pods of `component` with their IPs. Pods still
+/// starting are the kubelet's startup probe's business, not a health failure.
+async fn pod_ips(
+    pods: &Api<Pod>,
+    names: &TenantNames,
+    component: Component,
+) -> kube::Result<Vec<apiserver::PodTarget>> {
+    let selector = names
+        .selector_labels(component)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    Ok(list.items.iter().filter_map(probe_target).collect())
+}
+
+/// The probe target of a pod that should answer: Running, every container started
+/// (past its startup probe), not being deleted, with an IP and a UID.
+pub fn probe_target(pod: &Pod) -> Option<apiserver::PodTarget> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let containers = status.container_statuses.as_ref()?;
+    if containers.is_empty() || !containers.iter().all(|container| container.started == Some(true)) {
+        return None;
+    }
+    Some(apiserver::PodTarget {
+        name: pod.metadata.name.clone()?,
+        uid: pod.metadata.uid.clone()?,
+        ip: status.pod_ip.as_deref()?.parse().ok()?,
+    })
+}
+
+/// A client for the tenant apiserver at `address`, as the admin kubeconfig's user.
+async fn tenant_client(
+    kubeconfig: &[u8],
+    address: SocketAddr,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Client, String> {
+    let yaml = std::str::from_utf8(kubeconfig).map_err(|error| error.to_string())?;
+    let kubeconfig = Kubeconfig::from_yaml(yaml).map_err(|error| error.to_string())?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|error| error.to_string())?;
+    config.cluster_url = format!("https://{address}")
+        .parse()
+        .map_err(|error: hyper::http::uri::InvalidUri| error.to_string())?;
+    config.tls_server_name = Some(server_name.to_string());
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    Client::try_from(config).map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    const SETTINGS: HealthSettings =
+        HealthSettings { interval: Some(Duration::from_secs(10)), timeout: DEFAULT_TIMEOUT };
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_750_000_000 + second).expect("valid")
+    }
+
+    fn healthy(message: &str) -> Option<ProbeOutcome> {
+        Some(ProbeOutcome::Healthy(message.into()))
+    }
+
+    fn pod(uid: &str, livez: Result<(), &str>) -> PodProbe {
+        PodProbe { name: format!("apiserver-{uid}"), uid: uid.into(), livez: livez.map_err(str::to_string) }
+    }
+
+    fn report(pods: Vec<PodProbe>) -> ProbeReport {
+        ProbeReport {
+            etcd: healthy("1/1 members healthy"),
+            apiserver: if pods.iter().all(|pod| pod.livez.is_ok()) {
+                healthy("/readyz ok")
+            } else {
+                Some(ProbeOutcome::Unhealthy("pod wedged".into()))
+            },
+            controller_manager: healthy("lease fresh"),
+            apiserver_pods: pods,
+        }
+    }
+
+    #[test]
+    fn settings_derive_thresholds_from_the_interval() {
+        assert_eq!(SETTINGS.restart_after(), Duration::from_secs(30));
+        assert_eq!(SETTINGS.debounce(), DebounceThresholds { probes: 2, held: Duration::from_secs(20) });
+        let fast = HealthSettings { interval: Some(Duration::from_secs(5)), ..SETTINGS };
+        assert_eq!(fast.restart_after(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_wedged_pod_is_restarted_after_failing_for_the_threshold_and_only_once() {
+        let mut health = TenantHealth::default();
+        let (verdicts, restart) =
+            health.record(&report(vec![pod("a", Ok(())), pod("b", Ok(()))]), at(0), &SETTINGS);
+        assert_eq!(restart, None);
+        assert_eq!(verdicts.apiserver, Some(Verdict { healthy: true, message: "/readyz ok".into() }));
+        assert_eq!(verdicts.controller_manager.map(|v| v.message), Some("lease fresh".into()));
+
+        let wedged = || report(vec![pod("a", Ok(())), pod("b", Err("/livez: no answer"))]);
+        for second in [10, 20, 30] {
+            let (_, restart) = health.record(&wedged(), at(second), &SETTINGS);
+            assert_eq!(restart, None, "failing for {} s only", second - 10);
+        }
+        let (verdicts, restart) = health.record(&wedged(), at(40), &SETTINGS);
+        assert_eq!(
+            restart,
+            Some(PodRestart {
+                name: "apiserver-b".into(),
+                uid: "b".into(),
+                failing_for: Duration::from_secs(30),
+                error: "/livez: no answer".into(),
+            })
+        );
+        assert_eq!(verdicts.apiserver.map(|v| v.healthy), Some(false), "debounced after 20 s");
+        let (_, again) = health.record(&wedged(), at(45), &SETTINGS);
+        assert_eq!(again, None, "the count starts over after a restart was asked for");
+    }
+
+    #[test]
+    fn a_pod_that_answers_again_forgets_its_failures() {
+        let mut health = TenantHealth::default();
+        health.record(&report(vec![pod("a", Err("slow"))]), at(0), &SETTINGS);
+        health.record(&report(vec![pod("a", Ok(()))]), at(20), &SETTINGS);
+        let (_, restart) = health.record(&report(vec![pod("a", Err("slow"))]), at(40), &SETTINGS);
+        assert_eq!(restart, None, "failing since 40, not since 0");
+    }
+
+    #[test]
+    fn no_restart_while_etcd_is_unhealthy_or_unknown() {
+        let mut health = TenantHealth::default();
+        for second in [0, 10, 20, 30, 40] {
+            let mut pass = report(vec![pod("a", Err("/livez: HTTP 500: [-]etcd failed"))]);
+            pass.etcd = if second < 30 { Some(ProbeOutcome::Unhealthy("no leader".into())) } else { None };
+            let (_, restart) = health.record(&pass, at(second), &SETTINGS);
+            assert_eq!(restart, None, "at {second}");
+        }
+    }
+
+    #[test]
+    fn at_most_one_pod_is_restarted_per_pass() {
+        let mut health = TenantHealth::default();
+        let both = || report(vec![pod("a", Err("x")), pod("b", Err("y"))]);
+        health.record(&both(), at(0), &SETTINGS);
+        let (_, first) = health.record(&both(), at(30), &SETTINGS);
+        assert_eq!(first.map(|restart| restart.uid), Some("a".into()));
+        let (_, second) = health.record(&both(), at(40), &SETTINGS);
+        assert_eq!(second.map(|restart| restart.uid), Some("b".into()));
+    }
+
+    #[test]
+    fn inconclusive_outcomes_keep_the_previous_verdict() {
+        let mut health = TenantHealth::default();
+        health.record(&report(vec![]), at(0), &SETTINGS);
+        let mut pass = report(vec![]);
+        pass.controller_manager = Some(ProbeOutcome::Inconclusive("apiserver not ready".into()));
+        let (verdicts, _) = health.record(&pass, at(100), &SETTINGS);
+        assert_eq!(
+            verdicts.controller_manager,
+            Some(Verdict { healthy: true, message: "lease fresh".into() })
+        );
+        let (verdicts, _) = TenantHealth::default().record(&pass, at(0), &SETTINGS);
+        assert_eq!(verdicts.controller_manager, None, "no verdict without a conclusive probe");
+    }
+
+    #[test]
+    fn tracker_forgets_tenants() {
+        let tracker = HealthTracker::default();
+        let key = ObjectRef::<TenantCluster>::new("team-a").within("tenants");
+        tracker.record(&key, &report(vec![]), at(0), &SETTINGS);
+        assert_eq!(tracker.len(), 1);
+        tracker.forget(&key);
+        assert!(tracker.is_empty());
+    }
+
+    fn running_pod(started: Option<bool>, phase: &str, deleting: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("team-a-apiserver-x".into()),
+                uid: Some("uid-1".into()),
+                deletion_timestamp: deleting
+                    .then(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(0))),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                pod_ip: Some("10.200.0.5".into()),
+                container_statuses: Some(vec![ContainerStatus { started, ..ContainerStatus::default() }]),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn only_started_running_pods_are_probed() {
+        let target = probe_target(&running_pod(Some(true), "Running", false)).expect("target");
+        assert_eq!((target.name.as_str(), target.uid.as_str()), ("team-a-apiserver-x", "uid-1"));
+        assert_eq!(target.ip.to_string(), "10.200.0.5");
+        assert_eq!(probe_target(&running_pod(Some(false), "Running", false)), None, "still starting");
+        assert_eq!(probe_target(&running_pod(None, "Running", false)), None);
+        assert_eq!(probe_target(&running_pod(Some(true), "Pending", false)), None);
+        assert_eq!(probe_target(&running_pod(Some(true), "Running", true)), None, "being deleted");
+    }
+}
