@@ -259,22 +259,27 @@ async fn steady_tenant_costs_zero_writes() {
         let after_start = second.wait_for_reconciles(1.0).await;
         tokio::time::sleep(Duration::from_secs(20)).await;
         let after_window = second.metrics().await.expect("metrics");
+        let status_after = ns.tenant(TENANT).await.expect("tenant").status;
+        let statuses = format!(
+            "status before the restart: {}\nstatus after: {}",
+            serde_json::to_string_pretty(&status_before).unwrap_or_default(),
+            serde_json::to_string_pretty(&status_after).unwrap_or_default()
+        );
         assert!(
             after_window.reconciles() >= 1.0,
             "the restarted operator reconciled: {}",
             after_window.summary()
         );
+        assert_eq!(after_start.writes(), 0.0, "{}\n{statuses}", after_start.summary());
         assert_eq!(
             after_window.writes(),
             0.0,
-            "writes by the restarted operator: {}",
+            "writes by the restarted operator: {}\n{statuses}",
             after_window.summary()
         );
-        assert_eq!(after_start.writes(), 0.0, "{}", after_start.summary());
 
         let writes = audit.writes_since(&username, &ns.name);
         assert!(writes.is_empty(), "the audit log shows writes by {username} in {}: {writes:#?}", ns.name);
-        let status_after = ns.tenant(TENANT).await.expect("tenant").status;
         assert_eq!(status_after, status_before, "status changed without a write?");
     })
     .await;
