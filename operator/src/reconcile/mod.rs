@@ -55,6 +55,9 @@ pub const OWNED_OBJECTS_SELECTOR: &str = "app.kubernetes.io/managed-by=nestor";
 /// Re-check interval of a Ready tenant: a safety net, since changes to owned
 /// objects trigger a reconcile on their own.
 const READY_RESYNC: Duration = Duration::from_secs(600);
+/// How long the finalizer waits for the etcd StatefulSet (and its pods) to go
+/// before it deletes the claims; past it the pass fails and is retried.
+const STATEFULSET_DELETION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-check interval while a tenant is still converging.
 const CONVERGING_RESYNC: Duration = Duration::from_secs(30);
 
@@ -369,13 +372,34 @@ fn record_build_facts(status: &mut crate::api::TenantClusterStatus, desired: &De
 /// garbage collector deletes them. etcd's volume claims do not (the StatefulSet
 /// retains them, so a StatefulSet deleted by hand never takes the tenant's data with
 /// it): deleting the TenantCluster is the one moment they are deleted, here.
+///
+/// The StatefulSet goes first: while it exists, its controller recreates a claim
+/// deleted under a pod that was not scheduled yet, and that claim would outlive
+/// the tenant.
 async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     let names = names_of(tenant)?;
-    ctx.health.forget(&ObjectRef::from_obj(tenant));
     let (desired, changes) = compute_status(tenant, &[], None, ctx.clock.now());
     if patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
     }
+    ctx.health.forget(&ObjectRef::from_obj(tenant));
+
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    if statefulsets.get_opt(&names.etcd()).await?.is_some() {
+        statefulsets.delete(&names.etcd(), &DeleteParams::foreground()).await?;
+        ctx.metrics.record_write("StatefulSet", WriteVerb::Delete);
+        let gone = async {
+            while statefulsets.get_opt(&names.etcd()).await?.is_some() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok::<_, kube::Error>(())
+        };
+        tokio::time::timeout(STATEFULSET_DELETION_TIMEOUT, gone).await.map_err(|_| Error::Timeout {
+            operation: format!("deletion of StatefulSet {}", names.etcd()),
+            after: STATEFULSET_DELETION_TIMEOUT,
+        })??;
+    }
+
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let selector = ListParams::default().labels(&names.tenant_selector());
     if !claims.list_metadata(&selector).await?.items.is_empty() {
