@@ -129,8 +129,8 @@ Its admin kubeconfig, from Secret $namespace/$secret, rewritten for this host
   kubectl get namespaces
   kubectl create namespace hello
 
-(The tenant is a control plane without nodes: objects are stored and controllers
-run, pods stay Pending.)
+(kubectl: $(k8s_bin kubectl). The tenant is a control plane without nodes:
+objects are stored and controllers run, pods stay Pending.)
 Inside the meta cluster the Secret's kubeconfig works as is. Watch the tenant with
   kubectl --kubeconfig $META_KUBECONFIG -n $namespace get tenantcluster,pods
 and remove it with
