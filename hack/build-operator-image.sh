@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Builds the operator image from a release build of the `nestor` binary, with no
+# registry or Docker engine involved, and imports it into the meta cluster's
+# containerd when that is running:
+#
+#   $NESTOR_CACHE/images/nestor-operator-dev.oci.tar
+#     nestor.local/nestor-operator:dev            what deploy/operator.yaml names
+#     nestor.local/nestor-operator:sha-<12 hex>   the binary's sha256 prefix: set it
+#                                                 on the Deployment to roll new code
+#
+# The image holds the binary, the shared libraries `ldd` reports (glibc is linked
+# dynamically; the dynamic loader included), and /etc/passwd with nonroot (65532),
+# the user it runs as. No CA bundle: the operator only talks to the meta apiserver
+# (service-account CA) and tenant apiservers (tenant CA).
+#
+# Re-running is cheap: cargo rebuilds only on changes, and the archive and the
+# import are skipped when the binary's sha256 did not change.
+#
+# NESTOR_OPERATOR_BINARY=path packs that binary instead of running cargo (debug
+# symbols stripped in the image). Tests use it with the binary cargo built for
+# them: a `cargo build` inside `cargo test` would wait forever for the build
+# directory lock that the running `cargo test` holds.
+# Prints the sha-tagged image reference on stdout (logs go to stderr), so
+#   image=$(hack/build-operator-image.sh)
+# is all a caller needs. Usage: hack/build-operator-image.sh
+set -euo pipefail
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=hack/lib.sh
+source "$HACK_DIR/lib.sh"
+
+IMAGE_NAME="$LOCAL_IMAGE_REPOSITORY/nestor-operator"
+IMAGE_DIR="$NESTOR_CACHE/images"
+# One archive, overwritten on every change: meta-up imports every archive in
+# IMAGE_DIR, so stale per-sha archives would re-point :dev at old code on restart.
+ARCHIVE="$IMAGE_DIR/nestor-operator-dev.oci.tar"
+STAMP="$ARCHIVE.sha256"
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+build_binary() {
+  local target_dir=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+  log "cargo build --release -p nestor (target dir $target_dir)"
+  (cd "$REPO_ROOT" && cargo build --release --locked -p nestor >&2)
+  BINARY="$target_dir/release/nestor"
+  [[ -x $BINARY ]] || die "cargo did not produce $BINARY"
+}
+
+# copy_shared_libraries BINARY ROOTFS: every library the dynamic loader resolves,
+# and the loader itself, at the same path (symlinks dereferenced: the rootfs has
+# no merged /usr, so /lib/x86_64-linux-gnu is a real directory there).
+copy_shared_libraries() {
+  local binary=$1 rootfs=$2 line library
+  local -a libraries=()
+  while read -r line; do
+    # "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)";
+    # "linux-vdso.so.1 (0x...)" lives in the kernel and has no path.
+    case $line in
+      *'=> not found'*) die "$binary needs a library the host lacks: $line" ;;
+      *'=> /'*) library=${line#*=> }; libraries+=("${library%% (*}") ;;
+      /*) libraries+=("${line%% (*}") ;;
+    esac
+  done < <(ldd "$binary")
+  [[ ${#libraries[@]} -gt 0 ]] || die "ldd reports no shared libraries for $binary: is it static?"
+  for library in "${libraries[@]}"; do
+    mkdir -p "$rootfs$(dirname "$library")"
+    cp -L "$library" "$rootfs$library"
+  done
+}
+
+# The base every Nestor image carries (hack/build-images.sh has the same): passwd
+# with root and nonroot 65532, a sticky /tmp.
+base_rootfs() {
+  local root=$1
+  mkdir -p "$root/etc" "$root/tmp" "$root/usr/local/bin"
+  chmod 1777 "$root/tmp"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
+  printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
+}
+
+# write_oci_archive ROOTFS OUT REF...: one uncompressed layer in an OCI image
+# layout tarball, named by every REF (one index entry each, same manifest).
+# Fixed timestamps and owners: the same binary gives the same image digest.
+# (A variant of hack/build-images.sh's writer that adds a User and several
+# names; the two should become one function in hack/lib.sh.)
+write_oci_archive() {
+  local rootfs=$1 out=$2
+  shift 2
+  local layout
+  layout=$(mktemp -d)
+  mkdir -p "$layout/blobs/sha256"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$layout/layer.tar" .
+  local layer_digest layer_size
+  layer_digest=$(sha256_of "$layout/layer.tar")
+  layer_size=$(stat -c %s "$layout/layer.tar")
+  mv "$layout/layer.tar" "$layout/blobs/sha256/$layer_digest"
+  cat >"$layout/config.json" <<EOF
+{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"User":"65532:65532","Env":["PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":["/usr/local/bin/nestor","operator"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_digest"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"nestor hack/build-operator-image.sh"}]}
+EOF
+  local config_digest config_size
+  config_digest=$(sha256_of "$layout/config.json")
+  config_size=$(stat -c %s "$layout/config.json")
+  mv "$layout/config.json" "$layout/blobs/sha256/$config_digest"
+  cat >"$layout/manifest.json" <<EOF
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_digest","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:$layer_digest","size":$layer_size}]}
+EOF
+  local manifest_digest manifest_size
+  manifest_digest=$(sha256_of "$layout/manifest.json")
+  manifest_size=$(stat -c %s "$layout/manifest.json")
+  mv "$layout/manifest.json" "$layout/blobs/sha256/$manifest_digest"
+  printf '{"imageLayoutVersion":"1.0.0"}\n' >"$layout/oci-layout"
+  local entries="" ref
+  for ref in "$@"; do
+    [[ -n $entries ]] && entries+=","
+    entries+="{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:$manifest_digest\",\"size\":$manifest_size,\"annotations\":{\"io.containerd.image.name\":\"$ref\",\"org.opencontainers.image.ref.name\":\"${ref##*:}\"}}"
+  done
+  printf '{"schemaVersion":2,"manifests":[%s]}\n' "$entries" >"$layout/index.json"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$layout" -cf "$out.partial" oci-layout index.json blobs
+  mv "$out.partial" "$out"
+  rm -rf "$layout"
+}
+
+build_archive() {
+  local sha_ref=$1 rootfs
+  rootfs=$(mktemp -d)
+  base_rootfs "$rootfs"
+  # Release builds are stripped already (Cargo.toml); a debug build's symbols are most of its size.
+  strip --strip-all -o "$rootfs/usr/local/bin/nestor" "$BINARY"
+  chmod 0755 "$rootfs/usr/local/bin/nestor"
+  copy_shared_libraries "$BINARY" "$rootfs"
+  # The binary must start inside the image alone, not only on this host.
+  if [[ $(id -u) == 0 ]] && ! chroot "$rootfs" /usr/local/bin/nestor --version >/dev/null; then
+    rm -rf "$rootfs"
+    die "the image's binary does not start in its own root filesystem (missing library?)"
+  fi
+  mkdir -p "$IMAGE_DIR"
+  write_oci_archive "$rootfs" "$ARCHIVE" "$IMAGE_NAME:dev" "$sha_ref"
+  rm -rf "$rootfs"
+  log "image $IMAGE_NAME:dev = $sha_ref ($(( $(stat -c %s "$ARCHIVE") / 1024 / 1024 )) MiB archive)"
+}
+
+containerd_running() {
+  [[ -S $META_CONTAINERD_SOCKET ]] && ctr --address "$META_CONTAINERD_SOCKET" version >/dev/null 2>&1
+}
+
+# image_digest REF: the manifest digest containerd holds under REF, empty when absent.
+image_digest() {
+  ctr --address "$META_CONTAINERD_SOCKET" -n k8s.io images ls "name==$1" 2>/dev/null | awk 'NR > 1 { print $3 }'
+}
+
+main() {
+  if [[ -n ${NESTOR_OPERATOR_BINARY:-} ]]; then
+    BINARY=$NESTOR_OPERATOR_BINARY
+    [[ -x $BINARY ]] || die "NESTOR_OPERATOR_BINARY=$BINARY is not an executable"
+    log "packing $BINARY (NESTOR_OPERATOR_BINARY): no cargo build"
+  else
+    build_binary
+  fi
+  local binary_sha sha_ref
+  binary_sha=$(sha256_of "$BINARY")
+  sha_ref="$IMAGE_NAME:sha-${binary_sha:0:12}"
+  if [[ -f $ARCHIVE && $(cat "$STAMP" 2>/dev/null) == "$binary_sha" ]]; then
+    log "image $sha_ref is up to date"
+  else
+    build_archive "$sha_ref"
+    echo "$binary_sha" >"$STAMP"
+  fi
+  if containerd_running; then
+    # :dev may still point at an older build; the sha tag only ever names this one.
+    local imported
+    imported=$(image_digest "$sha_ref")
+    if [[ -n $imported && $(image_digest "$IMAGE_NAME:dev") == "$imported" ]]; then
+      log "already imported into the meta cluster's containerd"
+    else
+      ctr --address "$META_CONTAINERD_SOCKET" -n k8s.io images import --no-unpack=false "$ARCHIVE" >/dev/null
+      log "imported $IMAGE_NAME:dev and $sha_ref into the meta cluster's containerd"
+    fi
+  else
+    log "meta cluster containerd not running: archive written, not imported (meta-up imports it)"
+  fi
+  echo "$sha_ref"
+}
+
+main "$@"
