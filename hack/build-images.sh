@@ -12,58 +12,11 @@ set -euo pipefail
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=hack/lib.sh
 source "$HACK_DIR/lib.sh"
+# shellcheck source=hack/oci.sh
+source "$HACK_DIR/oci.sh"
 
 IMAGE_DIR="$NESTOR_CACHE/images"
 mkdir -p "$IMAGE_DIR"
-
-sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
-
-# base_rootfs DIR: the files every image carries (distroless-like: passwd with
-# root and nonroot 65532, a sticky /tmp).
-base_rootfs() {
-  local root=$1
-  mkdir -p "$root/etc" "$root/tmp" "$root/usr/local/bin" "$root/var/run"
-  chmod 1777 "$root/tmp"
-  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
-  printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
-  printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
-}
-
-# write_oci_archive ROOTFS REF ENTRYPOINT_JSON OUT: packs ROOTFS as one
-# uncompressed layer into an OCI image layout tarball named REF. Timestamps
-# and owners are fixed so the same binaries give the same image digest.
-write_oci_archive() {
-  local rootfs=$1 ref=$2 entrypoint=$3 out=$4
-  local layout
-  layout=$(mktemp -d)
-  mkdir -p "$layout/blobs/sha256"
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$layout/layer.tar" .
-  local layer_digest layer_size
-  layer_digest=$(sha256_of "$layout/layer.tar")
-  layer_size=$(stat -c %s "$layout/layer.tar")
-  mv "$layout/layer.tar" "$layout/blobs/sha256/$layer_digest"
-  cat >"$layout/config.json" <<EOF
-{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Env":["PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":$entrypoint,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_digest"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"nestor hack/build-images.sh"}]}
-EOF
-  local config_digest config_size
-  config_digest=$(sha256_of "$layout/config.json")
-  config_size=$(stat -c %s "$layout/config.json")
-  mv "$layout/config.json" "$layout/blobs/sha256/$config_digest"
-  cat >"$layout/manifest.json" <<EOF
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_digest","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:$layer_digest","size":$layer_size}]}
-EOF
-  local manifest_digest manifest_size
-  manifest_digest=$(sha256_of "$layout/manifest.json")
-  manifest_size=$(stat -c %s "$layout/manifest.json")
-  mv "$layout/manifest.json" "$layout/blobs/sha256/$manifest_digest"
-  printf '{"imageLayoutVersion":"1.0.0"}\n' >"$layout/oci-layout"
-  cat >"$layout/index.json" <<EOF
-{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_digest","size":$manifest_size,"annotations":{"io.containerd.image.name":"$ref","org.opencontainers.image.ref.name":"${ref##*:}"}}]}
-EOF
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$layout" -cf "$out.partial" oci-layout index.json blobs
-  mv "$out.partial" "$out"
-  rm -rf "$layout"
-}
 
 # image NAME TAG ENTRYPOINT_JSON FILE... : one image with FILEs in /usr/local/bin.
 image() {
@@ -75,7 +28,7 @@ image() {
   rootfs=$(mktemp -d)
   base_rootfs "$rootfs"
   for file in "$@"; do install -m 0755 "$file" "$rootfs/usr/local/bin/"; done
-  write_oci_archive "$rootfs" "$LOCAL_IMAGE_REPOSITORY/$name:$tag" "$entrypoint" "$out"
+  write_oci_archive "$rootfs" "$out" "$entrypoint" "" "$LOCAL_IMAGE_REPOSITORY/$name:$tag"
   rm -rf "$rootfs"
   log "image $LOCAL_IMAGE_REPOSITORY/$name:$tag"
 }
@@ -128,7 +81,7 @@ build_busybox_image() {
   for applet in $(/bin/busybox --list); do
     [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
   done
-  write_oci_archive "$rootfs" "$LOCAL_IMAGE_REPOSITORY/busybox:$BUSYBOX_TAG" '["/bin/sh"]' "$out"
+  write_oci_archive "$rootfs" "$out" '["/bin/sh"]' "" "$LOCAL_IMAGE_REPOSITORY/busybox:$BUSYBOX_TAG"
   rm -rf "$rootfs"
   log "image $LOCAL_IMAGE_REPOSITORY/busybox:$BUSYBOX_TAG"
 }

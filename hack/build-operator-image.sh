@@ -27,6 +27,8 @@ set -euo pipefail
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=hack/lib.sh
 source "$HACK_DIR/lib.sh"
+# shellcheck source=hack/oci.sh
+source "$HACK_DIR/oci.sh"
 
 IMAGE_NAME="$LOCAL_IMAGE_REPOSITORY/nestor-operator"
 IMAGE_DIR="$NESTOR_CACHE/images"
@@ -35,7 +37,6 @@ IMAGE_DIR="$NESTOR_CACHE/images"
 ARCHIVE="$IMAGE_DIR/nestor-operator-dev.oci.tar"
 STAMP="$ARCHIVE.sha256"
 
-sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
 build_binary() {
   local target_dir=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
@@ -67,59 +68,6 @@ copy_shared_libraries() {
   done
 }
 
-# The base every Nestor image carries (hack/build-images.sh has the same): passwd
-# with root and nonroot 65532, a sticky /tmp.
-base_rootfs() {
-  local root=$1
-  mkdir -p "$root/etc" "$root/tmp" "$root/usr/local/bin"
-  chmod 1777 "$root/tmp"
-  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
-  printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
-  printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
-}
-
-# write_oci_archive ROOTFS OUT REF...: one uncompressed layer in an OCI image
-# layout tarball, named by every REF (one index entry each, same manifest).
-# Fixed timestamps and owners: the same binary gives the same image digest.
-# (A variant of hack/build-images.sh's writer that adds a User and several
-# names; the two should become one function in hack/lib.sh.)
-write_oci_archive() {
-  local rootfs=$1 out=$2
-  shift 2
-  local layout
-  layout=$(mktemp -d)
-  mkdir -p "$layout/blobs/sha256"
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$layout/layer.tar" .
-  local layer_digest layer_size
-  layer_digest=$(sha256_of "$layout/layer.tar")
-  layer_size=$(stat -c %s "$layout/layer.tar")
-  mv "$layout/layer.tar" "$layout/blobs/sha256/$layer_digest"
-  cat >"$layout/config.json" <<EOF
-{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"User":"65532:65532","Env":["PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":["/usr/local/bin/nestor","operator"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_digest"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"nestor hack/build-operator-image.sh"}]}
-EOF
-  local config_digest config_size
-  config_digest=$(sha256_of "$layout/config.json")
-  config_size=$(stat -c %s "$layout/config.json")
-  mv "$layout/config.json" "$layout/blobs/sha256/$config_digest"
-  cat >"$layout/manifest.json" <<EOF
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_digest","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:$layer_digest","size":$layer_size}]}
-EOF
-  local manifest_digest manifest_size
-  manifest_digest=$(sha256_of "$layout/manifest.json")
-  manifest_size=$(stat -c %s "$layout/manifest.json")
-  mv "$layout/manifest.json" "$layout/blobs/sha256/$manifest_digest"
-  printf '{"imageLayoutVersion":"1.0.0"}\n' >"$layout/oci-layout"
-  local entries="" ref
-  for ref in "$@"; do
-    [[ -n $entries ]] && entries+=","
-    entries+="{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:$manifest_digest\",\"size\":$manifest_size,\"annotations\":{\"io.containerd.image.name\":\"$ref\",\"org.opencontainers.image.ref.name\":\"${ref##*:}\"}}"
-  done
-  printf '{"schemaVersion":2,"manifests":[%s]}\n' "$entries" >"$layout/index.json"
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$layout" -cf "$out.partial" oci-layout index.json blobs
-  mv "$out.partial" "$out"
-  rm -rf "$layout"
-}
-
 build_archive() {
   local sha_ref=$1 rootfs
   rootfs=$(mktemp -d)
@@ -134,7 +82,7 @@ build_archive() {
     die "the image's binary does not start in its own root filesystem (missing library?)"
   fi
   mkdir -p "$IMAGE_DIR"
-  write_oci_archive "$rootfs" "$ARCHIVE" "$IMAGE_NAME:dev" "$sha_ref"
+  write_oci_archive "$rootfs" "$ARCHIVE" '["/usr/local/bin/nestor","operator"]' 65532:65532 "$IMAGE_NAME:dev" "$sha_ref"
   rm -rf "$rootfs"
   log "image $IMAGE_NAME:dev = $sha_ref ($(( $(stat -c %s "$ARCHIVE") / 1024 / 1024 )) MiB archive)"
 }
