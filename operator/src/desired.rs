@@ -38,8 +38,7 @@ use crate::resources::{
     APISERVER_PORT, ConfigHashes, ENCRYPTION_CONFIG_KEY, ImageSet, KUBECONFIG_KEY, ResourceError,
     SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, TenantInputs, TenantOwner,
     apiserver_config_map, ca_secret, config_hash, control_plane_manifests, encryption_config_secret,
-    etcd_config_map,
-    kubeconfig_secret, mounted_secret_names, service_account_key_secret, tls_secret,
+    etcd_config_map, kubeconfig_secret, mounted_secret_names, service_account_key_secret, tls_secret,
 };
 
 /// Condition type whose `True` status proves the tenant's PKI was complete once.

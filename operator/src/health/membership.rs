@@ -320,7 +320,11 @@ mod tests {
             reports: vec![healthy(0), healthy(2)],
             member_list: Some(MemberListResponse {
                 header: ResponseHeader { member_id: LEADER, cluster_id: 7 },
-                members: vec![member(0, "team-a-etcd-0"), member(1, "team-a-etcd-1"), member(2, "team-a-etcd-2")],
+                members: vec![
+                    member(0, "team-a-etcd-0"),
+                    member(1, "team-a-etcd-1"),
+                    member(2, "team-a-etcd-2"),
+                ],
             }),
             pods: vec![pod(0, true, 0), pod(1, false, 0), pod(2, true, 0)],
         }

@@ -377,7 +377,9 @@ async fn replace_etcd_member_pod(
         Ok(_) => ctx.metrics.record_write("Pod", WriteVerb::Delete),
         // Gone or replaced meanwhile: its replacement starts with the new membership anyway.
         Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
-        Err(error) => tracing::warn!(pod = %repair.pod_name, %error, "cannot delete the replaced etcd member's pod"),
+        Err(error) => {
+            tracing::warn!(pod = %repair.pod_name, %error, "cannot delete the replaced etcd member's pod")
+        }
     }
     let old = repair.old_member_id.map_or_else(|| "none".to_string(), |id| format!("{id:x}"));
     let note = format!(
