@@ -38,7 +38,7 @@ use crate::resources::{
     APISERVER_PORT, ConfigHashes, ENCRYPTION_CONFIG_KEY, ImageSet, KUBECONFIG_KEY, ResourceError,
     SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, TenantInputs, TenantOwner,
     apiserver_config_map, ca_secret, config_hash, control_plane_manifests, encryption_config_secret,
-    kubeconfig_secret, mounted_secret_names, service_account_key_secret, tls_secret,
+    etcd_config_map, kubeconfig_secret, mounted_secret_names, service_account_key_secret, tls_secret,
 };
 
 /// Condition type whose `True` status proves the tenant's PKI was complete once.
@@ -314,7 +314,7 @@ impl fmt::Debug for Kubeconfigs {
 pub struct DesiredState {
     /// Objects in apply order: the CA Secrets, the service-account and encryption
     /// Secrets, the leaf Secrets, the kubeconfig Secrets; then etcd's Service,
-    /// NetworkPolicy and StatefulSet; the apiserver's ConfigMap, Service and
+    /// NetworkPolicy, ConfigMap and StatefulSet; the apiserver's ConfigMap, Service and
     /// Deployment; the controller-manager Deployment. The Secret order matters: a
     /// pass interrupted half-way leaves roots of trust without dependents, never
     /// dependents without their roots, which is what lets the next pass tell a
@@ -507,16 +507,17 @@ pub fn desired_state(
         controller_manager: config_hash(&mounted(Component::ControllerManager), &[]),
     };
 
-    let manifests = control_plane_manifests(&TenantInputs {
-        owner: &owner,
-        spec,
-        images: &images,
-        config_hashes: &config_hashes,
-    })?;
+    let inputs = TenantInputs { owner: &owner, spec, images: &images, config_hashes: &config_hashes };
+    let manifests = control_plane_manifests(&inputs)?;
+    // Recorded by the reconciler the first time etcd answered healthy; never cleared,
+    // so members never go back to bootstrapping a new cluster.
+    let etcd_formed = tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
     let mut objects: Vec<DesiredObject> = secrets.into_iter().map(DesiredObject::Secret).collect();
     objects.extend([
         DesiredObject::Service(manifests.etcd_service),
         DesiredObject::NetworkPolicy(manifests.etcd_network_policy),
+        // Before the StatefulSet: its pods read their bootstrap state from it.
+        DesiredObject::ConfigMap(etcd_config_map(&inputs, etcd_formed)),
         DesiredObject::StatefulSet(manifests.etcd_statefulset),
         DesiredObject::ConfigMap(manifests.apiserver_config_map),
         DesiredObject::Service(manifests.apiserver_service),
@@ -953,6 +954,7 @@ mod tests {
             secret(names.admin_in_cluster_kubeconfig_secret()),
             ("Service", names.etcd()),
             ("NetworkPolicy", names.etcd_network_policy()),
+            ("ConfigMap", names.etcd()),
             ("StatefulSet", names.etcd()),
             ("ConfigMap", names.apiserver()),
             ("Service", names.apiserver()),

@@ -379,4 +379,9 @@ pub struct TenantClusterStatus {
     /// Earliest `notAfter` among the tenant's leaf certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_expire_at: Option<Time>,
+    /// etcd's cluster ID, recorded the first time every member answered healthy. Its
+    /// presence means the cluster formed: members (re)started from then on join it
+    /// (`--initial-cluster-state=existing`) rather than bootstrap a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_cluster_id: Option<String>,
 }

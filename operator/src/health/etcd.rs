@@ -40,11 +40,17 @@ pub struct ResponseHeader {
     /// The answering member's id.
     #[serde(default, deserialize_with = "uint64")]
     pub member_id: u64,
+    /// The id of the cluster it belongs to.
+    #[serde(default, deserialize_with = "uint64")]
+    pub cluster_id: u64,
 }
 
 /// `/v3/cluster/member/list`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct MemberListResponse {
+    /// Who answered, and the cluster ID.
+    #[serde(default)]
+    pub header: ResponseHeader,
     /// Every member the cluster knows, learners included.
     #[serde(default)]
     pub members: Vec<Member>,
@@ -59,6 +65,9 @@ pub struct Member {
     /// Member name (the pod name); empty while a newly added member has not started.
     #[serde(default)]
     pub name: String,
+    /// The URLs its peers reach it on; how an unstarted member is matched to its pod.
+    #[serde(rename = "peerURLs", default)]
+    pub peer_urls: Vec<String>,
 }
 
 /// `/health`.
@@ -201,7 +210,7 @@ pub async fn probe(
     client: &TlsClient,
     targets: &[MemberTarget],
     timeout: Duration,
-) -> (Vec<MemberReport>, Option<Vec<Member>>) {
+) -> (Vec<MemberReport>, Option<MemberListResponse>) {
     let reports = futures::future::join_all(targets.iter().map(|target| async move {
         let answer = probe_member(client, target, timeout).await;
         MemberReport { name: target.name.clone(), answer }
@@ -215,7 +224,7 @@ pub async fn probe(
         if let Ok(list) =
             gateway::<MemberListResponse>(client, target, "/v3/cluster/member/list", timeout).await
         {
-            member_list = Some(list.members);
+            member_list = Some(list);
             break;
         }
     }
@@ -245,9 +254,20 @@ async fn gateway<T: serde::de::DeserializeOwned>(
     path: &str,
     timeout: Duration,
 ) -> Result<T, String> {
+    gateway_call(client, target, path, "{}", timeout).await
+}
+
+/// POSTs `body` to the gateway `path` of `target` and decodes a 200 answer.
+pub(crate) async fn gateway_call<T: serde::de::DeserializeOwned>(
+    client: &TlsClient,
+    target: &MemberTarget,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<T, String> {
     let address = SocketAddr::new(target.ip, ETCD_CLIENT_PORT as u16);
     let response = client
-        .request(address, &target.server_name, Method::POST, path, Some("{}"), timeout)
+        .request(address, &target.server_name, Method::POST, path, Some(body), timeout)
         .await
         .map_err(|error: TransportError| error.to_string())?;
     if response.status != StatusCode::OK {
@@ -278,7 +298,13 @@ mod tests {
     }
 
     fn members(count: u64) -> Vec<Member> {
-        (0..count).map(|index| Member { id: LEADER + index, name: format!("team-a-etcd-{index}") }).collect()
+        (0..count)
+            .map(|index| Member {
+                id: LEADER + index,
+                name: format!("team-a-etcd-{index}"),
+                peer_urls: Vec::new(),
+            })
+            .collect()
     }
 
     #[test]
@@ -290,7 +316,15 @@ mod tests {
         assert!(status.errors.is_empty());
 
         let list: MemberListResponse = serde_json::from_str(MEMBER_LIST).expect("list");
-        assert_eq!(list.members, [Member { id: LEADER, name: "team-h-etcd-0".into() }]);
+        assert_eq!(list.header.cluster_id, 3460343577906698983);
+        assert_eq!(
+            list.members,
+            [Member {
+                id: LEADER,
+                name: "team-h-etcd-0".into(),
+                peer_urls: vec!["https://team-h-etcd-0.team-h-etcd.nestor-health-2369db33.svc:2380".into()],
+            }]
+        );
         let healthy: HealthResponse = serde_json::from_str(HEALTHY).expect("health");
         assert!(healthy.is_healthy());
 

@@ -16,6 +16,7 @@ pub mod apiserver;
 pub mod debounce;
 pub mod etcd;
 pub mod lease;
+pub mod membership;
 pub mod transport;
 
 use std::collections::{BTreeMap, HashMap};
@@ -112,6 +113,9 @@ pub struct ProbeReport {
     pub controller_manager: Option<ProbeOutcome>,
     /// Each started, running apiserver pod's `/livez`.
     pub apiserver_pods: Vec<PodProbe>,
+    /// What the etcd probe saw in detail, for the membership repair; `None` when
+    /// etcd was not probed.
+    pub etcd_members: Option<membership::EtcdObservation>,
 }
 
 /// The debounced state of one component, as the conditions show it.
@@ -288,20 +292,35 @@ pub async fn probe_tenant(
 
     let etcd = async {
         let tls = etcd_tls(&secrets, names).await?;
-        let ips = match pod_ips(&pods, names, Component::Etcd).await {
-            Ok(ips) => ips,
-            Err(error) => return Some(ProbeOutcome::Inconclusive(format!("cannot list etcd pods: {error}"))),
+        let etcd_pods = match list_pods(&pods, names, Component::Etcd).await {
+            Ok(list) => list,
+            Err(error) => {
+                return Some((ProbeOutcome::Inconclusive(format!("cannot list etcd pods: {error}")), None));
+            }
         };
-        let ips: BTreeMap<String, IpAddr> = ips.into_iter().map(|pod| (pod.name, pod.ip)).collect();
+        let ips: BTreeMap<String, IpAddr> =
+            etcd_pods.iter().filter_map(probe_target).map(|pod| (pod.name, pod.ip)).collect();
         let targets = etcd::member_targets(names, etcd_replicas, &ips);
         let (reports, member_list) = etcd::probe(&tls, &targets, timeout).await;
         let expected = usize::try_from(etcd_replicas).unwrap_or_default();
-        Some(etcd::verdict(expected, &reports, member_list.as_deref()))
+        let members = member_list.as_ref().map(|list| list.members.as_slice());
+        let outcome = etcd::verdict(expected, &reports, members);
+        let observation = membership::EtcdObservation {
+            targets,
+            reports,
+            member_list,
+            pods: etcd_pods.iter().filter_map(membership::MemberPod::from_pod).collect(),
+        };
+        Some((outcome, Some(observation)))
     };
     let control_plane =
         probe_apiserver_and_controller_manager(&secrets, &pods, &services, names, now, timeout);
     let (etcd, (apiserver, apiserver_pods, controller_manager)) = futures::join!(etcd, control_plane);
-    ProbeReport { etcd, apiserver, controller_manager, apiserver_pods }
+    let (etcd, etcd_members) = match etcd {
+        Some((outcome, observation)) => (Some(outcome), observation),
+        None => (None, None),
+    };
+    ProbeReport { etcd, apiserver, controller_manager, apiserver_pods, etcd_members }
 }
 
 async fn probe_apiserver_and_controller_manager(
@@ -377,6 +396,20 @@ fn service_address(service: &Service) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, u16::try_from(port).ok()?))
 }
 
+/// Replaces an etcd member (see [`membership::replace_member`]) with the etcd
+/// healthcheck client certificate, which etcd lets manage membership (no auth is
+/// enabled; the client CA is the only gate). Returns the new member ID.
+pub async fn replace_etcd_member(
+    meta: &Client,
+    names: &TenantNames,
+    repair: &membership::MemberRepair,
+    timeout: Duration,
+) -> Result<u64, membership::MembershipError> {
+    let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
+    let tls = etcd_tls(&secrets, names).await.ok_or(membership::MembershipError::Credentials)?;
+    membership::replace_member(&tls, repair, timeout).await
+}
+
 /// TLS client of the etcd healthcheck certificate; `None` when the Secret is not there (yet).
 async fn etcd_tls(secrets: &Api<Secret>, names: &TenantNames) -> Option<TlsClient> {
     let secret = secrets.get_opt(&names.etcd_healthcheck_client_secret()).await.ok()??;
@@ -411,6 +444,17 @@ async fn pod_ips(
         .join(",");
     let list = pods.list(&ListParams::default().labels(&selector)).await?;
     Ok(list.items.iter().filter_map(probe_target).collect())
+}
+
+/// Every pod of `component`, whatever its state.
+async fn list_pods(pods: &Api<Pod>, names: &TenantNames, component: Component) -> kube::Result<Vec<Pod>> {
+    let selector = names
+        .selector_labels(component)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(pods.list(&ListParams::default().labels(&selector)).await?.items)
 }
 
 /// The probe target of a pod that should answer: Running, every container started
@@ -487,6 +531,7 @@ mod tests {
             },
             controller_manager: healthy("lease fresh"),
             apiserver_pods: pods,
+            etcd_members: None,
         }
     }
 

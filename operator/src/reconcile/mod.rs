@@ -35,7 +35,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::api::{Phase, TenantCluster};
 use crate::desired::{DesiredObject, DesiredState, desired_state};
 use crate::error::{Error, Result};
-use crate::health::{HealthSettings, HealthTracker, HealthVerdicts, PodRestart, probe_tenant};
+use crate::health::membership::{self, MemberRepair, MembershipError};
+use crate::health::{
+    HealthSettings, HealthTracker, HealthVerdicts, PodRestart, probe_tenant, replace_etcd_member,
+};
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
 use crate::reconcile::apply::{ApplyOutcome, patch_status};
@@ -265,11 +268,15 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     };
 
     let observation = observe::observe(&ctx.client, &names).await?;
-    let health = check_health(tenant, &names, ctx).await;
+    let (health, etcd_cluster_id) = check_health(tenant, &names, ctx).await;
     let updates = component_conditions(&names, &observation, &health);
     let (mut status, changes) = compute_status(tenant, &updates, None, ctx.clock.now());
     if let Some(desired) = &built {
         record_build_facts(&mut status, desired);
+    }
+    // Recorded once and kept: from then on etcd members join rather than bootstrap.
+    if status.etcd_cluster_id.is_none() {
+        status.etcd_cluster_id = etcd_cluster_id;
     }
     if patch_status(&ctx.client, tenant, &status, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
@@ -293,14 +300,19 @@ fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
 }
 
 /// Probes the tenant, feeds the results to its debounce state and, unless the
-/// tenant is paused, restarts an apiserver pod that stopped answering. Probe
-/// failures are results, not errors: this never fails the pass.
-async fn check_health(tenant: &TenantCluster, names: &TenantNames, ctx: &Context) -> HealthVerdicts {
+/// tenant is paused, restarts an apiserver pod that stopped answering and replaces
+/// an etcd member that lost its data. Probe failures are results, not errors: this
+/// never fails the pass. Also returns etcd's cluster ID when etcd answered healthy.
+async fn check_health(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    ctx: &Context,
+) -> (HealthVerdicts, Option<String>) {
     let key = ObjectRef::from_obj(tenant);
-    if ctx.health_settings.interval.is_none() {
+    let Some(interval) = ctx.health_settings.interval else {
         ctx.health.forget(&key);
-        return HealthVerdicts::default();
-    }
+        return (HealthVerdicts::default(), None);
+    };
     let report = probe_tenant(
         &ctx.client,
         names,
@@ -318,7 +330,74 @@ async fn check_health(tenant: &TenantCluster, names: &TenantNames, ctx: &Context
             restart_apiserver_pod(tenant, names, &restart, ctx).await;
         }
     }
-    verdicts
+    let etcd_healthy = report.etcd.as_ref().is_some_and(crate::health::ProbeOutcome::is_healthy);
+    let cluster_id = report.etcd_members.as_ref().filter(|_| etcd_healthy).and_then(|seen| seen.cluster_id());
+    // Only once the cluster formed (and the members' ConfigMap, applied earlier in this
+    // pass, says `existing`): a re-added member must join, not bootstrap.
+    let formed = tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
+    if let (Some(observation), true, false) = (&report.etcd_members, formed, tenant.spec.paused) {
+        let threshold = membership::broken_threshold(interval);
+        let repair =
+            membership::decide(names, tenant.spec.etcd.replicas, observation, ctx.clock.now(), threshold);
+        if let Some(repair) = repair {
+            replace_etcd_member_pod(tenant, names, &repair, ctx).await;
+        }
+    }
+    (verdicts, cluster_id)
+}
+
+/// Replaces a broken etcd member: member remove and add through a healthy member,
+/// then deletes its pod (UID precondition) so it restarts empty and joins.
+async fn replace_etcd_member_pod(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    repair: &MemberRepair,
+    ctx: &Context,
+) {
+    tracing::warn!(member = %repair.pod_name, reason = %repair.reason, "replacing etcd member");
+    let new_id = match replace_etcd_member(&ctx.client, names, repair, ctx.health_settings.timeout).await {
+        Ok(new_id) => new_id,
+        Err(error) => {
+            // A failed remove changed nothing; a failed add leaves the member unlisted,
+            // which the next pass sees and completes with an add.
+            if !matches!(error, MembershipError::Remove { .. } | MembershipError::Credentials) {
+                ctx.metrics.record_write("EtcdMember", WriteVerb::Delete);
+            }
+            tracing::warn!(member = %repair.pod_name, %error, "cannot replace etcd member");
+            return;
+        }
+    };
+    if repair.old_member_id.is_some() {
+        ctx.metrics.record_write("EtcdMember", WriteVerb::Delete);
+    }
+    ctx.metrics.record_write("EtcdMember", WriteVerb::Apply);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(repair.pod_uid.clone()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(&repair.pod_name, &params).await {
+        Ok(_) => ctx.metrics.record_write("Pod", WriteVerb::Delete),
+        // Gone or replaced meanwhile: its replacement starts with the new membership anyway.
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+        Err(error) => {
+            tracing::warn!(pod = %repair.pod_name, %error, "cannot delete the replaced etcd member's pod")
+        }
+    }
+    let old = repair.old_member_id.map_or_else(|| "none".to_string(), |id| format!("{id:x}"));
+    let note = format!(
+        "etcd member {} replaced: old ID {old}, new ID {new_id:x}; {}",
+        repair.pod_name, repair.reason
+    );
+    tracing::warn!(member = %repair.pod_name, %note, "replaced etcd member");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "EtcdMemberReplaced".into(),
+        note: Some(truncate_note(note)),
+        action: "Heal".into(),
+        secondary: None,
+    };
+    publish(tenant, &event, ctx).await;
 }
 
 /// Deletes an apiserver pod whose `/livez` failed for too long; its Deployment

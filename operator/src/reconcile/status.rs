@@ -230,6 +230,8 @@ pub fn compute_status(
         // certificatesExpireAt from the PKI; carried over until those are wired.
         endpoint: current.endpoint.clone(),
         certificates_expire_at: current.certificates_expire_at.clone(),
+        // Set by the reconciler the first time etcd answered healthy, then never cleared.
+        etcd_cluster_id: current.etcd_cluster_id.clone(),
         conditions,
     };
     (status, changes)

@@ -5,14 +5,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ResourceRequirements, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ResourceRequirements, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
 use serde::Serialize;
 
 use super::pod::{ProjectedFile, flags, resources_or_default};
 use super::render::{ETCD_NETWORK_POLICY, ETCD_SERVICE, ETCD_STATEFULSET, render};
 use super::secrets::{CA_CERT_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 use super::{MetadataContext, ResourceError, TenantInputs};
+use crate::api::TenantCluster;
 use crate::names::{Component, TenantNames};
 
 /// Port etcd serves clients (the apiserver) on, over mutual TLS.
@@ -54,20 +57,53 @@ pub fn etcd_client_urls(names: &TenantNames, replicas: i32) -> Vec<String> {
         .collect()
 }
 
+/// `https://<member host>:2380`: the peer URL member `ordinal` advertises, and the one
+/// the operator registers when it re-adds that member (see [`crate::health::membership`]).
+pub fn etcd_peer_url(names: &TenantNames, ordinal: i32) -> String {
+    format!("https://{}:{ETCD_PEER_PORT}", names.etcd_member_host(ordinal))
+}
+
 /// `<member name>=https://<member host>:2380,...` for every member: the bootstrap
 /// membership. Changing `replicas` later changes it, which etcd ignores once a member
 /// has data; growing or shrinking a running cluster needs member add/remove.
 fn initial_cluster(names: &TenantNames, replicas: i32) -> String {
     (0..replicas)
-        .map(|ordinal| {
-            format!(
-                "{}=https://{}:{ETCD_PEER_PORT}",
-                names.etcd_member_name(ordinal),
-                names.etcd_member_host(ordinal)
-            )
-        })
+        .map(|ordinal| format!("{}={}", names.etcd_member_name(ordinal), etcd_peer_url(names, ordinal)))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Key of the etcd ConfigMap holding `new` or `existing`, read by every member as
+/// `ETCD_INITIAL_CLUSTER_STATE` when its container starts.
+pub const INITIAL_CLUSTER_STATE_KEY: &str = "initial-cluster-state";
+
+/// ConfigMap `names.etcd()`: the bootstrap state members start with. `new` until the
+/// cluster formed once (`formed`), `existing` ever after, so a member that lost its
+/// data and was re-added by the operator joins the running cluster instead of trying
+/// to bootstrap a new one. It lives outside the pod template on purpose: flipping it
+/// must not roll the StatefulSet, and a changed ConfigMap restarts no pod.
+pub fn etcd_config_map(input: &TenantInputs<'_>, formed: bool) -> ConfigMap {
+    let names = input.names();
+    let state = if formed { "existing" } else { "new" };
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(names.etcd()),
+            namespace: Some(names.namespace.clone()),
+            labels: Some(names.labels(Component::Etcd)),
+            // The same reference the templates write (partial `metadata`).
+            owner_references: Some(vec![OwnerReference {
+                api_version: TenantCluster::api_version(&()).into_owned(),
+                kind: TenantCluster::kind(&()).into_owned(),
+                name: names.tenant.clone(),
+                uid: input.owner.uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(INITIAL_CLUSTER_STATE_KEY.to_string(), state.to_string())])),
+        ..ConfigMap::default()
+    }
 }
 
 /// The member's own host name, with the pod name filled in by the kubelet from the
@@ -104,7 +140,8 @@ fn etcd_args(input: &TenantInputs<'_>) -> Vec<String> {
         ("listen-peer-urls", format!("https://0.0.0.0:{ETCD_PEER_PORT}")),
         ("initial-advertise-peer-urls", format!("https://{own_host}:{ETCD_PEER_PORT}")),
         ("initial-cluster", initial_cluster(names, input.spec.etcd.replicas)),
-        ("initial-cluster-state", "new".to_string()),
+        // No --initial-cluster-state: it comes from the ConfigMap (see etcd_config_map),
+        // and etcd refuses a flag given both ways.
         // Unique per TenantCluster incarnation: members of a deleted and re-created
         // tenant with the same name never mistake each other for peers.
         ("initial-cluster-token", input.owner.uid.clone()),
@@ -170,6 +207,8 @@ struct StatefulSetContext {
     ephemeral: bool,
     storage_size: String,
     storage_class_name: Option<String>,
+    config_map: String,
+    initial_cluster_state_key: &'static str,
 }
 
 /// StatefulSet `names.etcd()`: `spec.etcd.replicas` members bootstrapped together,
@@ -194,6 +233,8 @@ pub fn etcd_statefulset(input: &TenantInputs<'_>) -> Result<StatefulSet, Resourc
         ephemeral: storage.ephemeral,
         storage_size: storage.size.as_ref().map_or(DEFAULT_STORAGE_SIZE, |size| size.0.as_str()).to_string(),
         storage_class_name: storage.storage_class_name.clone(),
+        config_map: names.etcd(),
+        initial_cluster_state_key: INITIAL_CLUSTER_STATE_KEY,
     };
     render(ETCD_STATEFULSET, &context)
 }

@@ -35,8 +35,8 @@ pub use apiserver::{
 };
 pub use controller_manager::{CONTROLLER_MANAGER_PORT, controller_manager_deployment};
 pub use etcd::{
-    ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, etcd_client_urls, etcd_image_tag,
-    etcd_network_policy, etcd_service, etcd_statefulset,
+    ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, INITIAL_CLUSTER_STATE_KEY, etcd_client_urls,
+    etcd_config_map, etcd_image_tag, etcd_network_policy, etcd_peer_url, etcd_service, etcd_statefulset,
 };
 pub use pod::{CONFIG_HASH_ANNOTATION, config_hash, mounted_secret_names};
 pub use secrets::{
