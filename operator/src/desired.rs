@@ -510,8 +510,11 @@ pub fn desired_state(
     let inputs = TenantInputs { owner: &owner, spec, images: &images, config_hashes: &config_hashes };
     let manifests = control_plane_manifests(&inputs)?;
     // Recorded by the reconciler the first time etcd answered healthy; never cleared,
-    // so members never go back to bootstrapping a new cluster.
-    let etcd_formed = tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
+    // so members never go back to bootstrapping a new cluster. A single member has no
+    // peer to join: it always bootstraps (`new` is ignored when its data dir exists,
+    // and with its data gone there is nothing left to join).
+    let etcd_formed = spec.etcd.replicas > 1
+        && tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
     let mut objects: Vec<DesiredObject> = secrets.into_iter().map(DesiredObject::Secret).collect();
     objects.extend([
         DesiredObject::Service(manifests.etcd_service),

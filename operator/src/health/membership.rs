@@ -167,9 +167,7 @@ pub fn decide(
             return None;
         }
         let peer_url = etcd_peer_url(names, ordinal);
-        let old = members
-            .iter()
-            .find(|member| member.name == name || member.peer_urls.iter().any(|url| *url == peer_url));
+        let old = members.iter().find(|member| member.name == name || member.peer_urls.contains(&peer_url));
         let answer = observation
             .reports
             .iter()
