@@ -61,6 +61,8 @@ const READY_RESYNC: Duration = Duration::from_secs(600);
 /// How long the finalizer waits for the etcd StatefulSet (and its pods) to go
 /// before it deletes the claims; past it the pass fails and is retried.
 const STATEFULSET_DELETION_TIMEOUT: Duration = Duration::from_secs(60);
+/// After an etcd member replacement, no other for this many broken-member thresholds.
+const MEMBER_REPAIR_COOLDOWN_FACTOR: u32 = 3;
 /// Re-check interval while a tenant is still converging.
 const CONVERGING_RESYNC: Duration = Duration::from_secs(30);
 
@@ -82,6 +84,11 @@ pub struct Context {
     pub health_settings: HealthSettings,
     /// Probe history (debounce state, failing pods) of every tenant.
     pub health: HealthTracker,
+    /// When each tenant last had an etcd member replaced: a replaced member needs time
+    /// to join (its pod may crash-loop once or twice first), and replacing it again
+    /// meanwhile would only start the join over.
+    pub member_repairs:
+        std::sync::Mutex<std::collections::HashMap<ObjectRef<TenantCluster>, jiff::Timestamp>>,
 }
 
 impl Context {
@@ -104,6 +111,7 @@ impl Context {
             watch_namespace,
             health_settings: HealthSettings::default(),
             health: HealthTracker::default(),
+            member_repairs: Default::default(),
         }
     }
 
@@ -337,10 +345,25 @@ async fn check_health(
     let formed = tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
     if let (Some(observation), true, false) = (&report.etcd_members, formed, tenant.spec.paused) {
         let threshold = membership::broken_threshold(interval);
-        let repair =
-            membership::decide(names, tenant.spec.etcd.replicas, observation, ctx.clock.now(), threshold);
+        let now = ctx.clock.now();
+        let cooling_down = ctx
+            .member_repairs
+            .lock()
+            .map(|repairs| {
+                repairs.get(&key).is_some_and(|last| {
+                    now.duration_since(*last)
+                        < jiff::SignedDuration::try_from(threshold * MEMBER_REPAIR_COOLDOWN_FACTOR)
+                            .unwrap_or_default()
+                })
+            })
+            .unwrap_or(false);
+        let repair = membership::decide(names, tenant.spec.etcd.replicas, observation, now, threshold)
+            .filter(|_| !cooling_down);
         if let Some(repair) = repair {
             replace_etcd_member_pod(tenant, names, &repair, ctx).await;
+            if let Ok(mut repairs) = ctx.member_repairs.lock() {
+                repairs.insert(key.clone(), now);
+            }
         }
     }
     (verdicts, cluster_id)
@@ -462,6 +485,9 @@ async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action>
         publish_changes(tenant, &changes, ctx).await;
     }
     ctx.health.forget(&ObjectRef::from_obj(tenant));
+    if let Ok(mut repairs) = ctx.member_repairs.lock() {
+        repairs.remove(&ObjectRef::from_obj(tenant));
+    }
 
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &names.namespace);
     if statefulsets.get_opt(&names.etcd()).await?.is_some() {

@@ -675,3 +675,43 @@ pub async fn authenticated_username(client: &Client) -> String {
         .and_then(|user| user.username)
         .expect("SelfSubjectReview names the user")
 }
+
+impl TestNamespace {
+    /// A client for tenant `tenant`'s own apiserver, built from its admin kubeconfig Secret
+    /// as it is now. The kubeconfig names the Service's `.svc` DNS name, which the host
+    /// cannot resolve, so the client dials the Service's ClusterIP and verifies the
+    /// certificate for that DNS name.
+    pub async fn tenant_client(&self, tenant: &str) -> Result<Client, String> {
+        let names = self.names(tenant);
+        let secret = self
+            .secret(&names.admin_kubeconfig_secret())
+            .await?
+            .ok_or_else(|| format!("Secret {} does not exist", names.admin_kubeconfig_secret()))?;
+        let yaml = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get("value"))
+            .map(|value| String::from_utf8_lossy(&value.0).into_owned())
+            .ok_or("admin kubeconfig Secret has no `value`")?;
+        let service = self
+            .api::<Service>()
+            .get_opt(&names.apiserver())
+            .await
+            .map_err(|error| format!("cannot read Service {}: {error}", names.apiserver()))?
+            .ok_or_else(|| format!("Service {} does not exist", names.apiserver()))?;
+        let cluster_ip = service
+            .spec
+            .and_then(|spec| spec.cluster_ip)
+            .ok_or_else(|| format!("Service {} has no ClusterIP yet", names.apiserver()))?;
+        let kubeconfig = Kubeconfig::from_yaml(&yaml).map_err(|error| format!("kubeconfig: {error}"))?;
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|error| format!("kubeconfig: {error}"))?;
+        config.cluster_url =
+            format!("https://{cluster_ip}:6443").parse().map_err(|error| format!("URL: {error}"))?;
+        config.tls_server_name = Some(names.apiserver_service_host());
+        config.connect_timeout = Some(Duration::from_secs(3));
+        config.read_timeout = Some(Duration::from_secs(5));
+        Client::try_from(config).map_err(|error| format!("tenant client: {error}"))
+    }
+}
