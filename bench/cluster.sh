@@ -135,11 +135,12 @@ nothing_labelled() { [[ -z $(kc -n "$NAMESPACE" get pods,pvc -l "$1" -o name) ]]
 # measured on this host's clock (sub-second).
 timeline() {
   local name=$1 created_host=$2 ready_host=$3
-  local tenant owned
+  local tenant owned pods
   tenant=$(kc -n "$NAMESPACE" get tenantcluster "$name" -o json)
   owned=$(kc -n "$NAMESPACE" get secrets,configmaps,services,statefulsets,deployments,networkpolicies \
     -l "$TENANT_LABEL=$name" -o json)
-  jq -n --argjson tenant "$tenant" --argjson owned "$owned" \
+  pods=$(kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL=$name" -o json)
+  jq -n --argjson tenant "$tenant" --argjson owned "$owned" --argjson pods "$pods" \
     --argjson total "$(seconds "$created_host" "$ready_host")" '
     def epoch: if . == null then null else fromdateiso8601 end;
     ($tenant.metadata.creationTimestamp | epoch) as $created
@@ -148,7 +149,14 @@ timeline() {
                           | .lastTransitionTime][0] | epoch | since;
     [$owned.items[] | select(.kind == "Secret") | .metadata.creationTimestamp | epoch] as $secrets
     | [$owned.items[] | .metadata.creationTimestamp | epoch] as $objects
-    | {
+    # Pods of one component: the slowest pod decides, as it does for the condition.
+    | def pods($component): [$pods.items[] | select(.metadata.labels["app.kubernetes.io/component"] == $component)];
+      def pod_condition($component; $type): [pods($component)[] | [.status.conditions[]?
+          | select(.type == $type and .status == "True") | .lastTransitionTime][0] | epoch] | max | since;
+      def container_started($component): [pods($component)[] | .status.containerStatuses[]?
+          | .state.running.startedAt | epoch] | max | since;
+      def pod_created($component): [pods($component)[] | .metadata.creationTimestamp | epoch] | max | since;
+      {
         name: $tenant.metadata.name,
         total_s: $total,
         pki_generated_s: ($secrets | min | since),
@@ -157,6 +165,10 @@ timeline() {
         apiserver_ready_s: true_at("APIServerReady"),
         controller_manager_ready_s: true_at("ControllerManagerReady"),
         ready_s: true_at("Ready"),
+        pods: ([["etcd", "etcd"], ["apiserver", "kube-apiserver"], ["controller_manager", "kube-controller-manager"]]
+               | map({key: .[0], value: {created_s: pod_created(.[1]), scheduled_s: pod_condition(.[1]; "PodScheduled"),
+                                          started_s: container_started(.[1]), ready_s: pod_condition(.[1]; "Ready")}})
+               | from_entries),
         owned_objects: ($objects | length)
       }'
 }
@@ -193,6 +205,11 @@ summary() {
                  | map(. as $phase | [$ok[][$phase] | select(. != null)]
                        | {key: $phase, value: {median: median, min: min, max: max}})
                  | from_entries),
+        pod_phases: ([["etcd", "apiserver", "controller_manager"][] as $component
+                      | ["created_s", "scheduled_s", "started_s", "ready_s"][] as $step
+                      | {key: "\($component).\($step)",
+                         value: ([$ok[].pods[$component][$step] | select(. != null)] | median)}]
+                     | from_entries),
         samples: $runs
       }'
 }

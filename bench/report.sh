@@ -37,6 +37,16 @@ jq -r '
     "| Scenario | PKI Secrets created | Objects applied | EtcdReady | APIServerReady | ControllerManagerReady | Ready | Total (host clock) |",
     "|---|---|---|---|---|---|---|---|",
     ($c.time_to_ready | to_entries[] | .key as $k | .value as $s
-     | "| \($k) (\($s.etcd) etcd, \($s.apiservers) apiserver) | \($s.phases.pki_generated_s | spread) | \($s.phases.objects_applied_s | spread) | \($s.phases.etcd_ready_s | spread) | \($s.phases.apiserver_ready_s | spread) | \($s.phases.controller_manager_ready_s | spread) | \($s.phases.ready_s | spread) | \($s.phases.total_s | spread) |")
+     | "| \($k) (\($s.etcd) etcd, \($s.apiservers) apiserver) | \($s.phases.pki_generated_s | spread) | \($s.phases.objects_applied_s | spread) | \($s.phases.etcd_ready_s | spread) | \($s.phases.apiserver_ready_s | spread) | \($s.phases.controller_manager_ready_s | spread) | \($s.phases.ready_s | spread) | \($s.phases.total_s | spread) |"),
+    "",
+    "Pods, median seconds since the TenantCluster'"'"'s creationTimestamp (slowest pod of each component): created → scheduled → container started → pod Ready:",
+    "",
+    "| Scenario | etcd | kube-apiserver | kube-controller-manager |",
+    "|---|---|---|---|",
+    ($c.time_to_ready | to_entries[] | .key as $k | .value.pod_phases as $p
+     | def steps($component): [$p["\($component).created_s"], $p["\($component).scheduled_s"],
+                               $p["\($component).started_s"], $p["\($component).ready_s"]]
+                              | map(if . == null then "?" else tostring end) | join(" → ");
+       "| \($k) | \(steps("etcd")) | \(steps("apiserver")) | \(steps("controller_manager")) |")
     end)
 ' "$RESULT"
