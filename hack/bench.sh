@@ -46,7 +46,10 @@ jq -n --argjson full_ecdsa "$(median_ns full_pki ecdsa)" --argjson full_rsa "$(m
 if [[ ${BENCH_CLUSTER:-1} != 0 ]]; then
   log "building the release operator"
   cargo build --locked --release --bin nestor
-  NESTOR_BIN="$CARGO_TARGET_DIR/release/nestor" "$REPO_ROOT/bench/cluster.sh" "$WORK/cluster.json"
+  # A private copy: with a shared CARGO_TARGET_DIR another worktree's build may replace
+  # release/nestor while the benchmark runs (cargo re-links it on every build, even a fresh one).
+  cp "$CARGO_TARGET_DIR/release/nestor" "$WORK/nestor"
+  NESTOR_BIN="$WORK/nestor" "$REPO_ROOT/bench/cluster.sh" "$WORK/cluster.json"
 else
   echo null >"$WORK/cluster.json"
 fi
