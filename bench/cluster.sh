@@ -167,7 +167,8 @@ timeline() {
         ready_s: true_at("Ready"),
         pods: ([["etcd", "etcd"], ["apiserver", "kube-apiserver"], ["controller_manager", "kube-controller-manager"]]
                | map({key: .[0], value: {created_s: pod_created(.[1]), scheduled_s: pod_condition(.[1]; "PodScheduled"),
-                                          started_s: container_started(.[1]), ready_s: pod_condition(.[1]; "Ready")}})
+                                          started_s: container_started(.[1]), ready_s: pod_condition(.[1]; "Ready"),
+                                          restarts: ([pods(.[1])[] | .status.containerStatuses[]? | .restartCount] | add)}})
                | from_entries),
         owned_objects: ($objects | length)
       }'
@@ -276,6 +277,13 @@ burst() {
                   | {name: .metadata.name, phase: .status.phase,
                      not_ready: [.status.conditions[]? | select(.status != "True") | "\(.type): \(.message // .reason)"]}]
       }' >"$WORK/burst.json"
+  # Phase timelines of the tenants that came up, to see what the wait was made of.
+  jq -r '.samples[] | "\(.name) \(.ready_host_s)"' "$WORK/burst.json" | while read -r name ready_s; do
+    timeline "$name" 0 "$ready_s"
+  done >"$WORK/burst-timelines.jsonl"
+  jq -s . "$WORK/burst-timelines.jsonl" | summary >"$WORK/burst-summary.json"
+  jq --slurpfile timelines "$WORK/burst-summary.json" '. + {timelines: $timelines[0]}' "$WORK/burst.json" >"$WORK/burst.tmp"
+  mv "$WORK/burst.tmp" "$WORK/burst.json"
   jq -c '{ready, all_ready_s, per_tenant_ready_s}' "$WORK/burst.json" >&2
   BURST_READY=$(jq .ready "$WORK/burst.json")
   BURST_NAMES=("${names[@]}")
@@ -285,6 +293,7 @@ main() {
   start_operator
   sleep 5 # let the initial list and watch settle
   footprint 0 "$IDLE_SECONDS" >"$WORK/footprint-0.json"
+  echo null >"$WORK/footprint-1.json" # replaced by the last single run, if any
   scenario single "$SINGLE_RUNS" 1 1 false
   scenario ha "$HA_RUNS" 3 2 false
   burst
@@ -305,7 +314,7 @@ main() {
                         ha: ($ha[0] + {etcd: 3, apiservers: 2, storage: "PVC (default StorageClass)"})},
         burst: $burst[0],
         footprint: {
-          idle: [$zero, $f1[0], $many],
+          idle: ([$zero, $f1[0], $many] | map(select(. != null))),
           per_tenant: (if $many.tenants > 0 then {
             rss_mib: ((($many.rss_mib - $zero.rss_mib) / $many.tenants * 1000 | round) / 1000),
             cpu_mcpu: ((($many.cpu_mcpu - $zero.cpu_mcpu) / $many.tenants * 100 | round) / 100),
