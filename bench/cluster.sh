@@ -43,6 +43,9 @@ NAMESPACE=nestor-bench-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 WORK=$(mktemp -d /tmp/nestor-bench.XXXXXX)
 OPERATOR_PID=
 cleanup() {
+  # Tenants first, while the operator still runs: it owns their finalizer, and a
+  # TenantCluster left behind without it would keep the namespace Terminating forever.
+  kc -n "$NAMESPACE" delete tenantclusters --all --wait=true --timeout=120s >/dev/null 2>&1 || true
   [[ -n $OPERATOR_PID ]] && kill "$OPERATOR_PID" 2>/dev/null && wait "$OPERATOR_PID" 2>/dev/null
   log "deleting namespace $NAMESPACE (operator log kept in $WORK/operator.log)"
   kc delete namespace "$NAMESPACE" --wait=false >/dev/null 2>&1 || true
