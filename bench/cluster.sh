@@ -63,7 +63,9 @@ free_port() {
 METRICS_PORT=$(free_port)
 start_operator() {
   kc create namespace "$NAMESPACE" >/dev/null
-  "$NESTOR_BIN" operator --no-leader-election --metrics-addr "127.0.0.1:$METRICS_PORT" \
+  # Its own session: a Ctrl-C meant for the benchmark must not stop the operator before
+  # cleanup has deleted the tenants whose finalizer it owns.
+  setsid "$NESTOR_BIN" operator --no-leader-election --metrics-addr "127.0.0.1:$METRICS_PORT" \
     --watch-namespace "$NAMESPACE" >"$WORK/operator.log" 2>&1 &
   OPERATOR_PID=$!
   wait_until "operator /metrics" 30 curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" ||
