@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# `make bench`: measures and reports; a benchmark never fails the test suite, and
+# `make test` never runs one. In order:
+#   1. the meta cluster (hack/meta-up.sh; idempotent) and the CRD
+#   2. criterion micro-benchmarks of the PKI (operator/benches/pki.rs), medians
+#   3. the release operator build, then the cluster benchmarks (bench/cluster.sh):
+#      time to Ready, burst, operator footprint, idle writes
+#   4. bench/results/<UTC stamp>.json (machine, commit, load, every figure with units)
+#      and the table (bench/report.sh), printed and pasted into docs/benchmarks.md by hand
+#
+# Knobs: BENCH_META_UP=0 skips meta-up (cluster known to be up); BENCH_CLUSTER=0 runs the
+# micro-benchmarks only; bench/cluster.sh documents the rest (runs, burst size, windows).
+# Exits non-zero only when the benchmarks could not run at all.
+set -euo pipefail
+HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=hack/lib.sh
+source "$HACK_DIR/lib.sh"
+cd "$REPO_ROOT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+command -v jq >/dev/null || die "jq is required (apt-get install jq)"
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULT="$REPO_ROOT/bench/results/$STAMP.json"
+WORK=$(mktemp -d /tmp/nestor-bench-run.XXXXXX)
+load_average() { cut -d' ' -f1-3 /proc/loadavg; }
+LOAD_START=$(load_average)
+log "make bench: results go to $RESULT (load average at start: $LOAD_START)"
+
+if [[ ${BENCH_META_UP:-1} != 0 ]]; then "$HACK_DIR/meta-up.sh"; fi
+meta_kubectl apply --server-side --field-manager=nestor-bench -f crds/nestor.dev_tenantclusters.yaml >/dev/null
+
+# --- micro-benchmarks: a few seconds each (see operator/benches/pki.rs) ---
+log "criterion: PKI and desired-state benchmarks"
+cargo bench --locked --bench pki -- --noplot
+median_ns() { # GROUP BENCH: criterion's median estimate, in nanoseconds
+  jq '.median.point_estimate' "$CARGO_TARGET_DIR/criterion/$1/$2/new/estimates.json"
+}
+jq -n --argjson full_ecdsa "$(median_ns full_pki ecdsa)" --argjson full_rsa "$(median_ns full_pki rsa)" \
+  --argjson steady_ecdsa "$(median_ns steady_state ecdsa)" --argjson steady_rsa "$(median_ns steady_state rsa)" '{
+    unit: "ns (criterion median)",
+    full_pki_ecdsa_ns: $full_ecdsa, full_pki_rsa_ns: $full_rsa,
+    steady_state_ecdsa_ns: $steady_ecdsa, steady_state_rsa_ns: $steady_rsa
+  }' >"$WORK/pki.json"
+
+# --- cluster benchmarks, with the release operator (the honest build) ---
+if [[ ${BENCH_CLUSTER:-1} != 0 ]]; then
+  log "building the release operator"
+  cargo build --locked --release --bin nestor
+  # A private copy: with a shared CARGO_TARGET_DIR another worktree's build may replace
+  # release/nestor while the benchmark runs (cargo re-links it on every build, even a fresh one).
+  cp "$CARGO_TARGET_DIR/release/nestor" "$WORK/nestor"
+  NESTOR_BIN="$WORK/nestor" "$REPO_ROOT/bench/cluster.sh" "$WORK/cluster.json"
+else
+  echo null >"$WORK/cluster.json"
+fi
+
+LOAD_END=$(load_average)
+jq -n --slurpfile pki "$WORK/pki.json" --slurpfile cluster "$WORK/cluster.json" \
+  --arg stamp "$STAMP" --arg commit "$(git rev-parse HEAD)$(git diff --quiet HEAD -- operator templates || echo '+dirty')" \
+  --argjson nproc "$(nproc)" --argjson memory_kib "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)" \
+  --arg kernel "$(uname -r)" --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+  --arg load_start "$LOAD_START" --arg load_end "$LOAD_END" '{
+    timestamp: $stamp,
+    git_commit: $commit,
+    machine: {nproc: $nproc, memory_mib: ($memory_kib / 1024 | floor), kernel: $kernel, cpu: $cpu},
+    load_average: {start: $load_start, end: $load_end},
+    pki: $pki[0],
+    cluster: $cluster[0]
+  }' >"$RESULT"
+
+echo
+"$REPO_ROOT/bench/report.sh" "$RESULT"
+echo
+log "results: $RESULT (paste the table into docs/benchmarks.md)"
