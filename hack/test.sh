@@ -33,7 +33,7 @@ else
   export KUBECONFIG=$META_KUBECONFIG
   # Integration test binaries run one after another; tests inside one binary in parallel,
   # each with its own namespace and namespace-scoped operator.
-  tier "integration and e2e tests" cargo test --locked --test '*'
+  tier "integration and e2e tests" cargo test --locked --no-fail-fast --test '*'
   tier "meta cluster smoke test" "$REPO_ROOT/tests/meta/smoke.sh"
 fi
 tier "meta-down leaves nothing behind" "$REPO_ROOT/tests/meta/clean-after-down.sh"
