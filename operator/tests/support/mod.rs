@@ -323,6 +323,8 @@ pub fn expected_objects(names: &TenantNames) -> BTreeSet<ObjectKey> {
         secrets.iter().map(|name| ObjectKey::new("Secret", name)).collect();
     expected.extend([
         ObjectKey::new("ConfigMap", &names.apiserver()),
+        // etcd members read their bootstrap state (new / existing) from it.
+        ObjectKey::new("ConfigMap", &names.etcd()),
         ObjectKey::new("Service", &names.etcd()),
         ObjectKey::new("Service", &names.apiserver()),
         ObjectKey::new("StatefulSet", &names.etcd()),
