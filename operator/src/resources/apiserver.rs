@@ -23,6 +23,15 @@ use crate::names::{Component, TenantNames};
 pub const APISERVER_PORT: i32 = 6443;
 /// Key of the audit policy in the apiserver ConfigMap.
 pub const AUDIT_POLICY_KEY: &str = "audit-policy.yaml";
+/// How long a terminating apiserver keeps serving (with /readyz failing) before it
+/// stops listening. A rollout or scale-down removes the pod from the Service's
+/// endpoints while the pod is already terminating; until every kube-proxy has
+/// synced, connections still reach it. Without this delay the old apiserver closes
+/// its listener at once and those clients get "connection refused".
+pub const SHUTDOWN_DELAY_SECONDS: i64 = 10;
+/// The apiserver's own default request timeout (`--request-timeout`): after the
+/// shutdown delay it drains requests in flight for at most this long.
+const REQUEST_DRAIN_SECONDS: i64 = 60;
 
 const PKI_MOUNT_PATH: &str = "/etc/kubernetes/pki";
 const ENCRYPTION_CONFIG_MOUNT_PATH: &str = "/etc/kubernetes/encryption";
@@ -124,6 +133,7 @@ fn apiserver_args(input: &TenantInputs<'_>) -> Vec<String> {
         ("audit-log-maxsize", "100".to_string()),
         ("audit-policy-file", format!("{CONFIG_MOUNT_PATH}/{AUDIT_POLICY_KEY}")),
         ("encryption-provider-config", format!("{ENCRYPTION_CONFIG_MOUNT_PATH}/{ENCRYPTION_CONFIG_KEY}")),
+        ("shutdown-delay-duration", format!("{SHUTDOWN_DELAY_SECONDS}s")),
         // --anonymous-auth stays at its default (true): the kubelet's probes of
         // /livez and /readyz are anonymous, as in kubeadm.
     ]);
@@ -193,6 +203,7 @@ struct DeploymentContext {
     image: String,
     args: Vec<String>,
     port: i32,
+    termination_grace_period_seconds: i64,
     resources: ResourceRequirements,
     mounts: Mounts,
     pki_files: Vec<ProjectedFile>,
@@ -212,6 +223,8 @@ pub fn apiserver_deployment(input: &TenantInputs<'_>) -> Result<Deployment, Reso
         image: input.images.apiserver.clone(),
         args: apiserver_args(input),
         port: APISERVER_PORT,
+        // The kubelet must not kill the apiserver before its delay and drain are over.
+        termination_grace_period_seconds: SHUTDOWN_DELAY_SECONDS + REQUEST_DRAIN_SECONDS,
         resources: resources_or_default(input.spec.api_server.resources.as_ref()),
         mounts: Mounts {
             pki: PKI_MOUNT_PATH,
@@ -268,6 +281,7 @@ mod tests {
         assert_eq!(flag(&args, "requestheader-allowed-names"), Some("front-proxy-client"));
         assert_eq!(flag(&args, "advertise-address"), Some("$(POD_IP)"));
         assert_eq!(flag(&args, "anonymous-auth"), None, "probes rely on the default (enabled)");
+        assert_eq!(flag(&args, "shutdown-delay-duration"), Some("10s"));
         let mut sorted = args.clone();
         sorted.sort();
         assert_eq!(args, sorted, "flags are rendered in a stable order");
@@ -284,6 +298,15 @@ mod tests {
         assert_eq!(args.iter().filter(|arg| arg.starts_with("--profiling=")).count(), 1);
         assert_eq!(flag(&args, "profiling"), Some("true"));
         assert_eq!(flag(&args, "v"), Some("4"));
+    }
+
+    #[test]
+    fn a_terminating_apiserver_is_not_killed_before_its_shutdown_delay_is_over() {
+        let fixture = Fixture::default();
+        let deployment = apiserver_deployment(&fixture.inputs()).expect("builds");
+        let grace = deployment.spec.expect("spec").template.spec.expect("pod spec");
+        let grace = grace.termination_grace_period_seconds.expect("grace period");
+        assert!(grace > SHUTDOWN_DELAY_SECONDS, "grace {grace} s vs delay {SHUTDOWN_DELAY_SECONDS} s");
     }
 
     #[test]
