@@ -423,6 +423,10 @@ async fn replace_etcd_member_pod(
     publish(tenant, &event, ctx).await;
 }
 
+/// Grace period when deleting a wedged apiserver pod (not 0: that would remove the
+/// pod object before the kubelet has stopped its containers).
+const WEDGED_POD_GRACE_SECONDS: u32 = 1;
+
 /// Deletes an apiserver pod whose `/livez` failed for too long; its Deployment
 /// recreates it. Conditioned on the UID, so a replacement that took the name is safe.
 async fn restart_apiserver_pod(
@@ -434,6 +438,9 @@ async fn restart_apiserver_pod(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let params = DeleteParams {
         preconditions: Some(Preconditions { uid: Some(restart.uid.clone()), resource_version: None }),
+        // A process that has not answered for this long drains nothing: skip the
+        // apiserver's shutdown delay and free its resources for the replacement.
+        grace_period_seconds: Some(WEDGED_POD_GRACE_SECONDS),
         ..DeleteParams::default()
     };
     let reason = format!(

@@ -28,11 +28,11 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource, ResourceExt};
-use nestor::api::TenantCluster;
+use nestor::api::{Phase, TenantCluster};
 use nestor::names::{TENANT_LABEL, TenantNames};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -47,8 +47,8 @@ pub const META_AUDIT_LOG: &str = "/var/lib/nestor-meta/logs/audit.log";
 pub const NAMESPACE_PREFIX: &str = "nestor-optest-";
 /// Field manager of everything the tests themselves write.
 pub const TEST_FIELD_MANAGER: &str = "nestor-operator-tests";
-/// Longest any single wait may take.
-pub const MAX_WAIT: Duration = Duration::from_secs(120);
+/// Longest any single wait may take (a loaded 2-core CI machine needs minutes for some).
+pub const MAX_WAIT: Duration = Duration::from_secs(240);
 /// Test namespaces older than this are leftovers of a crashed run; younger ones may belong
 /// to a run of this suite in another process.
 const LEFTOVER_AGE: Duration = Duration::from_secs(30 * 60);
@@ -222,6 +222,22 @@ impl TestNamespace {
             .get(name)
             .await
             .map_err(|error| format!("cannot read TenantCluster: {error}"))
+    }
+
+    /// Polls TenantCluster `name` until `done` holds; panics with its last status after
+    /// `timeout` (at most [`MAX_WAIT`]).
+    pub async fn wait_for_tenant(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&TenantCluster) -> bool,
+    ) -> TenantCluster {
+        wait_for(what, timeout, async || {
+            let tenant = self.tenant(name).await?;
+            if done(&tenant) { Ok(tenant) } else { Err(describe_tenant(&tenant)) }
+        })
+        .await
     }
 
     /// Every object of the kinds the operator creates (and the etcd claims) that carries
@@ -404,6 +420,11 @@ impl Operator {
     /// Starts an operator that watches `namespace` only, on a free port, and waits until it
     /// serves /metrics. `label` names its log file (under Cargo's target tmp dir).
     pub async fn start(namespace: &str, label: &str) -> Operator {
+        Self::start_with(namespace, label, &[]).await
+    }
+
+    /// [`Operator::start`] with extra `nestor operator` flags, e.g. `--health-interval`.
+    pub async fn start_with(namespace: &str, label: &str, extra_args: &[&str]) -> Operator {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("find a free port")
@@ -415,6 +436,7 @@ impl Operator {
         let child = Command::new(nestor_binary())
             .args(["operator", "--no-leader-election", "--metrics-addr", &metrics_addr.to_string()])
             .args(["--watch-namespace", namespace])
+            .args(extra_args)
             .env("KUBECONFIG", kubeconfig_path())
             .env("RUST_LOG", "info,nestor=debug,kube=warn")
             .stdin(Stdio::null())
@@ -716,4 +738,30 @@ impl TestNamespace {
         config.read_timeout = Some(Duration::from_secs(5));
         Client::try_from(config).map_err(|error| format!("tenant client: {error}"))
     }
+}
+
+/// Condition `type_` of the tenant's status, if set.
+pub fn find_condition<'a>(tenant: &'a TenantCluster, type_: &str) -> Option<&'a Condition> {
+    tenant.status.as_ref()?.conditions.iter().find(|condition| condition.type_ == type_)
+}
+
+/// The message of condition `type_`, empty when it is not set.
+pub fn condition_message(tenant: &TenantCluster, type_: &str) -> String {
+    find_condition(tenant, type_).map(|condition| condition.message.clone()).unwrap_or_default()
+}
+
+/// Whether the tenant's phase is Ready.
+pub fn is_ready(tenant: &TenantCluster) -> bool {
+    tenant.status.as_ref().and_then(|status| status.phase) == Some(Phase::Ready)
+}
+
+/// The phase and every condition on one line, for progress and failure messages.
+pub fn describe_tenant(tenant: &TenantCluster) -> String {
+    let Some(status) = &tenant.status else { return "no status".into() };
+    let conditions: Vec<String> = status
+        .conditions
+        .iter()
+        .map(|c| format!("{}={} {} ({})", c.type_, c.status, c.reason, c.message))
+        .collect();
+    format!("phase {:?}: {}", status.phase, conditions.join(" | "))
 }
