@@ -181,6 +181,8 @@ rules:
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 EOF
+  # PodNodeSelector and PodTolerationRestriction let a namespace pin its pods to
+  # a node by annotation: the scale benchmark puts its tenants' pods on a kwok node.
   start kube-apiserver "$(k8s_bin kube-apiserver)" \
     --advertise-address="$META_NODE_IP" --bind-address="$META_NODE_IP" --secure-port=6443 \
     --etcd-servers="http://127.0.0.1:$META_ETCD_CLIENT_PORT" \
@@ -190,7 +192,8 @@ EOF
     --kubelet-certificate-authority="$PKI/ca.crt" --kubelet-preferred-address-types=InternalIP \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --allow-privileged=true \
+    --authorization-mode=Node,RBAC --allow-privileged=true \
+    --enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction \
     --audit-policy-file="$META_DIR/audit-policy.yaml" --audit-log-path="$META_LOG_DIR/audit.log" \
     --audit-log-maxsize=200 --audit-log-maxbackup=2 --profiling=false
   wait_until "kube-apiserver /readyz" 60 meta_kubectl get --raw /readyz

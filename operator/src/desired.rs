@@ -27,12 +27,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 use crate::api::{ServiceType, TenantCluster};
+use crate::duration::parse_duration;
 use crate::kubeconfig::{ClientCredentials, KubeconfigError};
 use crate::names::{Component, TenantNames};
 use crate::pki::{
     Authority, CA_VALIDITY, CertificateAuthority, EncryptionKey, EncryptionProvider, KeyAlgorithm,
     LeafCertificate, PkiError, RenewalReason, ServiceAccountKeyPair, TenantPkiInputs, TenantPkiPlan,
-    certificate_not_after, encryption_configuration, issue, parse_duration, renewal_reason,
+    certificate_not_after, encryption_configuration, issue, renewal_reason,
 };
 use crate::resources::{
     APISERVER_PORT, ConfigHashes, ENCRYPTION_CONFIG_KEY, ImageSet, KUBECONFIG_KEY, ResourceError,

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod cli;
 pub mod desired;
+pub mod duration;
 pub mod error;
 pub mod health;
 pub mod http;

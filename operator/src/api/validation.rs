@@ -360,49 +360,36 @@ impl FromStr for KubernetesVersion {
     }
 }
 
-/// Why a duration string did not parse.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    #[error("it is empty")]
-    Empty,
-    #[error("expected numbers with units h, m and s in that order, such as 8760h or 1h30m")]
-    Malformed,
-    #[error("it is too large")]
-    TooLarge,
+/// Why a `spec.pki` duration is refused: the CRD admits only whole hours, minutes and
+/// seconds in that order (the form of [`DURATION_PATTERN`]), a subset of what
+/// [`crate::duration::parse_duration`] reads.
+pub const SPEC_DURATION_FORM: &str =
+    "expected whole numbers (up to 6 digits) with units h, m and s in that order, such as 8760h or 1h30m";
+
+/// Parses a `spec.pki` duration: [`DURATION_PATTERN`]'s form, read by the one Go-style
+/// duration parser of the crate.
+pub fn parse_spec_duration(text: &str) -> Result<Duration, &'static str> {
+    if !is_spec_duration(text) {
+        return Err(SPEC_DURATION_FORM);
+    }
+    crate::duration::parse_duration(text).map_err(|error| error.reason)
 }
 
-/// Parses the Go-style durations of `spec.pki`: optional hours, minutes and seconds in that
-/// order, each a decimal integer ("8760h", "1h30m", "90s"). Fractions and other units are
-/// refused, as the CRD's rule refuses them.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    if text.is_empty() {
-        return Err(DurationError::Empty);
-    }
-    let units = [('h', 3600u64), ('m', 60), ('s', 1)];
-    let mut remaining = text;
-    let mut seconds: u64 = 0;
-    let mut next_unit = 0;
-    while !remaining.is_empty() {
-        let digits = remaining.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(DurationError::Malformed);
+/// Whether `text` matches [`DURATION_PATTERN`] and is not empty.
+fn is_spec_duration(text: &str) -> bool {
+    let mut units = "hms";
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let Some(unit) = rest[digits..].chars().next() else { return false };
+        let Some(position) = units.find(unit) else { return false };
+        if !(1..=6).contains(&digits) {
+            return false;
         }
-        let (number, rest) = remaining.split_at(digits);
-        let unit_char = rest.chars().next().ok_or(DurationError::Malformed)?;
-        let position = units[next_unit..]
-            .iter()
-            .position(|(unit, _)| *unit == unit_char)
-            .ok_or(DurationError::Malformed)?;
-        let (_, unit_seconds) = units[next_unit + position];
-        next_unit += position + 1;
-        let value: u64 = number.parse().map_err(|_| DurationError::TooLarge)?;
-        seconds = value
-            .checked_mul(unit_seconds)
-            .and_then(|part| seconds.checked_add(part))
-            .ok_or(DurationError::TooLarge)?;
-        remaining = &rest[unit_char.len_utf8()..];
+        units = &units[position + 1..];
+        rest = &rest[digits + 1..];
     }
-    Ok(Duration::from_secs(seconds))
+    !text.is_empty()
 }
 
 /// A spec the operator refuses to act on. Each message is one line naming the field.
@@ -424,7 +411,7 @@ pub enum SpecError {
     #[error("spec.version cannot go from {running} to {desired}: upgrade one minor version at a time")]
     VersionSkipsMinor { running: KubernetesVersion, desired: KubernetesVersion },
     #[error("{field} {value:?} is not a valid duration: {reason}")]
-    Duration { field: &'static str, value: String, reason: DurationError },
+    Duration { field: &'static str, value: String, reason: &'static str },
     #[error("{field} must be longer than zero")]
     DurationZero { field: &'static str },
     #[error(
@@ -484,7 +471,7 @@ pub fn validate(spec: &TenantClusterSpec) -> Result<(), Vec<SpecError>> {
 /// Parses a duration field, recording a problem in `errors` and returning `None` if it is
 /// malformed or zero.
 fn positive_duration(field: &'static str, value: &str, errors: &mut Vec<SpecError>) -> Option<Duration> {
-    match parse_duration(value) {
+    match parse_spec_duration(value) {
         Ok(duration) if duration.is_zero() => {
             errors.push(SpecError::DurationZero { field });
             None
@@ -563,18 +550,19 @@ mod tests {
     }
 
     #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("8760h"), Ok(Duration::from_secs(8760 * 3600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("0h"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        for bad in ["1d", "30m1h", "1h1h", "h", "1.5h", "1", " 1h", "1h ", "-1h", "1hm"] {
-            assert_eq!(parse_duration(bad), Err(DurationError::Malformed), "{bad}");
+    fn spec_durations_are_whole_hours_minutes_and_seconds_in_order() {
+        assert_eq!(parse_spec_duration("8760h"), Ok(Duration::from_secs(8760 * 3600)));
+        assert_eq!(parse_spec_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_spec_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_spec_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_spec_duration("0h"), Ok(Duration::ZERO));
+        assert_eq!(parse_spec_duration("999999h"), Ok(Duration::from_secs(999_999 * 3600)));
+        for bad in [
+            "", "1d", "30m1h", "1h1h", "h", "1.5h", "1", " 1h", "1h ", "-1h", "1hm", "1000000h", "300ms",
+            "1µs",
+        ] {
+            assert_eq!(parse_spec_duration(bad), Err(SPEC_DURATION_FORM), "{bad:?}");
         }
-        assert_eq!(parse_duration("99999999999999999999h"), Err(DurationError::TooLarge));
-        assert_eq!(parse_duration(&format!("{}h", u64::MAX / 3600 + 1)), Err(DurationError::TooLarge));
     }
 
     #[test]
@@ -611,7 +599,7 @@ mod tests {
                 SpecError::Duration {
                     field: "spec.pki.certificateValidity",
                     value: "1y".into(),
-                    reason: DurationError::Malformed
+                    reason: SPEC_DURATION_FORM
                 },
                 SpecError::DurationZero { field: "spec.pki.renewBefore" },
             ]

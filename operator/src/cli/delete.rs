@@ -28,7 +28,7 @@ pub struct DeleteArgs {
     no_wait: bool,
 
     /// How long to wait for the object to go (Go duration).
-    #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = crate::pki::parse_duration)]
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
 }
 

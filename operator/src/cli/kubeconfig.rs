@@ -50,7 +50,7 @@ pub struct KubeconfigArgs {
     pub groups: Vec<String>,
 
     /// Lifetime of the user certificate (Go duration, at most 24h).
-    #[arg(long, default_value = "1h", value_parser = crate::pki::parse_duration, requires = "user")]
+    #[arg(long, default_value = "1h", value_parser = crate::duration::parse_duration, requires = "user")]
     pub ttl: Duration,
 
     /// Server URL to write instead of the stored one (e.g. a load balancer or port-forward).

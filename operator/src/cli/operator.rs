@@ -58,7 +58,7 @@ pub struct OperatorArgs {
 }
 
 fn go_duration(text: &str) -> Result<Duration, String> {
-    crate::pki::parse_duration(text).map_err(|error| error.to_string())
+    crate::duration::parse_duration(text).map_err(|error| error.to_string())
 }
 
 impl OperatorArgs {

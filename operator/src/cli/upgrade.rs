@@ -34,7 +34,7 @@ pub struct UpgradeArgs {
     pub wait: bool,
 
     /// How long --wait waits (Go duration).
-    #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = crate::pki::parse_duration, requires = "wait")]
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = crate::duration::parse_duration, requires = "wait")]
     pub timeout: Duration,
 }
 

@@ -36,7 +36,7 @@ pub struct WaitArgs {
     pub condition: WaitCondition,
 
     /// Give up after this long (Go duration: 90s, 5m, 1h).
-    #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = crate::pki::parse_duration)]
+    #[arg(long, default_value = DEFAULT_TIMEOUT, value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
 }
 

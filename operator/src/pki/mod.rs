@@ -12,10 +12,8 @@
 //! - [`leaf`]: issuing leaf certificates.
 //! - [`renewal`]: deciding whether a stored leaf is still good.
 //! - [`encryption`]: the kube-apiserver EncryptionConfiguration.
-//! - [`duration`]: Go-style durations of `spec.pki`.
 
 pub mod authority;
-pub mod duration;
 pub mod encryption;
 pub mod leaf;
 pub mod plan;
@@ -27,7 +25,6 @@ use jiff::Timestamp;
 use time::OffsetDateTime;
 
 pub use authority::{CA_VALIDITY, CertificateAuthority, ServiceAccountKeyPair};
-pub use duration::{DurationError, parse_duration};
 pub use encryption::{EncryptionKey, EncryptionProvider, encryption_configuration};
 pub use leaf::{CertificateRequest, CertificateUsage, IssuedCertificate, issue};
 pub use plan::{

@@ -1,6 +1,7 @@
-//! Go-style durations (`"8760h"`, `"90m"`, `"1h30m"`, `"1.5h"`), the format of
-//! `spec.pki.certificateValidity` and `spec.pki.renewBefore`, matching what
-//! Kubernetes users know from `metav1.Duration`.
+//! Go-style durations (`"8760h"`, `"90m"`, `"1h30m"`, `"1.5h"`), as Kubernetes users
+//! know them from `metav1.Duration` and kubectl flags: the CLI's `--timeout`/`--ttl`,
+//! the operator's intervals, and (in the narrower form the CRD admits, see
+//! [`crate::api::validation`]) `spec.pki.certificateValidity` and `spec.pki.renewBefore`.
 
 use std::time::Duration;
 
