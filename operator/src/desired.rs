@@ -14,7 +14,7 @@
 //! re-issued otherwise, with the reason recorded. With nothing to re-issue, the
 //! output is byte-identical to the previous pass, so a steady tenant costs no writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::time::Duration;
@@ -325,6 +325,10 @@ pub struct DesiredState {
     pub issued: Vec<IssuedLeaf>,
     /// CAs and keys generated on this pass; empty for an established tenant.
     pub generated: Vec<GeneratedKey>,
+    /// Secrets of CAs and keys that were loaded from the observed Secrets, not
+    /// generated: their content is the cluster's own, so the apply stage updates them
+    /// but never re-creates one that vanished after the observation.
+    pub loaded_key_secrets: BTreeSet<String>,
     /// Earliest `notAfter` among the leaf certificates (status `certificatesExpireAt`).
     pub certificates_expire_at: Timestamp,
     /// When the first leaf enters its renewal window (`notAfter - renewBefore`): the
@@ -372,12 +376,16 @@ pub fn desired_state(
 
     let established = pki_was_established(tenant);
     let mut generated = Vec::new();
+    let mut loaded_key_secrets = BTreeSet::new();
 
     // Roots of trust: load, or generate only while nothing can depend on them.
     let mut authorities = BTreeMap::new();
     for planned in plan.authorities() {
         let authority = match load_authority(observed, &planned.secret_name)? {
-            Some(loaded) => loaded,
+            Some(loaded) => {
+                loaded_key_secrets.insert(planned.secret_name.clone());
+                loaded
+            }
             None if established || any_dependent_exists(observed, &plan, names, planned.authority) => {
                 return Err(DesiredStateError::CaMissing { secret: planned.secret_name.clone() });
             }
@@ -394,10 +402,14 @@ pub fn desired_state(
         service_account_key(observed, plan.service_account_key_secret(), keys_in_use, algorithm)?;
     if service_account.generated {
         generated.push(GeneratedKey::ServiceAccountKey);
+    } else {
+        loaded_key_secrets.insert(plan.service_account_key_secret().to_string());
     }
     let encryption = encryption_config(observed, &names.encryption_config_secret(), keys_in_use)?;
     if encryption.generated {
         generated.push(GeneratedKey::EncryptionKey);
+    } else {
+        loaded_key_secrets.insert(names.encryption_config_secret());
     }
 
     // Leaves: keep, or re-issue with the reason.
@@ -541,6 +553,7 @@ pub fn desired_state(
         objects,
         issued,
         generated,
+        loaded_key_secrets,
         certificates_expire_at,
         renewal_due_at,
         endpoint,
@@ -993,6 +1006,17 @@ mod tests {
         assert!(second.generated.is_empty(), "{:?}", second.generated);
         assert_eq!(as_json(&second), as_json(&first));
         assert_eq!(second.kubeconfigs, first.kubeconfigs);
+        // Generated key material may be created; loaded key material only updated.
+        assert!(first.loaded_key_secrets.is_empty(), "{:?}", first.loaded_key_secrets);
+        let names = names();
+        let key_secrets = BTreeSet::from([
+            names.cluster_ca_secret(),
+            names.front_proxy_ca_secret(),
+            names.etcd_ca_secret(),
+            names.service_account_key_secret(),
+            names.encryption_config_secret(),
+        ]);
+        assert_eq!(second.loaded_key_secrets, key_secrets);
         assert_eq!(second.certificates_expire_at, first.certificates_expire_at);
 
         // Later, but before any renewal window, with PKIReady in status: still nothing to write.

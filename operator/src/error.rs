@@ -46,6 +46,16 @@ pub enum Error {
         secret: String,
     },
 
+    /// A Secret holding key material this pass loaded (a CA, the service-account key,
+    /// the encryption key) was deleted before the pass could apply it. It is not
+    /// re-created from the pass's snapshot: the next pass reads the cluster again and
+    /// reports the loss (CAMissing) rather than quietly restoring it.
+    #[error("Secret {secret} disappeared during this pass; re-reading")]
+    KeyMaterialGone {
+        /// Name of the Secret.
+        secret: String,
+    },
+
     /// The object lacks a name or namespace; cannot happen for a namespaced custom
     /// resource read from the API, so it points at a bug rather than a bad spec.
     #[error("object has no {0}")]
@@ -119,7 +129,7 @@ impl Error {
             // The API server validated the object we sent and rejected it (400/422): the
             // same spec produces the same object, so it will be rejected again.
             Error::Kube(kube::Error::Api(status)) => matches!(status.code, 400 | 422),
-            Error::Kube(_) | Error::Timeout { .. } => false,
+            Error::Kube(_) | Error::Timeout { .. } | Error::KeyMaterialGone { .. } => false,
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => {
                     error.is_permanent()
@@ -153,6 +163,7 @@ impl Error {
             },
             Error::Kube(_) => "api_unreachable",
             Error::Timeout { .. } => "timeout",
+            Error::KeyMaterialGone { .. } => "key_material_gone",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => {
                     error.metric_label()

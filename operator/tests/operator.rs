@@ -697,3 +697,34 @@ async fn assert_printer_columns(ns: &TestNamespace, tenant: &TenantCluster, endp
     assert_eq!(cells[3], endpoint);
     assert!(cells[4].as_str().is_some_and(|age| !age.is_empty()), "age cell {}", cells[4]);
 }
+
+/// The apply stage's guard against stale snapshots: key material the pass loaded from
+/// the cluster is updated in place but never brought back once someone deleted it (the
+/// next pass then reports CAMissing). Checked against the real apiserver.
+#[tokio::test]
+async fn loaded_key_material_is_updated_but_never_recreated() {
+    use nestor::metrics::Metrics;
+    use nestor::reconcile::apply::{ApplyOutcome, Existing, apply};
+
+    in_namespace("existing-only", async |ns| {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "key-material", "namespace": ns.name },
+            "stringData": { "tls.key": "not really a key" },
+        }))
+        .expect("Secret");
+        let metrics = Metrics::new();
+        let outcome = apply(&ns.client, &secret, Existing::Only, &metrics).await.expect("apply");
+        assert_eq!(outcome, ApplyOutcome::Missing);
+        assert!(ns.secret("key-material").await.expect("read").is_none(), "nothing was created");
+
+        let outcome = apply(&ns.client, &secret, Existing::OrCreate, &metrics).await.expect("apply");
+        assert_eq!(outcome, ApplyOutcome::Applied);
+        let mut relabelled = secret.clone();
+        relabelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        let outcome = apply(&ns.client, &relabelled, Existing::Only, &metrics).await.expect("apply");
+        assert_eq!(outcome, ApplyOutcome::Applied, "an existing object is still updated");
+        let stored = ns.secret("key-material").await.expect("read").expect("exists");
+        assert_eq!(stored.labels().get("team").map(String::as_str), Some("a"));
+    })
+    .await;
+}

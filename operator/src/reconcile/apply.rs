@@ -36,6 +36,18 @@ pub enum ApplyOutcome {
     Unchanged,
     /// The object was created or updated with a server-side apply.
     Applied,
+    /// [`Existing::Only`] and the object does not exist: nothing was sent.
+    Missing,
+}
+
+/// Whether [`apply`] may create an object that does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Create it (the usual server-side apply).
+    OrCreate,
+    /// Update it only: for objects whose content came from the cluster itself, which a
+    /// stale snapshot must never bring back after someone deleted them.
+    Only,
 }
 
 /// Server-side applies `desired` (forced, field manager [`FIELD_MANAGER`]) unless the
@@ -43,7 +55,12 @@ pub enum ApplyOutcome {
 ///
 /// `desired` must have a name and a namespace. Its serialized form is hashed before the
 /// annotation is added, so the hash depends only on what the builders produced.
-pub async fn apply<K>(client: &Client, desired: &K, metrics: &Metrics) -> Result<ApplyOutcome>
+pub async fn apply<K>(
+    client: &Client,
+    desired: &K,
+    existing: Existing,
+    metrics: &Metrics,
+) -> Result<ApplyOutcome>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -70,6 +87,9 @@ where
             tracing::debug!(%kind, %name, "unchanged, apply skipped");
             return Ok(ApplyOutcome::Unchanged);
         }
+    } else if existing == Existing::Only {
+        tracing::debug!(%kind, %name, "missing, not re-created");
+        return Ok(ApplyOutcome::Missing);
     }
 
     metrics.record_write(&kind, WriteVerb::Apply);

@@ -41,7 +41,7 @@ use crate::health::{
 };
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
-use crate::reconcile::apply::{ApplyOutcome, patch_status};
+use crate::reconcile::apply::{ApplyOutcome, Existing, patch_status};
 use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
 use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
 use crate::reconcile::observe::read_tenant_secrets;
@@ -123,16 +123,24 @@ impl Context {
 }
 
 /// Server-side applies one desired object (skipped when the live object already matches).
-async fn apply_object(object: &DesiredObject, ctx: &Context) -> Result<ApplyOutcome> {
+/// A Secret of key material the pass loaded is only updated, never re-created: see
+/// [`Error::KeyMaterialGone`].
+async fn apply_object(object: &DesiredObject, desired: &DesiredState, ctx: &Context) -> Result<ApplyOutcome> {
     let (client, metrics) = (&ctx.client, ctx.metrics.as_ref());
-    match object {
-        DesiredObject::Secret(object) => apply::apply(client, object, metrics).await,
-        DesiredObject::ConfigMap(object) => apply::apply(client, object, metrics).await,
-        DesiredObject::Service(object) => apply::apply(client, object, metrics).await,
-        DesiredObject::StatefulSet(object) => apply::apply(client, object, metrics).await,
-        DesiredObject::Deployment(object) => apply::apply(client, object, metrics).await,
-        DesiredObject::NetworkPolicy(object) => apply::apply(client, object, metrics).await,
+    let existing =
+        if desired.loaded_key_secrets.contains(object.name()) { Existing::Only } else { Existing::OrCreate };
+    let outcome = match object {
+        DesiredObject::Secret(object) => apply::apply(client, object, existing, metrics).await,
+        DesiredObject::ConfigMap(object) => apply::apply(client, object, existing, metrics).await,
+        DesiredObject::Service(object) => apply::apply(client, object, existing, metrics).await,
+        DesiredObject::StatefulSet(object) => apply::apply(client, object, existing, metrics).await,
+        DesiredObject::Deployment(object) => apply::apply(client, object, existing, metrics).await,
+        DesiredObject::NetworkPolicy(object) => apply::apply(client, object, existing, metrics).await,
+    }?;
+    if outcome == ApplyOutcome::Missing {
+        return Err(Error::KeyMaterialGone { secret: object.name().to_string() });
     }
+    Ok(outcome)
 }
 
 /// Checks what the API server's admission rules cannot express. Pure.
@@ -270,7 +278,7 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
             tracing::info!(secret = %issued.secret_name, reason = %issued.reason, "issuing certificate");
         }
         for object in &desired.objects {
-            apply_object(object, ctx).await?;
+            apply_object(object, &desired, ctx).await?;
         }
         Some(desired)
     };
