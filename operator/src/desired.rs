@@ -35,10 +35,11 @@ use crate::pki::{
     certificate_not_after, encryption_configuration, issue, parse_duration, renewal_reason,
 };
 use crate::resources::{
-    APISERVER_PORT, ConfigHashes, ENCRYPTION_CONFIG_KEY, ImageSet, KUBECONFIG_KEY, ResourceError,
-    SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, TenantInputs, TenantOwner,
-    apiserver_config_map, ca_secret, config_hash, control_plane_manifests, encryption_config_secret,
-    etcd_config_map, kubeconfig_secret, mounted_secret_names, service_account_key_secret, tls_secret,
+    APISERVER_PORT, ConfigHashes, ENCRYPTION_CONFIG_KEY, EtcdMembers, ImageSet, KUBECONFIG_KEY,
+    ResourceError, SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, TenantInputs,
+    TenantOwner, apiserver_config_map, ca_secret, config_hash, control_plane_manifests,
+    encryption_config_secret, etcd_config_map, kubeconfig_secret, mounted_secret_names,
+    service_account_key_secret, tls_secret,
 };
 
 /// Condition type whose `True` status proves the tenant's PKI was complete once.
@@ -349,12 +350,37 @@ impl DesiredState {
     }
 }
 
-/// Builds the desired state of `tenant` given the Secrets that exist for it.
+/// Builds the desired state of `tenant` given the Secrets that exist for it, with
+/// etcd at rest at `spec.etcd.replicas` members.
 /// Pure: no client, no I/O; `now` decides certificate validity and renewal.
 pub fn desired_state(
     tenant: &TenantCluster,
     observed: &ObservedSecrets,
     now: Timestamp,
+) -> Result<DesiredState, DesiredStateError> {
+    desired_state_with_etcd(tenant, observed, now, tenant.spec.etcd.replicas)
+}
+
+/// The etcd members to render: `running` (what the member list holds, see
+/// [`crate::health::scaling`]) for the StatefulSet and its initial cluster, and for
+/// the apiserver's `--etcd-servers` the size etcd last settled at
+/// (`status.etcdMembers`), at most `spec.etcd.replicas`. So the apiserver rolls once
+/// per scaling: at the start of a scale-down, naming only the members that stay, and
+/// at the end of a scale-up, once every new member votes. It never names a learner,
+/// which refuses client requests, nor a member about to be removed.
+pub fn etcd_members(tenant: &TenantCluster, running: i32) -> EtcdMembers {
+    let wanted = tenant.spec.etcd.replicas;
+    let settled = tenant.status.as_ref().and_then(|status| status.etcd_members).unwrap_or(wanted);
+    EtcdMembers { running, serving: wanted.min(settled).max(1) }
+}
+
+/// [`desired_state`] with `etcd_running` etcd members (see [`etcd_members`]), which
+/// differs from `spec.etcd.replicas` while etcd is being scaled.
+pub fn desired_state_with_etcd(
+    tenant: &TenantCluster,
+    observed: &ObservedSecrets,
+    now: Timestamp,
+    etcd_running: i32,
 ) -> Result<DesiredState, DesiredStateError> {
     let owner = TenantOwner::from_tenant_cluster(tenant)?;
     let names = &owner.names;
@@ -511,14 +537,22 @@ pub fn desired_state(
         controller_manager: config_hash(&mounted(Component::ControllerManager), &[]),
     };
 
-    let inputs = TenantInputs { owner: &owner, spec, images: &images, config_hashes: &config_hashes };
+    let etcd = etcd_members(tenant, etcd_running);
+    let inputs = TenantInputs {
+        owner: &owner,
+        spec,
+        images: &images,
+        config_hashes: &config_hashes,
+        etcd_members: etcd,
+    };
     let manifests = control_plane_manifests(&inputs)?;
     // Recorded by the reconciler the first time etcd answered healthy; never cleared,
     // so members never go back to bootstrapping a new cluster. A single member has no
     // peer to join: it always bootstraps (`new` is ignored when its data dir exists,
-    // and with its data gone there is nothing left to join).
-    let etcd_formed = spec.etcd.replicas > 1
-        && tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
+    // and with its data gone there is nothing left to join). A member added by a
+    // scale-up makes it two, so that one joins.
+    let etcd_formed =
+        etcd.running > 1 && tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
     let mut objects: Vec<DesiredObject> = secrets.into_iter().map(DesiredObject::Secret).collect();
     objects.extend([
         DesiredObject::Service(manifests.etcd_service),

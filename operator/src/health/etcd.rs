@@ -32,6 +32,9 @@ pub struct StatusResponse {
     /// Alarms and errors the member reports (`NOSPACE`, `CORRUPT`...).
     #[serde(default)]
     pub errors: Vec<String>,
+    /// The member is a non-voting learner (added while scaling up, not yet promoted).
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
 }
 
 /// The header every gateway response carries.
@@ -68,6 +71,9 @@ pub struct Member {
     /// The URLs its peers reach it on; how an unstarted member is matched to its pod.
     #[serde(rename = "peerURLs", default)]
     pub peer_urls: Vec<String>,
+    /// A non-voting learner: it replicates the log but counts toward no quorum.
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
 }
 
 /// `/health`.
@@ -303,6 +309,7 @@ mod tests {
                 id: LEADER + index,
                 name: format!("team-a-etcd-{index}"),
                 peer_urls: Vec::new(),
+                is_learner: false,
             })
             .collect()
     }
@@ -323,6 +330,7 @@ mod tests {
                 id: LEADER,
                 name: "team-h-etcd-0".into(),
                 peer_urls: vec!["https://team-h-etcd-0.team-h-etcd.nestor-health-2369db33.svc:2380".into()],
+                is_learner: false,
             }]
         );
         let healthy: HealthResponse = serde_json::from_str(HEALTHY).expect("health");
