@@ -160,15 +160,75 @@ async fn read_config_map(client: &Client, name: &str) -> Option<String> {
     config_map.data?.remove("value")
 }
 
-/// Reasons and notes of the scaling Events, oldest first.
-async fn scaling_events(ns: &TestNamespace) -> Vec<(String, String)> {
+/// Reason, first note and occurrences of each scaling Event, oldest first. The
+/// recorder folds repeats of a reason into one Event with a series count.
+async fn scaling_events(ns: &TestNamespace) -> Vec<(String, String, i32)> {
     let mut events: Vec<Event> = ns.api::<Event>().list(&ListParams::default()).await.expect("events").items;
     events.sort_by_key(|event| event.metadata.creation_timestamp.clone().map(|time| time.0));
     events
         .into_iter()
         .filter(|event| event.action.as_deref() == Some("Scale"))
-        .map(|event| (event.reason.unwrap_or_default(), event.message.unwrap_or_default()))
+        .map(|event| {
+            let count =
+                event.series.as_ref().and_then(|series| series.count).or(event.count).unwrap_or(1).max(1);
+            (event.reason.unwrap_or_default(), event.message.unwrap_or_default(), count)
+        })
         .collect()
+}
+
+/// Makes member `ordinal` the etcd leader, through the gateway of the current leader
+/// with the healthcheck client certificate, as the operator talks to etcd. Returns
+/// the leader's member ID.
+async fn move_leadership_to(ns: &TestNamespace, ordinal: i32) -> u64 {
+    use nestor::health::TlsClient;
+    use nestor::resources::{CA_CERT_KEY, ETCD_CLIENT_PORT, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+
+    let names = ns.names(TENANT);
+    let secret = ns.secret(&names.etcd_healthcheck_client_secret()).await.expect("read").expect("Secret");
+    let data = secret.data.expect("data");
+    let value = |key: &str| data.get(key).expect(key).0.clone();
+    let tls = TlsClient::new(&value(CA_CERT_KEY), &value(TLS_CERT_KEY), &value(TLS_PRIVATE_KEY_KEY))
+        .expect("client");
+    let call = async |member: i32, path: &str, body: serde_json::Value| -> serde_json::Value {
+        let pod = ns.api::<Pod>().get(&names.etcd_member_name(member)).await.expect("member pod");
+        let ip: std::net::IpAddr =
+            pod.status.and_then(|status| status.pod_ip).expect("pod IP").parse().expect("IP");
+        let address = std::net::SocketAddr::new(ip, ETCD_CLIENT_PORT as u16);
+        let host = names.etcd_member_host(member);
+        let response = tls
+            .request(
+                address,
+                &host,
+                hyper::Method::POST,
+                path,
+                Some(&body.to_string()),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("gateway call");
+        assert_eq!(response.status, hyper::StatusCode::OK, "{path}: {:?}", response.body);
+        serde_json::from_slice(&response.body).expect("JSON")
+    };
+    let id = |value: &serde_json::Value, field: &str| -> u64 {
+        value["header"][field].as_str().or(value[field].as_str()).expect(field).parse().expect("u64")
+    };
+    let target = call(ordinal, "/v3/maintenance/status", json!({})).await;
+    let target_id = id(&target, "member_id");
+    let leader_id = id(&target, "leader");
+    if leader_id != target_id {
+        let mut leader_ordinal = None;
+        for member in 0..3 {
+            if id(&call(member, "/v3/maintenance/status", json!({})).await, "member_id") == leader_id {
+                leader_ordinal = Some(member);
+            }
+        }
+        let leader = leader_ordinal.expect("the leader is a member");
+        let body = json!({"targetID": target_id.to_string()});
+        call(leader, "/v3/maintenance/transfer-leadership", body).await;
+    }
+    let status = call(ordinal, "/v3/maintenance/status", json!({})).await;
+    assert_eq!(id(&status, "leader"), target_id, "member {ordinal} leads");
+    target_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,39 +261,49 @@ async fn etcd_scales_from_one_to_three_and_back_while_the_tenant_api_answers() {
         .await;
         write_config_map(&client, "before", "written at 1 member").await;
 
-        // Read the tenant API every second: a quorum read of the data and /readyz.
+        // Use the tenant API every second: a quorum read of the data and a write. /readyz
+        // is asked too but only counted: an apiserver being rolled answers it with
+        // "shutdown failed" on purpose while it still serves requests.
         let phase_label = Arc::new(Mutex::new("1 member".to_string()));
         let failures = Arc::new(Mutex::new(Vec::<Failure>::new()));
         let probes = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let readyz_failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        write_config_map(&client, "heartbeat", "0").await;
         let prober = tokio::spawn({
-            let (client, phase_label, failures, probes, stop) =
-                (client.clone(), phase_label.clone(), failures.clone(), probes.clone(), stop.clone());
+            let (client, phase_label, failures, probes, readyz_failures, stop) = (
+                client.clone(),
+                phase_label.clone(),
+                failures.clone(),
+                probes.clone(),
+                readyz_failures.clone(),
+                stop.clone(),
+            );
             async move {
                 let api = Api::<ConfigMap>::namespaced(client.clone(), DATA_NAMESPACE);
                 // Bounded: STEP_TIMEOUT for each of the three waits, once a second.
-                for _ in 0..(3 * STEP_TIMEOUT.as_secs() + 60) {
+                for beat in 0..(3 * STEP_TIMEOUT.as_secs() + 60) {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
                     probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let readyz = async {
-                        let request =
-                            hyper::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
-                        match client.request_text(request).await {
-                            Ok(text) if text == "ok" => Ok(()),
-                            Ok(text) => Err(format!("/readyz: {text}")),
-                            Err(error) => Err(format!("/readyz: {error}")),
-                        }
-                    };
+                    let write = json!({"data": {"value": beat.to_string()}});
                     let result = match api.get("before").await {
-                        Ok(_) => readyz.await,
+                        Ok(_) => api
+                            .patch("heartbeat", &PatchParams::default(), &Patch::Merge(&write))
+                            .await
+                            .map(drop)
+                            .map_err(|error| format!("write: {error}")),
                         Err(error) => Err(format!("read: {error}")),
                     };
                     if let Err(error) = result {
                         let phase = phase_label.lock().expect("lock").clone();
                         eprintln!("tenant API failed during {phase}: {error}");
                         failures.lock().expect("lock").push(Failure { at: started.elapsed(), phase, error });
+                    }
+                    let request = hyper::Request::get("/readyz").body(Vec::new()).expect("request");
+                    if !matches!(client.request_text(request).await.as_deref(), Ok("ok")) {
+                        readyz_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -265,6 +335,10 @@ async fn etcd_scales_from_one_to_three_and_back_while_the_tenant_api_answers() {
         assert_eq!(pods, (0..3).map(|ordinal| names.etcd_member_name(ordinal)).collect::<Vec<_>>());
         assert_eq!(claims, (0..3).map(|ordinal| names.etcd_data_claim(ordinal)).collect::<Vec<_>>());
         write_config_map(&client, "during", "written at 3 members").await;
+
+        // The highest member leads: the operator moves leadership off it before removing it.
+        let leader = move_leadership_to(&ns, 2).await;
+        eprintln!("member 2 ({leader:x}) leads");
 
         // 3 -> 1.
         *phase_label.lock().expect("lock") = "3 -> 1".into();
@@ -303,15 +377,24 @@ async fn etcd_scales_from_one_to_three_and_back_while_the_tenant_api_answers() {
         assert_eq!(read_config_map(&fresh, "during").await.as_deref(), Some("written at 3 members"));
 
         let events = scaling_events(&ns).await;
-        for (reason, note) in &events {
-            eprintln!("event {reason}: {note}");
+        for (reason, note, count) in &events {
+            eprintln!("event {reason} x{count}: {note}");
         }
-        let count = |reason: &str| events.iter().filter(|(seen, _)| seen == reason).count();
+        let count = |reason: &str| -> i32 {
+            events.iter().filter(|(seen, _, _)| seen == reason).map(|(_, _, count)| count).sum()
+        };
         assert_eq!(count("EtcdMemberAdded"), 2, "{events:#?}");
         assert_eq!(count("EtcdMemberPromoted"), 2, "{events:#?}");
+        assert_eq!(count("EtcdLeadershipMoved"), 1, "{events:#?}");
         assert_eq!(count("EtcdMemberRemoved"), 2, "{events:#?}");
         assert_eq!(count("EtcdClaimDeleted"), 2, "{events:#?}");
-        assert!(events.iter().all(|(reason, _)| reason != "EtcdMemberReplaced"), "no repair: {events:#?}");
+        assert_eq!(count("EtcdMemberReplaced"), 0, "no repair: {events:#?}");
+        let all_events: Vec<Event> =
+            ns.api::<Event>().list(&ListParams::default()).await.expect("events").items;
+        assert!(
+            all_events.iter().all(|event| event.reason.as_deref() != Some("EtcdMemberReplaced")),
+            "no member repair happened"
+        );
 
         let probes = probes.load(std::sync::atomic::Ordering::Relaxed);
         let failures = failures.lock().expect("lock");
@@ -323,8 +406,10 @@ async fn etcd_scales_from_one_to_three_and_back_while_the_tenant_api_answers() {
                 failure.error
             );
         }
+        let readyz_failures = readyz_failures.load(std::sync::atomic::Ordering::Relaxed);
         eprintln!(
-            "measured: create {:.1}s, 1 -> 3 {:.1}s, 3 -> 1 {:.1}s; tenant API probes {probes}, failed {}",
+            "measured: create {:.1}s, 1 -> 3 {:.1}s, 3 -> 1 {:.1}s; tenant API probes (read + write) {probes}, \
+             failed {}; /readyz not ok {readyz_failures} times",
             (up - started).as_secs_f64(),
             up_took.as_secs_f64(),
             down_took.as_secs_f64(),
