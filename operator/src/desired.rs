@@ -1262,6 +1262,81 @@ mod tests {
         assert_chains(&second, &three.spec);
     }
 
+    /// StatefulSet replicas, the ConfigMap's initial cluster and state, and the
+    /// apiserver's `--etcd-servers`, as `state` renders them.
+    fn etcd_rendering(state: &DesiredState) -> (i32, usize, String, usize) {
+        let mut rendering = (0, 0, String::new(), 0);
+        for object in &state.objects {
+            match object {
+                DesiredObject::StatefulSet(statefulset) => {
+                    rendering.0 = statefulset.spec.as_ref().and_then(|spec| spec.replicas).expect("replicas");
+                }
+                DesiredObject::ConfigMap(config_map)
+                    if config_map.metadata.name.as_deref() == Some("team-a-etcd") =>
+                {
+                    let data = config_map.data.as_ref().expect("data");
+                    rendering.1 = data["initial-cluster"].split(',').count();
+                    rendering.2 = data["initial-cluster-state"].clone();
+                }
+                DesiredObject::Deployment(deployment)
+                    if deployment.metadata.name.as_deref() == Some("team-a-apiserver") =>
+                {
+                    let args = deployment
+                        .spec
+                        .as_ref()
+                        .and_then(|spec| spec.template.spec.as_ref())
+                        .and_then(|spec| spec.containers[0].args.clone())
+                        .expect("args");
+                    let servers =
+                        args.iter().find_map(|arg| arg.strip_prefix("--etcd-servers=")).expect("flag");
+                    rendering.3 = servers.split(',').count();
+                }
+                _ => {}
+            }
+        }
+        rendering
+    }
+
+    #[test]
+    fn while_etcd_scales_the_members_follow_the_member_list_and_the_apiserver_the_settled_size() {
+        let formed = |spec: TenantClusterSpec, settled: i32| {
+            let mut tenant = with_pki_ready(tenant(spec));
+            let status = tenant.status.as_mut().expect("status");
+            status.etcd_cluster_id = Some("7".into());
+            status.etcd_members = Some(settled);
+            tenant
+        };
+        let first = build(&default_tenant(), &ObservedSecrets::new());
+        let observed = observed(&first);
+        let three = spec(serde_json::json!({"etcd": {"replicas": 3}}));
+        let one = spec(serde_json::json!({"etcd": {"replicas": 1}}));
+        let render = |tenant: &TenantCluster, running: i32| {
+            etcd_rendering(&desired_state_with_etcd(tenant, &observed, now(), running).expect("builds"))
+        };
+
+        // 1 -> 3, member 1 just added: two members run, the apiserver still names one.
+        assert_eq!(render(&formed(three.clone(), 1), 2), (2, 2, "existing".into(), 1));
+        // Settled at 3: everything names three.
+        assert_eq!(render(&formed(three.clone(), 3), 3), (3, 3, "existing".into(), 3));
+        // 3 -> 1, member 2 removed: two run, the apiserver names only the member that stays.
+        assert_eq!(render(&formed(one.clone(), 3), 2), (2, 2, "existing".into(), 1));
+        // Settled at 1: a single member bootstraps alone if it ever loses its data.
+        assert_eq!(render(&formed(one, 1), 1), (1, 1, "new".into(), 1));
+        // The etcd pod template is the same at every size: no member rolls.
+        let templates: Vec<_> = [1, 2, 3]
+            .iter()
+            .map(|running| {
+                let state = desired_state_with_etcd(&formed(three.clone(), 1), &observed, now(), *running);
+                state.expect("builds").objects.into_iter().find_map(|object| match object {
+                    DesiredObject::StatefulSet(statefulset) => statefulset.spec.map(|spec| spec.template),
+                    _ => None,
+                })
+            })
+            .collect();
+        assert!(templates[0].is_some());
+        assert!(templates.windows(2).all(|pair| pair[0] == pair[1]), "a template changed with the size");
+    }
+
     #[test]
     fn a_new_external_host_reissues_the_serving_certificate_and_rerenders_the_admin_kubeconfig() {
         let names = names();

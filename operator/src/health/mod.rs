@@ -1,6 +1,8 @@
 //! Health of a tenant's running control plane, beyond what workload status says:
 //! probes of etcd, kube-apiserver and kube-controller-manager, debounced verdicts
-//! for the component conditions, and the decision to restart a wedged apiserver pod.
+//! for the component conditions, the decision to restart a wedged apiserver pod,
+//! etcd member repair ([`membership`]) and scaling ([`scaling`]), which both act on
+//! what the etcd probe saw.
 //!
 //! Workload status alone is not enough: a stopped (SIGSTOP) apiserver keeps its pod
 //! Running and Ready until the kubelet's probes give up (more than a minute with

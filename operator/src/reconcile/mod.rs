@@ -1,6 +1,9 @@
-//! The TenantCluster controller: validate → build → apply → observe → status.
+//! The TenantCluster controller: validate → probe → build → apply → heal and scale →
+//! observe → status.
 //!
-//! Each pass runs the whole pipeline for one TenantCluster. Validation and
+//! Each pass runs the whole pipeline for one TenantCluster. The probe comes before the
+//! build because etcd's member list decides how many members the build renders while
+//! `spec.etcd.replicas` is being reached (see [`crate::health::scaling`]). Validation and
 //! building are pure (no client), applying and status writing are skipped when
 //! they would change nothing, so a steady tenant costs reads only. Errors split
 //! into permanent (reported on the object, retried slowly) and transient
