@@ -57,7 +57,7 @@ fn settled_at(tenant: &TenantCluster, members: i32) -> bool {
     let (status, reason, message) = etcd_ready(tenant);
     let recorded = tenant.status.as_ref().and_then(|status| status.etcd_members);
     if recorded.is_none() {
-        eprintln!("status.etcdMembers is absent: pruned by a CRD without it?");
+        eprintln!("status.etcdMembers not recorded: not yet, or pruned by a CRD without it");
     }
     phase(tenant) == Some(Phase::Ready)
         && status == "True"
