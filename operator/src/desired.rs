@@ -36,10 +36,11 @@ use crate::pki::{
     certificate_not_after, encryption_configuration, issue, renewal_reason,
 };
 use crate::resources::{
-    APISERVER_PORT, ConfigHashes, ENCRYPTION_CONFIG_KEY, ImageSet, KUBECONFIG_KEY, ResourceError,
-    SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, TenantInputs, TenantOwner,
-    apiserver_config_map, ca_secret, config_hash, control_plane_manifests, encryption_config_secret,
-    etcd_config_map, kubeconfig_secret, mounted_secret_names, service_account_key_secret, tls_secret,
+    APISERVER_PORT, ConfigHashes, ENCRYPTION_CONFIG_KEY, EtcdMembers, ImageSet, KUBECONFIG_KEY,
+    ResourceError, SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, TenantInputs,
+    TenantOwner, apiserver_config_map, ca_secret, config_hash, control_plane_manifests,
+    encryption_config_secret, etcd_config_map, kubeconfig_secret, mounted_secret_names,
+    service_account_key_secret, tls_secret,
 };
 
 /// Condition type whose `True` status proves the tenant's PKI was complete once.
@@ -354,12 +355,37 @@ impl DesiredState {
     }
 }
 
-/// Builds the desired state of `tenant` given the Secrets that exist for it.
+/// Builds the desired state of `tenant` given the Secrets that exist for it, with
+/// etcd at rest at `spec.etcd.replicas` members.
 /// Pure: no client, no I/O; `now` decides certificate validity and renewal.
 pub fn desired_state(
     tenant: &TenantCluster,
     observed: &ObservedSecrets,
     now: Timestamp,
+) -> Result<DesiredState, DesiredStateError> {
+    desired_state_with_etcd(tenant, observed, now, tenant.spec.etcd.replicas)
+}
+
+/// The etcd members to render: `running` (what the member list holds, see
+/// [`crate::health::scaling`]) for the StatefulSet and its initial cluster, and for
+/// the apiserver's `--etcd-servers` the size etcd last settled at
+/// (`status.etcdMembers`), at most `spec.etcd.replicas`. So the apiserver rolls once
+/// per scaling: at the start of a scale-down, naming only the members that stay, and
+/// at the end of a scale-up, once every new member votes. It never names a learner,
+/// which refuses client requests, nor a member about to be removed.
+pub fn etcd_members(tenant: &TenantCluster, running: i32) -> EtcdMembers {
+    let wanted = tenant.spec.etcd.replicas;
+    let settled = tenant.status.as_ref().and_then(|status| status.etcd_members).unwrap_or(wanted);
+    EtcdMembers { running, serving: wanted.min(settled).max(1) }
+}
+
+/// [`desired_state`] with `etcd_running` etcd members (see [`etcd_members`]), which
+/// differs from `spec.etcd.replicas` while etcd is being scaled.
+pub fn desired_state_with_etcd(
+    tenant: &TenantCluster,
+    observed: &ObservedSecrets,
+    now: Timestamp,
+    etcd_running: i32,
 ) -> Result<DesiredState, DesiredStateError> {
     let owner = TenantOwner::from_tenant_cluster(tenant)?;
     let names = &owner.names;
@@ -524,14 +550,22 @@ pub fn desired_state(
         controller_manager: config_hash(&mounted(Component::ControllerManager), &[]),
     };
 
-    let inputs = TenantInputs { owner: &owner, spec, images: &images, config_hashes: &config_hashes };
+    let etcd = etcd_members(tenant, etcd_running);
+    let inputs = TenantInputs {
+        owner: &owner,
+        spec,
+        images: &images,
+        config_hashes: &config_hashes,
+        etcd_members: etcd,
+    };
     let manifests = control_plane_manifests(&inputs)?;
     // Recorded by the reconciler the first time etcd answered healthy; never cleared,
     // so members never go back to bootstrapping a new cluster. A single member has no
     // peer to join: it always bootstraps (`new` is ignored when its data dir exists,
-    // and with its data gone there is nothing left to join).
-    let etcd_formed = spec.etcd.replicas > 1
-        && tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
+    // and with its data gone there is nothing left to join). A member added by a
+    // scale-up makes it two, so that one joins.
+    let etcd_formed =
+        etcd.running > 1 && tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
     let mut objects: Vec<DesiredObject> = secrets.into_iter().map(DesiredObject::Secret).collect();
     objects.extend([
         DesiredObject::Service(manifests.etcd_service),
@@ -1251,6 +1285,81 @@ mod tests {
         assert_eq!(second.config_hashes.apiserver, first.config_hashes.apiserver);
         assert_eq!(second.config_hashes.controller_manager, first.config_hashes.controller_manager);
         assert_chains(&second, &three.spec);
+    }
+
+    /// StatefulSet replicas, the ConfigMap's initial cluster and state, and the
+    /// apiserver's `--etcd-servers`, as `state` renders them.
+    fn etcd_rendering(state: &DesiredState) -> (i32, usize, String, usize) {
+        let mut rendering = (0, 0, String::new(), 0);
+        for object in &state.objects {
+            match object {
+                DesiredObject::StatefulSet(statefulset) => {
+                    rendering.0 = statefulset.spec.as_ref().and_then(|spec| spec.replicas).expect("replicas");
+                }
+                DesiredObject::ConfigMap(config_map)
+                    if config_map.metadata.name.as_deref() == Some("team-a-etcd") =>
+                {
+                    let data = config_map.data.as_ref().expect("data");
+                    rendering.1 = data["initial-cluster"].split(',').count();
+                    rendering.2 = data["initial-cluster-state"].clone();
+                }
+                DesiredObject::Deployment(deployment)
+                    if deployment.metadata.name.as_deref() == Some("team-a-apiserver") =>
+                {
+                    let args = deployment
+                        .spec
+                        .as_ref()
+                        .and_then(|spec| spec.template.spec.as_ref())
+                        .and_then(|spec| spec.containers[0].args.clone())
+                        .expect("args");
+                    let servers =
+                        args.iter().find_map(|arg| arg.strip_prefix("--etcd-servers=")).expect("flag");
+                    rendering.3 = servers.split(',').count();
+                }
+                _ => {}
+            }
+        }
+        rendering
+    }
+
+    #[test]
+    fn while_etcd_scales_the_members_follow_the_member_list_and_the_apiserver_the_settled_size() {
+        let formed = |spec: TenantClusterSpec, settled: i32| {
+            let mut tenant = with_pki_ready(tenant(spec));
+            let status = tenant.status.as_mut().expect("status");
+            status.etcd_cluster_id = Some("7".into());
+            status.etcd_members = Some(settled);
+            tenant
+        };
+        let first = build(&default_tenant(), &ObservedSecrets::new());
+        let observed = observed(&first);
+        let three = spec(serde_json::json!({"etcd": {"replicas": 3}}));
+        let one = spec(serde_json::json!({"etcd": {"replicas": 1}}));
+        let render = |tenant: &TenantCluster, running: i32| {
+            etcd_rendering(&desired_state_with_etcd(tenant, &observed, now(), running).expect("builds"))
+        };
+
+        // 1 -> 3, member 1 just added: two members run, the apiserver still names one.
+        assert_eq!(render(&formed(three.clone(), 1), 2), (2, 2, "existing".into(), 1));
+        // Settled at 3: everything names three.
+        assert_eq!(render(&formed(three.clone(), 3), 3), (3, 3, "existing".into(), 3));
+        // 3 -> 1, member 2 removed: two run, the apiserver names only the member that stays.
+        assert_eq!(render(&formed(one.clone(), 3), 2), (2, 2, "existing".into(), 1));
+        // Settled at 1: a single member bootstraps alone if it ever loses its data.
+        assert_eq!(render(&formed(one, 1), 1), (1, 1, "new".into(), 1));
+        // The etcd pod template is the same at every size: no member rolls.
+        let templates: Vec<_> = [1, 2, 3]
+            .iter()
+            .map(|running| {
+                let state = desired_state_with_etcd(&formed(three.clone(), 1), &observed, now(), *running);
+                state.expect("builds").objects.into_iter().find_map(|object| match object {
+                    DesiredObject::StatefulSet(statefulset) => statefulset.spec.map(|spec| spec.template),
+                    _ => None,
+                })
+            })
+            .collect();
+        assert!(templates[0].is_some());
+        assert!(templates.windows(2).all(|pair| pair[0] == pair[1]), "a template changed with the size");
     }
 
     #[test]

@@ -82,6 +82,11 @@ impl TenantNames {
     pub fn etcd_member_name(&self, ordinal: i32) -> String {
         format!("{}-{ordinal}", self.etcd())
     }
+    /// Volume claim holding member `ordinal`'s data: the StatefulSet names it
+    /// `<claim template>-<pod>`, the template being `data` (templates/etcd-statefulset.yaml).
+    pub fn etcd_data_claim(&self, ordinal: i32) -> String {
+        format!("data-{}", self.etcd_member_name(ordinal))
+    }
     /// In-cluster DNS name of the apiserver Service.
     pub fn apiserver_service_host(&self) -> String {
         format!("{}.{}.svc", self.apiserver(), self.namespace)

@@ -384,4 +384,9 @@ pub struct TenantClusterStatus {
     /// (`--initial-cluster-state=existing`) rather than bootstrap a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_cluster_id: Option<String>,
+    /// Voting etcd members the cluster last settled at: `spec.etcd.replicas` once a
+    /// scaling finished. While etcd is scaled one member at a time, the scaling goes
+    /// from this size, and the apiserver keeps naming at most this many members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_members: Option<i32>,
 }

@@ -32,6 +32,9 @@ pub struct StatusResponse {
     /// Alarms and errors the member reports (`NOSPACE`, `CORRUPT`...).
     #[serde(default)]
     pub errors: Vec<String>,
+    /// The member is a non-voting learner (added while scaling up, not yet promoted).
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
 }
 
 /// The header every gateway response carries.
@@ -68,6 +71,9 @@ pub struct Member {
     /// The URLs its peers reach it on; how an unstarted member is matched to its pod.
     #[serde(rename = "peerURLs", default)]
     pub peer_urls: Vec<String>,
+    /// A non-voting learner: it replicates the log but counts toward no quorum.
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
 }
 
 /// `/health`.
@@ -124,7 +130,9 @@ pub struct MemberAnswer {
 ///
 /// Healthy when every expected member answers healthy without errors, they all
 /// follow the same non-zero leader, and the member list has the expected size (a
-/// member list longer than the spec means a member was added and not removed).
+/// member list longer than the spec means a member was added and not removed). A
+/// learner that has not answered yet is not missed: it was just added by a scale-up
+/// and counts toward no quorum (see [`super::scaling`]).
 pub fn verdict(
     expected_members: usize,
     reports: &[MemberReport],
@@ -133,8 +141,19 @@ pub fn verdict(
     let mut problems = Vec::new();
     let mut leaders = std::collections::BTreeSet::new();
     let mut healthy = 0;
+    let learners: std::collections::BTreeSet<&str> = member_list
+        .into_iter()
+        .flatten()
+        .filter(|member| member.is_learner && !member.name.is_empty())
+        .map(|member| member.name.as_str())
+        .collect();
     for report in reports {
+        let learner = learners.contains(report.name.as_str());
         match &report.answer {
+            // A learner catching up (its client port opens once it joined) is the
+            // scaling's business, not a fault of the cluster that serves.
+            Err(_) if learner => {}
+            Ok(answer) if learner && !answer.health.is_healthy() => {}
             Err(error) => problems.push(format!("{}: {error}", report.name)),
             Ok(answer) if !answer.health.is_healthy() => {
                 problems.push(format!("{}: unhealthy: {}", report.name, answer.health.reason))
@@ -149,7 +168,14 @@ pub fn verdict(
             }
         }
     }
-    if reports.len() < expected_members {
+    let starting_learners = member_list.map_or(0, |members| {
+        members
+            .iter()
+            .filter(|member| member.is_learner)
+            .filter(|member| !reports.iter().any(|report| report.name == member.name))
+            .count()
+    });
+    if reports.len() + starting_learners < expected_members {
         problems.push(format!("{} of {expected_members} member pods running", reports.len()));
     }
     if leaders.len() > 1 {
@@ -303,6 +329,7 @@ mod tests {
                 id: LEADER + index,
                 name: format!("team-a-etcd-{index}"),
                 peer_urls: Vec::new(),
+                is_learner: false,
             })
             .collect()
     }
@@ -323,6 +350,7 @@ mod tests {
                 id: LEADER,
                 name: "team-h-etcd-0".into(),
                 peer_urls: vec!["https://team-h-etcd-0.team-h-etcd.nestor-health-2369db33.svc:2380".into()],
+                is_learner: false,
             }]
         );
         let healthy: HealthResponse = serde_json::from_str(HEALTHY).expect("health");
@@ -386,6 +414,28 @@ mod tests {
             panic!("must be unhealthy");
         };
         assert!(missing.contains("1 of 3 member pods running"), "{missing}");
+    }
+
+    #[test]
+    fn a_learner_that_is_still_starting_is_not_missed() {
+        let mut listed = members(2);
+        listed[1].is_learner = true;
+        listed[1].name = String::new();
+        let reports = [report("team-a-etcd-0", Ok(answer(LEADER)))];
+        assert!(
+            verdict(2, &reports, Some(&listed)).is_healthy(),
+            "{:?}",
+            verdict(2, &reports, Some(&listed))
+        );
+        listed[1].name = "team-a-etcd-1".into();
+        let catching_up = [
+            report("team-a-etcd-0", Ok(answer(LEADER))),
+            report("team-a-etcd-1", Err("no answer within 2s".into())),
+        ];
+        assert!(verdict(2, &catching_up, Some(&listed)).is_healthy());
+        listed[1].is_learner = false;
+        assert!(!verdict(2, &catching_up, Some(&listed)).is_healthy(), "a voter must answer");
+        assert!(!verdict(2, &reports, Some(&listed)).is_healthy(), "a voter is missed");
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //!
 //! Limits, on purpose: with a persistent volume, a member whose volume still holds
 //! its old data (not wiped, for example a corrupt WAL) restarts after the repair with
-//! that stale data and still fails; the operator never deletes volume claims, so such
+//! that stale data and still fails; the repair never deletes volume claims, so such
 //! a member needs a human. Membership changes for `spec.etcd.replicas` (scaling) are
-//! not handled here.
+//! [`super::scaling`]'s; the repair leaves learners alone.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -92,7 +92,7 @@ impl EtcdObservation {
     }
 
     /// Names of the members that answered healthy, with a leader, and are in the member list.
-    fn healthy_members(&self, members: &[Member]) -> BTreeSet<&str> {
+    pub(crate) fn healthy_members(&self, members: &[Member]) -> BTreeSet<&str> {
         let listed: BTreeSet<u64> = members.iter().map(|member| member.id).collect();
         self.reports
             .iter()
@@ -168,6 +168,11 @@ pub fn decide(
         }
         let peer_url = etcd_peer_url(names, ordinal);
         let old = members.iter().find(|member| member.name == name || member.peer_urls.contains(&peer_url));
+        if old.is_some_and(|member| member.is_learner) {
+            // A learner is the scaling's (see super::scaling): re-adding it as a voter
+            // would put a member that is not running into the quorum.
+            return None;
+        }
         let answer = observation
             .reports
             .iter()
@@ -276,6 +281,7 @@ mod tests {
             id: LEADER + ordinal,
             name: name.into(),
             peer_urls: vec![etcd_peer_url(&names(), ordinal as i32)],
+            is_learner: false,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Health of a tenant's running control plane, beyond what workload status says:
 //! probes of etcd, kube-apiserver and kube-controller-manager, debounced verdicts
-//! for the component conditions, and the decision to restart a wedged apiserver pod.
+//! for the component conditions, the decision to restart a wedged apiserver pod,
+//! etcd member repair ([`membership`]) and scaling ([`scaling`]), which both act on
+//! what the etcd probe saw.
 //!
 //! Workload status alone is not enough: a stopped (SIGSTOP) apiserver keeps its pod
 //! Running and Ready until the kubelet's probes give up (more than a minute with
@@ -17,6 +19,7 @@ pub mod debounce;
 pub mod etcd;
 pub mod lease;
 pub mod membership;
+pub mod scaling;
 pub mod transport;
 
 use std::collections::{BTreeMap, HashMap};
@@ -276,13 +279,22 @@ impl HealthTracker {
     }
 }
 
+/// Which etcd members a probe pass asks, and how many it expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EtcdProbe {
+    /// Members `0..members` are probed (those with a started pod).
+    pub members: i32,
+    /// Members the verdict expects: the StatefulSet's replicas.
+    pub expected: i32,
+}
+
 /// Probes one tenant's etcd, apiserver and controller manager (reads the meta
 /// cluster, then HTTPS to the tenant's pods). Never fails: every problem becomes an
 /// outcome, since a failed probe is exactly what this function is meant to report.
 pub async fn probe_tenant(
     meta: &Client,
     names: &TenantNames,
-    etcd_replicas: i32,
+    etcd_probe: EtcdProbe,
     now: Timestamp,
     timeout: Duration,
 ) -> ProbeReport {
@@ -300,9 +312,9 @@ pub async fn probe_tenant(
         };
         let ips: BTreeMap<String, IpAddr> =
             etcd_pods.iter().filter_map(probe_target).map(|pod| (pod.name, pod.ip)).collect();
-        let targets = etcd::member_targets(names, etcd_replicas, &ips);
+        let targets = etcd::member_targets(names, etcd_probe.members, &ips);
         let (reports, member_list) = etcd::probe(&tls, &targets, timeout).await;
-        let expected = usize::try_from(etcd_replicas).unwrap_or_default();
+        let expected = usize::try_from(etcd_probe.expected).unwrap_or_default();
         let members = member_list.as_ref().map(|list| list.members.as_slice());
         let outcome = etcd::verdict(expected, &reports, members);
         let observation = membership::EtcdObservation {
@@ -408,6 +420,22 @@ pub async fn replace_etcd_member(
     let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
     let tls = etcd_tls(&secrets, names).await.ok_or(membership::MembershipError::Credentials)?;
     membership::replace_member(&tls, repair, timeout).await
+}
+
+/// Does the etcd call of a scaling step (see [`scaling::run_gateway_step`]) with the
+/// etcd healthcheck client certificate, as [`replace_etcd_member`] does.
+pub async fn scale_etcd(
+    meta: &Client,
+    names: &TenantNames,
+    step: &scaling::ScalingStep,
+    timeout: Duration,
+) -> Result<String, scaling::ScalingError> {
+    let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
+    let tls = etcd_tls(&secrets, names).await.ok_or_else(|| scaling::ScalingError {
+        call: "credentials",
+        reason: "no usable etcd client certificate".into(),
+    })?;
+    scaling::run_gateway_step(&tls, names, step, timeout).await
 }
 
 /// TLS client of the etcd healthcheck certificate; `None` when the Secret is not there (yet).

@@ -53,6 +53,8 @@ pub mod reason {
     pub const PAUSED: &str = "Paused";
     /// The workload looks ready but the operator's own probe of the component fails.
     pub const PROBE_FAILED: &str = "ProbeFailed";
+    /// etcd is being scaled to `spec.etcd.replicas`, one member at a time.
+    pub const SCALING: &str = "Scaling";
 }
 
 /// Source of "now", injected so condition tests are deterministic.

@@ -1,6 +1,9 @@
-//! The TenantCluster controller: validate → build → apply → observe → status.
+//! The TenantCluster controller: validate → probe → build → apply → heal and scale →
+//! observe → status.
 //!
-//! Each pass runs the whole pipeline for one TenantCluster. Validation and
+//! Each pass runs the whole pipeline for one TenantCluster. The probe comes before the
+//! build because etcd's member list decides how many members the build renders while
+//! `spec.etcd.replicas` is being reached (see [`crate::health::scaling`]). Validation and
 //! building are pure (no client), applying and status writing are skipped when
 //! they would change nothing, so a steady tenant costs reads only. Errors split
 //! into permanent (reported on the object, retried slowly) and transient
@@ -33,11 +36,13 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::{Phase, TenantCluster};
-use crate::desired::{DesiredObject, DesiredState, desired_state};
+use crate::desired::{DesiredObject, DesiredState, desired_state_with_etcd};
 use crate::error::{Error, Result};
 use crate::health::membership::{self, MemberRepair, MembershipError};
+use crate::health::scaling::{self, ScalingInput, ScalingStep};
 use crate::health::{
-    HealthSettings, HealthTracker, HealthVerdicts, PodRestart, probe_tenant, replace_etcd_member,
+    EtcdProbe, HealthSettings, HealthTracker, HealthVerdicts, PodRestart, ProbeReport, probe_tenant,
+    replace_etcd_member, scale_etcd,
 };
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
@@ -65,6 +70,9 @@ const STATEFULSET_DELETION_TIMEOUT: Duration = Duration::from_secs(60);
 const MEMBER_REPAIR_COOLDOWN_FACTOR: u32 = 3;
 /// Re-check interval while a tenant is still converging.
 const CONVERGING_RESYNC: Duration = Duration::from_secs(30);
+/// Re-check interval while etcd is being scaled: each step is one quick etcd call,
+/// and the next one waits for this pass's result.
+const SCALING_RESYNC: Duration = Duration::from_secs(2);
 
 /// Everything a reconcile needs besides the object.
 pub struct Context {
@@ -264,16 +272,35 @@ async fn reconcile_with_finalizer(tenant: Arc<TenantCluster>, ctx: &Context) -> 
     result.map_err(Error::from)
 }
 
-/// validate → build → apply → observe → status, for a live (not deleting) tenant.
+/// validate → probe → build → apply → heal and scale → observe → status, for a live
+/// (not deleting) tenant.
+///
+/// etcd is probed before the build: while etcd is being scaled, its member list
+/// decides how many members the StatefulSet and the etcd ConfigMap name (see
+/// [`crate::health::scaling`]).
 async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     let names = names_of(tenant)?;
+    if !tenant.spec.paused {
+        validate(tenant)?;
+    }
+    let etcd_workload = observe::observe_etcd(&ctx.client, &names).await?;
+    let report = probe_health(tenant, &names, &etcd_workload, ctx).await;
+    let plan = scaling::plan(
+        &names,
+        &ScalingInput {
+            wanted: tenant.spec.etcd.replicas,
+            statefulset_replicas: etcd_workload.statefulset_replicas,
+            settled: tenant.status.as_ref().and_then(|status| status.etcd_members),
+            observation: report.as_ref().and_then(|report| report.etcd_members.as_ref()),
+            claims: &etcd_workload.claims,
+        },
+    );
     let built = if tenant.spec.paused {
         tracing::debug!("paused, observing only");
         None
     } else {
-        validate(tenant)?;
         let observed = read_tenant_secrets(&ctx.client, &names).await?;
-        let desired = desired_state(tenant, &observed, ctx.clock.now())?;
+        let desired = desired_state_with_etcd(tenant, &observed, ctx.clock.now(), plan.members)?;
         for issued in &desired.issued {
             tracing::info!(secret = %issued.secret_name, reason = %issued.reason, "issuing certificate");
         }
@@ -283,9 +310,13 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
         Some(desired)
     };
 
+    let (health, etcd_cluster_id, repaired) = heal(tenant, &names, report.as_ref(), plan.members, ctx).await;
+    // One membership change per pass: the next pass sees its result first.
+    if let (Some(step), false, false) = (&plan.step, repaired, tenant.spec.paused) {
+        run_scaling_step(tenant, &names, step, ctx).await;
+    }
     let observation = observe::observe(&ctx.client, &names).await?;
-    let (health, etcd_cluster_id) = check_health(tenant, &names, ctx).await;
-    let updates = component_conditions(&names, &observation, &health);
+    let updates = component_conditions(&names, &observation, &health, plan.progress.as_ref());
     let (mut status, changes) = compute_status(tenant, &updates, None, ctx.clock.now());
     if let Some(desired) = &built {
         record_build_facts(&mut status, desired);
@@ -293,6 +324,9 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     // Recorded once and kept: from then on etcd members join rather than bootstrap.
     if status.etcd_cluster_id.is_none() {
         status.etcd_cluster_id = etcd_cluster_id;
+    }
+    if plan.settled {
+        status.etcd_members = Some(tenant.spec.etcd.replicas);
     }
     if patch_status(&ctx.client, tenant, &status, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
@@ -304,6 +338,9 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     };
     let renewal = built.as_ref().map(|desired| until(desired.renewal_due_at, ctx.clock.now()));
     let resync = renewal.map_or(resync, |renewal| resync.min(renewal));
+    // A membership change moves no watched object: come back soon to take the next step.
+    let scaling = !tenant.spec.paused && (plan.step.is_some() || plan.progress.is_some());
+    let resync = if scaling { resync.min(SCALING_RESYNC) } else { resync };
     // Probes run on this timer: a wedged component changes no object, so no watch
     // event would ever bring the tenant back here.
     Ok(Action::requeue(ctx.health_settings.interval.map_or(resync, |interval| interval.min(resync))))
@@ -315,30 +352,50 @@ fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
     Duration::try_from(remaining).unwrap_or_default().max(Duration::from_secs(1))
 }
 
-/// Probes the tenant, feeds the results to its debounce state and, unless the
-/// tenant is paused, restarts an apiserver pod that stopped answering and replaces
-/// an etcd member that lost its data. Probe failures are results, not errors: this
-/// never fails the pass. Also returns etcd's cluster ID when etcd answered healthy.
-async fn check_health(
+/// Probes the tenant (see [`probe_tenant`]); `None` when probes are off. etcd members
+/// are probed up to the larger of the spec and the live StatefulSet, so a scaling sees
+/// the members it adds and removes.
+async fn probe_health(
     tenant: &TenantCluster,
     names: &TenantNames,
+    etcd: &observe::EtcdWorkload,
     ctx: &Context,
-) -> (HealthVerdicts, Option<String>) {
-    let key = ObjectRef::from_obj(tenant);
-    let Some(interval) = ctx.health_settings.interval else {
-        ctx.health.forget(&key);
-        return (HealthVerdicts::default(), None);
-    };
+) -> Option<ProbeReport> {
+    if ctx.health_settings.interval.is_none() {
+        ctx.health.forget(&ObjectRef::from_obj(tenant));
+        return None;
+    }
+    let wanted = tenant.spec.etcd.replicas;
+    let running = etcd.statefulset_replicas.unwrap_or(wanted);
     let report = probe_tenant(
         &ctx.client,
         names,
-        tenant.spec.etcd.replicas,
+        EtcdProbe { members: wanted.max(running), expected: running },
         ctx.clock.now(),
         ctx.health_settings.timeout,
     )
     .await;
     tracing::debug!(?report, "probed");
-    let (verdicts, restart) = ctx.health.record(&key, &report, ctx.clock.now(), &ctx.health_settings);
+    Some(report)
+}
+
+/// Feeds a probe pass to the tenant's debounce state and, unless the tenant is
+/// paused, restarts an apiserver pod that stopped answering and replaces an etcd
+/// member (of the `etcd_members` the StatefulSet runs) that lost its data. Probe
+/// failures are results, not errors: this never fails the pass. Also returns etcd's
+/// cluster ID when etcd answered healthy, and whether an etcd member was replaced.
+async fn heal(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    report: Option<&ProbeReport>,
+    etcd_members: i32,
+    ctx: &Context,
+) -> (HealthVerdicts, Option<String>, bool) {
+    let key = ObjectRef::from_obj(tenant);
+    let (Some(interval), Some(report)) = (ctx.health_settings.interval, report) else {
+        return (HealthVerdicts::default(), None, false);
+    };
+    let (verdicts, restart) = ctx.health.record(&key, report, ctx.clock.now(), &ctx.health_settings);
     if let Some(restart) = restart {
         if tenant.spec.paused {
             tracing::info!(pod = %restart.name, error = %restart.error, "apiserver pod not answering; paused, not restarting it");
@@ -365,16 +422,65 @@ async fn check_health(
                 })
             })
             .unwrap_or(false);
-        let repair = membership::decide(names, tenant.spec.etcd.replicas, observation, now, threshold)
-            .filter(|_| !cooling_down);
+        let repair =
+            membership::decide(names, etcd_members, observation, now, threshold).filter(|_| !cooling_down);
         if let Some(repair) = repair {
             replace_etcd_member_pod(tenant, names, &repair, ctx).await;
             if let Ok(mut repairs) = ctx.member_repairs.lock() {
                 repairs.insert(key.clone(), now);
             }
+            return (verdicts, cluster_id, true);
         }
     }
-    (verdicts, cluster_id)
+    (verdicts, cluster_id, false)
+}
+
+/// Takes one scaling step (see [`crate::health::scaling`]): a gateway call through
+/// the etcd healthcheck client certificate, or the deletion of a removed member's
+/// claim. A failure changes nothing the next pass cannot decide again from the
+/// member list, so it is logged, not propagated.
+async fn run_scaling_step(tenant: &TenantCluster, names: &TenantNames, step: &ScalingStep, ctx: &Context) {
+    tracing::info!(step = %step.describe(names), "scaling etcd");
+    let note = match step {
+        ScalingStep::DeleteClaim { claim, .. } => {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+            match claims.delete(claim, &DeleteParams::background()).await {
+                Ok(_) => {
+                    ctx.metrics.record_write("PersistentVolumeClaim", WriteVerb::Delete);
+                    step.describe(names)
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => return,
+                Err(error) => {
+                    tracing::warn!(%claim, %error, "cannot delete the removed etcd member's claim");
+                    return;
+                }
+            }
+        }
+        _ => match scale_etcd(&ctx.client, names, step, ctx.health_settings.timeout).await {
+            Ok(note) => {
+                let verb = match step {
+                    ScalingStep::Remove { .. } => WriteVerb::Delete,
+                    _ => WriteVerb::Apply,
+                };
+                ctx.metrics.record_write("EtcdMember", verb);
+                note
+            }
+            Err(error) => {
+                // Promotion fails until the learner caught up; that is expected.
+                tracing::info!(%error, step = %step.describe(names), "etcd scaling step not taken");
+                return;
+            }
+        },
+    };
+    tracing::info!(%note, "scaled etcd");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: step.event_reason().into(),
+        note: Some(truncate_note(note)),
+        action: "Scale".into(),
+        secondary: None,
+    };
+    publish(tenant, &event, ctx).await;
 }
 
 /// Replaces a broken etcd member: member remove and add through a healthy member,

@@ -6,7 +6,7 @@ use crate::desired::ObservedSecrets;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
@@ -82,6 +82,34 @@ pub struct Observation {
     pub apiserver: Option<WorkloadReadiness>,
     /// The kube-controller-manager Deployment, if it exists.
     pub controller_manager: Option<WorkloadReadiness>,
+}
+
+/// What the etcd scaling reads of the meta cluster besides the etcd probe.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdWorkload {
+    /// The etcd StatefulSet's `spec.replicas`; `None` when it does not exist.
+    pub statefulset_replicas: Option<i32>,
+    /// The tenant's volume claims that exist and are not being deleted.
+    pub claims: Vec<String>,
+}
+
+/// Reads the etcd StatefulSet's replicas and the tenant's volume claims (names only).
+pub async fn observe_etcd(client: &Client, names: &TenantNames) -> Result<EtcdWorkload> {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &names.namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &names.namespace);
+    let statefulset = statefulsets.get_opt(&names.etcd()).await?;
+    let claims = claims
+        .list_metadata(&ListParams::default().labels(&names.tenant_selector()))
+        .await?
+        .items
+        .into_iter()
+        .filter(|claim| claim.metadata.deletion_timestamp.is_none())
+        .filter_map(|claim| claim.metadata.name)
+        .collect();
+    Ok(EtcdWorkload {
+        statefulset_replicas: statefulset.and_then(|statefulset| statefulset.spec?.replicas),
+        claims,
+    })
 }
 
 /// Reads the tenant's Secrets with their data: the build stage keeps existing CAs

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{Phase, TenantCluster, TenantClusterStatus};
+use crate::health::scaling::ScalingProgress;
 use crate::health::{HealthVerdicts, Verdict};
 use crate::names::TenantNames;
 use crate::reconcile::conditions::{
@@ -66,18 +67,23 @@ pub enum StatusChange {
     },
 }
 
-/// The component conditions (everything but Ready) for an observation and the
-/// debounced probe verdicts (see [`with_probe`]).
+/// The component conditions (everything but Ready) for an observation, the
+/// debounced probe verdicts (see [`with_probe`]) and an etcd scaling in progress
+/// (see [`with_scaling`]).
 pub fn component_conditions(
     names: &TenantNames,
     observation: &Observation,
     health: &HealthVerdicts,
+    etcd_scaling: Option<&ScalingProgress>,
 ) -> Vec<ConditionUpdate> {
     vec![
         secrets_condition(types::PKI_READY, &pki_secrets(names), observation),
-        with_probe(
-            workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref()),
-            health.etcd.as_ref(),
+        with_scaling(
+            with_probe(
+                workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref()),
+                health.etcd.as_ref(),
+            ),
+            etcd_scaling,
         ),
         with_probe(
             workload_condition(
@@ -113,6 +119,20 @@ pub fn with_probe(mut update: ConditionUpdate, verdict: Option<&Verdict>) -> Con
         let label = if verdict.healthy { "probe" } else { "probe failed" };
         update.message = format!("{}; {label}: {}", update.message, verdict.message);
     }
+    update
+}
+
+/// EtcdReady while etcd is being scaled: reason `Scaling` and the progress first in
+/// the message. Its status says whether every voting member is healthy (this pass,
+/// not debounced): a scaling that proceeds keeps the tenant Ready, since the tenant
+/// is served throughout (a new member is a learner until it caught up, a member goes
+/// only after the quorum shrank), while the StatefulSet is briefly short of a Ready
+/// pod at every step. A scaling that waits on an unhealthy member is False.
+pub fn with_scaling(mut update: ConditionUpdate, progress: Option<&ScalingProgress>) -> ConditionUpdate {
+    let Some(progress) = progress else { return update };
+    update.status = ConditionStatus::from_bool(progress.healthy);
+    update.reason = reason::SCALING;
+    update.message = format!("{} ({})", progress.message(), update.message);
     update
 }
 
@@ -232,6 +252,8 @@ pub fn compute_status(
         certificates_expire_at: current.certificates_expire_at.clone(),
         // Set by the reconciler the first time etcd answered healthy, then never cleared.
         etcd_cluster_id: current.etcd_cluster_id.clone(),
+        // Set by the reconciler when the member list matches the spec.
+        etcd_members: current.etcd_members,
         conditions,
     };
     (status, changes)
@@ -291,7 +313,8 @@ mod tests {
     #[test]
     fn new_tenant_with_nothing_built_is_provisioning_with_every_component_false() {
         let tenant = tenant(None);
-        let updates = component_conditions(&names(), &Observation::default(), &HealthVerdicts::default());
+        let updates =
+            component_conditions(&names(), &Observation::default(), &HealthVerdicts::default(), None);
         let (status, changes) = compute_status(&tenant, &updates, None, at(0));
 
         assert_eq!(status.phase, Some(Phase::Provisioning));
@@ -313,14 +336,14 @@ mod tests {
     fn healthy_observation_makes_the_tenant_ready_and_reports_flips() {
         let (provisioning, _) = compute_status(
             &tenant(None),
-            &component_conditions(&names(), &Observation::default(), &HealthVerdicts::default()),
+            &component_conditions(&names(), &Observation::default(), &HealthVerdicts::default(), None),
             None,
             at(0),
         );
         let tenant = tenant(Some(provisioning));
         let (status, changes) = compute_status(
             &tenant,
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
             None,
             at(60),
         );
@@ -342,14 +365,14 @@ mod tests {
     fn steady_tenant_computes_an_equivalent_status_and_no_changes() {
         let (first, _) = compute_status(
             &tenant(None),
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
             None,
             at(0),
         );
         let tenant = tenant(Some(first.clone()));
         let (second, changes) = compute_status(
             &tenant,
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
             None,
             at(3600),
         );
@@ -362,7 +385,7 @@ mod tests {
     fn losing_etcd_after_ready_degrades_the_tenant() {
         let (ready, _) = compute_status(
             &tenant(None),
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
             None,
             at(0),
         );
@@ -371,7 +394,7 @@ mod tests {
             Some(WorkloadReadiness { desired: 3, ready: 1, updated: 3, observed_latest: true });
         let (status, changes) = compute_status(
             &tenant(Some(ready)),
-            &component_conditions(&names(), &observation, &HealthVerdicts::default()),
+            &component_conditions(&names(), &observation, &HealthVerdicts::default(), None),
             None,
             at(10),
         );
@@ -408,7 +431,7 @@ mod tests {
         paused.spec.paused = true;
         let (status, _) = compute_status(
             &paused,
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
             None,
             at(0),
         );
@@ -436,7 +459,7 @@ mod tests {
             apiserver: verdict(false, "pod team-a-apiserver-x: /livez: no answer within 2s"),
             controller_manager: None,
         };
-        let updates = component_conditions(&names(), &healthy_observation(), &health);
+        let updates = component_conditions(&names(), &healthy_observation(), &health, None);
         let apiserver = updates.iter().find(|u| u.type_ == types::API_SERVER_READY).expect("present");
         assert_eq!(apiserver.status, ConditionStatus::False);
         assert_eq!(apiserver.reason, "ProbeFailed");
@@ -455,7 +478,7 @@ mod tests {
 
         let (ready, _) = compute_status(
             &tenant(None),
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default()),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
             None,
             at(0),
         );
@@ -474,7 +497,7 @@ mod tests {
             apiserver: verdict(false, "/readyz: connection refused"),
             ..HealthVerdicts::default()
         };
-        let updates = component_conditions(&names(), &observation, &health);
+        let updates = component_conditions(&names(), &observation, &health, None);
         let apiserver = updates.iter().find(|u| u.type_ == types::API_SERVER_READY).expect("present");
         assert_eq!(apiserver.reason, "Progressing");
         assert_eq!(

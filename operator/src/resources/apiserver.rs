@@ -100,7 +100,7 @@ fn apiserver_args(input: &TenantInputs<'_>) -> Vec<String> {
     let defaults = BTreeMap::from([
         ("advertise-address", "$(POD_IP)".to_string()),
         ("secure-port", APISERVER_PORT.to_string()),
-        ("etcd-servers", etcd_client_urls(names, input.spec.etcd.replicas).join(",")),
+        ("etcd-servers", etcd_client_urls(names, input.etcd_members.serving).join(",")),
         ("etcd-cafile", pki(ETCD_CA_CERT)),
         ("etcd-certfile", pki(ETCD_CLIENT_CERT)),
         ("etcd-keyfile", pki(ETCD_CLIENT_KEY)),

@@ -63,11 +63,13 @@ pub fn etcd_peer_url(names: &TenantNames, ordinal: i32) -> String {
     format!("https://{}:{ETCD_PEER_PORT}", names.etcd_member_host(ordinal))
 }
 
-/// `<member name>=https://<member host>:2380,...` for every member: the bootstrap
-/// membership. Changing `replicas` later changes it, which etcd ignores once a member
-/// has data; growing or shrinking a running cluster needs member add/remove.
-fn initial_cluster(names: &TenantNames, replicas: i32) -> String {
-    (0..replicas)
+/// `<member name>=https://<member host>:2380,...` for members `0..members`: the
+/// membership a member without data starts from. etcd ignores it once a member has
+/// data. A member joining a running cluster must list exactly the current members,
+/// itself included, which is why it follows the member list while etcd is scaled
+/// (see [`crate::health::scaling`]) rather than the spec.
+fn initial_cluster(names: &TenantNames, members: i32) -> String {
+    (0..members)
         .map(|ordinal| format!("{}={}", names.etcd_member_name(ordinal), etcd_peer_url(names, ordinal)))
         .collect::<Vec<_>>()
         .join(",")
@@ -76,15 +78,22 @@ fn initial_cluster(names: &TenantNames, replicas: i32) -> String {
 /// Key of the etcd ConfigMap holding `new` or `existing`, read by every member as
 /// `ETCD_INITIAL_CLUSTER_STATE` when its container starts.
 pub const INITIAL_CLUSTER_STATE_KEY: &str = "initial-cluster-state";
+/// Key of the etcd ConfigMap holding the initial cluster, read by every member as
+/// `ETCD_INITIAL_CLUSTER` when its container starts.
+pub const INITIAL_CLUSTER_KEY: &str = "initial-cluster";
 
-/// ConfigMap `names.etcd()`: the bootstrap state members start with. `new` until the
-/// cluster formed once (`formed`), `existing` ever after, so a member that lost its
-/// data and was re-added by the operator joins the running cluster instead of trying
-/// to bootstrap a new one. It lives outside the pod template on purpose: flipping it
-/// must not roll the StatefulSet, and a changed ConfigMap restarts no pod.
+/// ConfigMap `names.etcd()`: the bootstrap state members start with. The state is
+/// `new` until the cluster formed once (`formed`), `existing` ever after, so a member
+/// that lost its data and was re-added by the operator, or one added by a scale-up,
+/// joins the running cluster instead of trying to bootstrap a new one. The initial
+/// cluster names `input.etcd_members.running` members: every member at rest, exactly
+/// the members etcd knows while it is being scaled. Both live outside the pod template
+/// on purpose: changing them must not roll the StatefulSet, and a changed ConfigMap
+/// restarts no pod (a member reads it when its container starts).
 pub fn etcd_config_map(input: &TenantInputs<'_>, formed: bool) -> ConfigMap {
     let names = input.names();
     let state = if formed { "existing" } else { "new" };
+    let initial_cluster = initial_cluster(names, input.etcd_members.running);
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(names.etcd()),
@@ -101,7 +110,10 @@ pub fn etcd_config_map(input: &TenantInputs<'_>, formed: bool) -> ConfigMap {
             }]),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([(INITIAL_CLUSTER_STATE_KEY.to_string(), state.to_string())])),
+        data: Some(BTreeMap::from([
+            (INITIAL_CLUSTER_STATE_KEY.to_string(), state.to_string()),
+            (INITIAL_CLUSTER_KEY.to_string(), initial_cluster),
+        ])),
         ..ConfigMap::default()
     }
 }
@@ -139,9 +151,9 @@ fn etcd_args(input: &TenantInputs<'_>) -> Vec<String> {
         ("advertise-client-urls", format!("https://{own_host}:{ETCD_CLIENT_PORT}")),
         ("listen-peer-urls", format!("https://0.0.0.0:{ETCD_PEER_PORT}")),
         ("initial-advertise-peer-urls", format!("https://{own_host}:{ETCD_PEER_PORT}")),
-        ("initial-cluster", initial_cluster(names, input.spec.etcd.replicas)),
-        // No --initial-cluster-state: it comes from the ConfigMap (see etcd_config_map),
-        // and etcd refuses a flag given both ways.
+        // No --initial-cluster nor --initial-cluster-state: both come from the ConfigMap
+        // (see etcd_config_map), etcd refuses a flag given both ways, and a flag here
+        // would roll every member whenever the membership changes.
         // Unique per TenantCluster incarnation: members of a deleted and re-created
         // tenant with the same name never mistake each other for peers.
         ("initial-cluster-token", input.owner.uid.clone()),
@@ -209,9 +221,11 @@ struct StatefulSetContext {
     storage_class_name: Option<String>,
     config_map: String,
     initial_cluster_state_key: &'static str,
+    initial_cluster_key: &'static str,
 }
 
-/// StatefulSet `names.etcd()`: `spec.etcd.replicas` members bootstrapped together,
+/// StatefulSet `names.etcd()`: `input.etcd_members.running` members (`spec.etcd.replicas`
+/// unless etcd is being scaled), bootstrapped together,
 /// mutual TLS for clients and peers, data on a claim per member (or an emptyDir when
 /// `spec.etcd.storage.ephemeral`). The claim template is immutable once created.
 pub fn etcd_statefulset(input: &TenantInputs<'_>) -> Result<StatefulSet, ResourceError> {
@@ -221,7 +235,7 @@ pub fn etcd_statefulset(input: &TenantInputs<'_>) -> Result<StatefulSet, Resourc
         metadata: input.owner.metadata(names.etcd(), Component::Etcd),
         selector: names.selector_labels(Component::Etcd),
         service_name: names.etcd(),
-        replicas: input.spec.etcd.replicas,
+        replicas: input.etcd_members.running,
         config_hash: input.config_hashes.etcd.clone(),
         image: input.images.etcd.clone(),
         args: etcd_args(input),
@@ -235,6 +249,7 @@ pub fn etcd_statefulset(input: &TenantInputs<'_>) -> Result<StatefulSet, Resourc
         storage_class_name: storage.storage_class_name.clone(),
         config_map: names.etcd(),
         initial_cluster_state_key: INITIAL_CLUSTER_STATE_KEY,
+        initial_cluster_key: INITIAL_CLUSTER_KEY,
     };
     render(ETCD_STATEFULSET, &context)
 }
@@ -334,6 +349,10 @@ spec:
         assert_eq!(serde_yaml_ng::to_string(&service).expect("serializes"), expected);
     }
 
+    fn initial_cluster_of(config_map: &ConfigMap) -> Option<&str> {
+        config_map.data.as_ref()?.get(INITIAL_CLUSTER_KEY).map(String::as_str)
+    }
+
     #[test]
     fn initial_cluster_lists_every_member_by_its_dns_name() {
         let mut fixture = Fixture::default();
@@ -343,14 +362,35 @@ spec:
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
         assert_eq!(spec.service_name.as_deref(), Some("team-a-etcd"));
-        let args = container(&spec.template, "etcd").args.clone().expect("args");
+        let config_map = etcd_config_map(&fixture.inputs(), false);
         assert_eq!(
-            flag(&args, "initial-cluster"),
+            initial_cluster_of(&config_map),
             Some(
                 "team-a-etcd-0=https://team-a-etcd-0.team-a-etcd.tenants.svc:2380,\
                  team-a-etcd-1=https://team-a-etcd-1.team-a-etcd.tenants.svc:2380,\
                  team-a-etcd-2=https://team-a-etcd-2.team-a-etcd.tenants.svc:2380"
             )
+        );
+        let etcd = container(&spec.template, "etcd");
+        let args = etcd.args.clone().expect("args");
+        assert_eq!(flag(&args, "initial-cluster"), None, "from the ConfigMap, not a flag");
+        assert_eq!(flag(&args, "initial-cluster-state"), None, "from the ConfigMap, not a flag");
+        let from_config_map: Vec<(String, String)> = etcd
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|env| {
+                let key = env.value_from.as_ref()?.config_map_key_ref.as_ref()?;
+                assert_eq!(key.name, "team-a-etcd");
+                Some((env.name.clone(), key.key.clone()))
+            })
+            .collect();
+        assert_eq!(
+            from_config_map,
+            [
+                ("ETCD_INITIAL_CLUSTER_STATE".to_string(), INITIAL_CLUSTER_STATE_KEY.to_string()),
+                ("ETCD_INITIAL_CLUSTER".to_string(), INITIAL_CLUSTER_KEY.to_string()),
+            ]
         );
         assert_eq!(
             flag(&args, "advertise-client-urls"),
@@ -366,11 +406,43 @@ spec:
     fn single_member_cluster_names_only_itself() {
         let mut fixture = Fixture::default();
         fixture.spec.etcd.replicas = 1;
-        let statefulset = etcd_statefulset(&fixture.inputs()).expect("builds");
-        let args = container(&statefulset.spec.expect("spec").template, "etcd").args.clone().expect("args");
+        let config_map = etcd_config_map(&fixture.inputs(), false);
         assert_eq!(
-            flag(&args, "initial-cluster"),
+            initial_cluster_of(&config_map),
             Some("team-a-etcd-0=https://team-a-etcd-0.team-a-etcd.tenants.svc:2380")
+        );
+        assert_eq!(
+            config_map.data.as_ref().and_then(|data| data.get(INITIAL_CLUSTER_STATE_KEY)).map(String::as_str),
+            Some("new")
+        );
+    }
+
+    #[test]
+    fn while_scaling_the_members_follow_the_member_list_and_the_template_stays() {
+        let mut fixture = Fixture::default();
+        fixture.spec.etcd.replicas = 3;
+        let at_rest = etcd_statefulset(&fixture.inputs()).expect("builds");
+        let mut inputs = fixture.inputs();
+        // Member 1 was just added to a one-member cluster.
+        inputs.etcd_members = super::super::EtcdMembers { running: 2, serving: 1 };
+        let scaling = etcd_statefulset(&inputs).expect("builds");
+        assert_eq!(scaling.spec.as_ref().and_then(|spec| spec.replicas), Some(2));
+        assert_eq!(
+            scaling.spec.as_ref().map(|spec| &spec.template),
+            at_rest.spec.as_ref().map(|spec| &spec.template),
+            "no member rolls for a membership change"
+        );
+        let config_map = etcd_config_map(&inputs, true);
+        assert_eq!(
+            initial_cluster_of(&config_map),
+            Some(
+                "team-a-etcd-0=https://team-a-etcd-0.team-a-etcd.tenants.svc:2380,\
+                 team-a-etcd-1=https://team-a-etcd-1.team-a-etcd.tenants.svc:2380"
+            )
+        );
+        assert_eq!(
+            config_map.data.as_ref().and_then(|data| data.get(INITIAL_CLUSTER_STATE_KEY)).map(String::as_str),
+            Some("existing")
         );
     }
 

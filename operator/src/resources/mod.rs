@@ -35,8 +35,9 @@ pub use apiserver::{
 };
 pub use controller_manager::{CONTROLLER_MANAGER_PORT, controller_manager_deployment};
 pub use etcd::{
-    ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, INITIAL_CLUSTER_STATE_KEY, etcd_client_urls,
-    etcd_config_map, etcd_image_tag, etcd_network_policy, etcd_peer_url, etcd_service, etcd_statefulset,
+    ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT, INITIAL_CLUSTER_KEY, INITIAL_CLUSTER_STATE_KEY,
+    etcd_client_urls, etcd_config_map, etcd_image_tag, etcd_network_policy, etcd_peer_url, etcd_service,
+    etcd_statefulset,
 };
 pub use pod::{CONFIG_HASH_ANNOTATION, config_hash, mounted_secret_names};
 pub use secrets::{
@@ -193,6 +194,24 @@ pub struct ConfigHashes {
     pub controller_manager: String,
 }
 
+/// How many etcd members the builders render. Equal to `spec.etcd.replicas` at rest;
+/// while the operator scales etcd one member at a time (see
+/// [`crate::health::scaling`]) they follow the member list instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EtcdMembers {
+    /// The StatefulSet's replicas, and the members the ConfigMap's initial-cluster names.
+    pub running: i32,
+    /// The members the apiserver's `--etcd-servers` names.
+    pub serving: i32,
+}
+
+impl EtcdMembers {
+    /// A cluster at rest with `replicas` members.
+    pub fn settled(replicas: i32) -> Self {
+        Self { running: replicas, serving: replicas }
+    }
+}
+
 /// Everything the control-plane builders read.
 #[derive(Clone, Copy, Debug)]
 pub struct TenantInputs<'a> {
@@ -204,6 +223,8 @@ pub struct TenantInputs<'a> {
     pub images: &'a ImageSet,
     /// Pod-template config hashes, one per component.
     pub config_hashes: &'a ConfigHashes,
+    /// etcd members to render (`spec.etcd.replicas` unless etcd is being scaled).
+    pub etcd_members: EtcdMembers,
 }
 
 impl TenantInputs<'_> {

@@ -44,6 +44,7 @@ impl Fixture {
             spec: &self.spec,
             images: &self.images,
             config_hashes: &self.config_hashes,
+            etcd_members: super::EtcdMembers::settled(self.spec.etcd.replicas),
         }
     }
 }
