@@ -150,7 +150,10 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
             if tenant.as_ref().is_ok_and(|tenant| ready_at(tenant, FROM)) {
                 break;
             }
-            assert!(started.elapsed() < PHASE_TIMEOUT, "not Ready at {FROM} in {PHASE_TIMEOUT:?}: {tenant:?}");
+            assert!(
+                started.elapsed() < PHASE_TIMEOUT,
+                "not Ready at {FROM} in {PHASE_TIMEOUT:?}: {tenant:?}"
+            );
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         eprintln!("Ready at {FROM} after {:.0} s", started.elapsed().as_secs_f64());
@@ -180,10 +183,14 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
 
         // The upgrade, as a user runs it.
         let upgrade_started = Instant::now();
+        let upgrade_started_at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
         let printed = nestor(&["upgrade", TENANT, "--version", TO, "-n", &ns.name]).await;
         assert!(printed.contains(&format!("{FROM} -> {TO}")), "{printed}");
         let described = nestor(&["describe", TENANT, "-n", &ns.name]).await;
-        assert!(described.contains(&format!("{TO} (running {FROM})")), "describe shows both versions:\n{described}");
+        assert!(
+            described.contains(&format!("{TO} (running {FROM})")),
+            "describe shows both versions:\n{described}"
+        );
 
         let (mut probes, mut failures) = (0u32, Vec::new());
         let (mut samples, mut skew_violations) = (0u32, Vec::new());
@@ -228,19 +235,23 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let upgrade_time = upgrade_started.elapsed();
-        let seconds = |at: Option<Duration>| at.map_or("never".to_string(), |at| format!("{:.0} s", at.as_secs_f64()));
+        let seconds =
+            |at: Option<Duration>| at.map_or("never".to_string(), |at| format!("{:.0} s", at.as_secs_f64()));
         eprintln!(
-            "upgraded {FROM} -> {TO} in {:.1} s (status.version and Ready); all apiservers at {TO} after {}, \
-             controller-manager template moved after {}; {probes} probes (/livez + GET ConfigMap), {} failed: \
-             {failures:?}; {samples} skew samples, {apiserver_rolling_before_cm} with new apiservers and the old \
-             controller-manager",
+            "upgraded {FROM} -> {TO} in {:.1} s (status.version and Ready); all apiservers at {TO} \
+             after {}, controller-manager template moved after {}; {probes} probes (/livez + GET \
+             ConfigMap), {} failed: {failures:?}; {samples} skew samples, \
+             {apiserver_rolling_before_cm} with new apiservers and the old controller-manager",
             upgrade_time.as_secs_f64(),
             seconds(apiserver_done_at),
             seconds(cm_moved_at),
             failures.len()
         );
         assert!(failures.is_empty(), "the tenant stopped serving during the upgrade: {failures:?}");
-        assert!(skew_violations.is_empty(), "controller-manager newer than an apiserver: {skew_violations:?}");
+        assert!(
+            skew_violations.is_empty(),
+            "controller-manager newer than an apiserver: {skew_violations:?}"
+        );
         assert!(
             apiserver_rolling_before_cm > 0,
             "no sample caught the apiservers moving first: the ordering was not observed"
@@ -282,17 +293,31 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
         .await;
         assert_ne!(holder, holder_before, "a new controller-manager took over");
 
-        // The Events say what happened.
+        // The Events since the upgrade started (first emitted then, or repeated since) say
+        // what happened.
+        let since_upgrade = |event: &Event| {
+            let created = event.metadata.creation_timestamp.as_ref().map(|time| time.0);
+            let repeated = event.series.as_ref().map(|series| series.last_observed_time.0);
+            created.into_iter().chain(repeated).any(|at| at >= upgrade_started_at)
+        };
         let events = wait_for("Upgrading and Upgraded Events", MAX_WAIT, async || {
-            let events = ns.api::<Event>().list(&ListParams::default()).await.map_err(|error| error.to_string())?;
+            let events =
+                ns.api::<Event>().list(&ListParams::default()).await.map_err(|error| error.to_string())?;
             let about_tenant: Vec<(String, String)> = events
                 .items
                 .into_iter()
-                .filter(|event| event.regarding.as_ref().and_then(|regarding| regarding.name.as_deref()) == Some(TENANT))
+                .filter(|event| {
+                    event.regarding.as_ref().and_then(|regarding| regarding.name.as_deref()) == Some(TENANT)
+                        && since_upgrade(event)
+                })
                 .map(|event| (event.reason.unwrap_or_default(), event.note.unwrap_or_default()))
                 .collect();
             let has = |reason: &str| about_tenant.iter().any(|(seen, _)| seen == reason);
-            if has("Upgrading") && has("Upgraded") { Ok(about_tenant) } else { Err(format!("{about_tenant:?}")) }
+            if has("Upgrading") && has("Upgraded") {
+                Ok(about_tenant)
+            } else {
+                Err(format!("{about_tenant:?}"))
+            }
         })
         .await;
         let upgrading = events.iter().find(|(reason, _)| reason == "Upgrading").expect("found");

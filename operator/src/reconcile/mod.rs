@@ -577,7 +577,8 @@ async fn publish_changes(tenant: &TenantCluster, changes: &[StatusChange], ctx: 
                 type_: EventType::Normal,
                 reason: "Upgraded".into(),
                 note: Some(format!(
-                    "Upgraded {from} -> {to}: every kube-apiserver and kube-controller-manager replica runs {to}"
+                    "Upgraded {from} -> {to}: every kube-apiserver and kube-controller-manager replica \
+                     runs {to}"
                 )),
                 action: "Upgrade".into(),
                 secondary: None,
