@@ -33,8 +33,9 @@ impl WorkloadReadiness {
     }
 
     /// As many replicas ready as asked for while a rolling update replaces them. The
-    /// Deployments roll with `maxUnavailable: 0`, so an upgrade or a certificate roll
-    /// keeps this true throughout: the component serves, it is not degraded.
+    /// apiserver Deployment rolls with `maxUnavailable: 0` (the controller-manager's
+    /// default strategy rounds to the same for up to three replicas), so an upgrade or a
+    /// certificate roll keeps this true throughout: the component serves.
     pub fn is_rolling_with_all_ready(&self) -> bool {
         self.observed_latest && self.ready >= self.desired && self.updated < self.desired
     }

@@ -90,7 +90,7 @@ pub fn component_conditions(
     vec![
         secrets_condition(types::PKI_READY, &pki_secrets(names), observation),
         with_probe(
-            workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref()),
+            workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref(), false),
             health.etcd.as_ref(),
         ),
         with_probe(
@@ -98,6 +98,7 @@ pub fn component_conditions(
                 types::API_SERVER_READY,
                 "kube-apiserver Deployment",
                 observation.apiserver.as_ref(),
+                true,
             ),
             health.apiserver.as_ref(),
         ),
@@ -106,6 +107,7 @@ pub fn component_conditions(
                 types::CONTROLLER_MANAGER_READY,
                 "kube-controller-manager Deployment",
                 observation.controller_manager.as_ref(),
+                true,
             ),
             health.controller_manager.as_ref(),
         ),
@@ -145,10 +147,15 @@ fn secrets_condition(type_: &'static str, required: &[String], observation: &Obs
     }
 }
 
+/// `surge_rollout`: the workload replaces pods by surging (a Deployment), so a rolling
+/// update with every wanted replica ready still serves and stays True. A StatefulSet
+/// deletes each member before recreating it; counting it ready between two members
+/// would only make the condition flap.
 fn workload_condition(
     type_: &'static str,
     what: &str,
     readiness: Option<&WorkloadReadiness>,
+    surge_rollout: bool,
 ) -> ConditionUpdate {
     match readiness {
         None => ConditionUpdate::new(
@@ -163,7 +170,7 @@ fn workload_condition(
             reason::READY,
             format!("{}/{} replicas ready", readiness.ready, readiness.desired),
         ),
-        Some(readiness) if readiness.is_rolling_with_all_ready() => ConditionUpdate::new(
+        Some(readiness) if surge_rollout && readiness.is_rolling_with_all_ready() => ConditionUpdate::new(
             type_,
             ConditionStatus::True,
             reason::ROLLING_UPDATE,
@@ -622,6 +629,21 @@ mod tests {
         let ready = find_condition(&third.conditions, types::READY).expect("present");
         assert_eq!(ready.message, "control plane is ready");
         assert_eq!(ready.last_transition_time, Time(at(0)), "Ready never flipped during the upgrade");
+    }
+
+    #[test]
+    fn only_deployments_stay_ready_through_a_rolling_update() {
+        let mut observation = healthy_observation();
+        let rolling = Some(WorkloadReadiness { desired: 3, ready: 3, updated: 1, observed_latest: true });
+        observation.etcd = rolling.clone();
+        observation.controller_manager = rolling;
+        let updates = component_conditions(&names(), &observation, &HealthVerdicts::default());
+        let status_of = |type_: &str| {
+            let update = updates.iter().find(|update| update.type_ == type_).expect("present");
+            (update.status, update.reason)
+        };
+        assert_eq!(status_of(types::ETCD_READY), (ConditionStatus::False, "Progressing"));
+        assert_eq!(status_of(types::CONTROLLER_MANAGER_READY), (ConditionStatus::True, "RollingUpdate"));
     }
 
     #[test]
