@@ -64,7 +64,9 @@ pub enum StatusChange {
         /// The new phase.
         to: Phase,
     },
-    /// `spec.version` moved away from the running version, seen for the first time.
+    /// A new generation whose `spec.version` differs from the running version: the
+    /// pass that first sees a version bump (or, rarely, another spec change made while
+    /// an upgrade still rolls, which announces the same upgrade again).
     UpgradeStarted {
         /// The version the control plane runs.
         from: String,
