@@ -36,8 +36,10 @@ impl WorkloadReadiness {
     /// apiserver Deployment rolls with `maxUnavailable: 0` (the controller-manager's
     /// default strategy rounds to the same for up to three replicas), so an upgrade or a
     /// certificate roll keeps this true throughout: the component serves.
+    /// This includes the moment right after a template change, before the workload's
+    /// controller observed it: nothing was replaced yet.
     pub fn is_rolling_with_all_ready(&self) -> bool {
-        self.observed_latest && self.ready >= self.desired && self.updated < self.desired
+        self.ready >= self.desired && !self.is_ready()
     }
 
     /// Readiness of a StatefulSet, from its spec and status.

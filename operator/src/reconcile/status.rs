@@ -177,8 +177,11 @@ fn workload_condition(
             ConditionStatus::True,
             reason::ROLLING_UPDATE,
             format!(
-                "{}/{} replicas ready, rolling update: {} updated",
-                readiness.ready, readiness.desired, readiness.updated
+                "{}/{} replicas ready, rolling update: {} updated{}",
+                readiness.ready,
+                readiness.desired,
+                readiness.updated,
+                if readiness.observed_latest { "" } else { ", latest spec not yet observed" }
             ),
         ),
         Some(readiness) => ConditionUpdate::new(
@@ -639,6 +642,9 @@ mod tests {
         let rolling = Some(WorkloadReadiness { desired: 3, ready: 3, updated: 1, observed_latest: true });
         observation.etcd = rolling.clone();
         observation.controller_manager = rolling;
+        // Right after a template change the Deployment controller has not seen it yet.
+        observation.apiserver =
+            Some(WorkloadReadiness { desired: 1, ready: 1, updated: 1, observed_latest: false });
         let updates = component_conditions(&names(), &observation, &HealthVerdicts::default());
         let status_of = |type_: &str| {
             let update = updates.iter().find(|update| update.type_ == type_).expect("present");
@@ -646,6 +652,13 @@ mod tests {
         };
         assert_eq!(status_of(types::ETCD_READY), (ConditionStatus::False, "Progressing"));
         assert_eq!(status_of(types::CONTROLLER_MANAGER_READY), (ConditionStatus::True, "RollingUpdate"));
+        assert_eq!(status_of(types::API_SERVER_READY), (ConditionStatus::True, "RollingUpdate"));
+        let apiserver =
+            updates.iter().find(|update| update.type_ == types::API_SERVER_READY).expect("present");
+        assert_eq!(
+            apiserver.message,
+            "1/1 replicas ready, rolling update: 1 updated, latest spec not yet observed"
+        );
     }
 
     #[test]
