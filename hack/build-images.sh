@@ -7,7 +7,9 @@
 #
 # Image names are "$LOCAL_IMAGE_REPOSITORY/<name>:<tag>", so a tenant pod spec
 # differs from one using registry.k8s.io only by the repository prefix.
-# An archive that exists is not rebuilt. Usage: hack/build-images.sh
+# An archive that exists is not rebuilt. When the meta cluster's containerd is
+# running, an image it lacks is imported right away, so a version pinned after
+# the cluster started is usable without restarting it. Usage: hack/build-images.sh
 set -euo pipefail
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=hack/lib.sh
@@ -22,15 +24,25 @@ mkdir -p "$IMAGE_DIR"
 image() {
   local name=$1 tag=$2 entrypoint=$3
   shift 3
-  local out="$IMAGE_DIR/$name-$tag.oci.tar"
-  if [[ -f $out ]]; then return; fi
-  local rootfs
-  rootfs=$(mktemp -d)
-  base_rootfs "$rootfs"
-  for file in "$@"; do install -m 0755 "$file" "$rootfs/usr/local/bin/"; done
-  write_oci_archive "$rootfs" "$out" "$entrypoint" "" "$LOCAL_IMAGE_REPOSITORY/$name:$tag"
-  rm -rf "$rootfs"
-  log "image $LOCAL_IMAGE_REPOSITORY/$name:$tag"
+  local out="$IMAGE_DIR/$name-$tag.oci.tar" ref="$LOCAL_IMAGE_REPOSITORY/$name:$tag"
+  if [[ ! -f $out ]]; then
+    local rootfs
+    rootfs=$(mktemp -d)
+    base_rootfs "$rootfs"
+    for file in "$@"; do install -m 0755 "$file" "$rootfs/usr/local/bin/"; done
+    write_oci_archive "$rootfs" "$out" "$entrypoint" "" "$ref"
+    rm -rf "$rootfs"
+    log "image $ref"
+  fi
+  import_if_missing "$out" "$ref"
+}
+
+# import_if_missing ARCHIVE REF: imports ARCHIVE when the meta cluster's containerd
+# runs and lacks REF (meta-up imports every archive into a containerd it starts).
+import_if_missing() {
+  [[ $CONTAINERD_RUNNING == yes && -z $(image_digest "$2") ]] || return 0
+  import_archive "$1"
+  log "imported $2 into the meta cluster's containerd"
 }
 
 build_pause_binary() {
@@ -45,18 +57,25 @@ build_pause_binary() {
 }
 
 main() {
-  local k8s etcd coredns lpp
+  local k8s k8s_upgrade etcd coredns lpp
   k8s=$(upstream_bin_dir kubernetes "$KUBERNETES_VERSION")
+  k8s_upgrade=$(upstream_bin_dir kubernetes "$KUBERNETES_UPGRADE_VERSION")
   etcd=$(upstream_bin_dir etcd "$ETCD_VERSION")
   coredns=$(upstream_bin_dir coredns "$COREDNS_VERSION")
   lpp=$(upstream_bin_dir local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION")
-  for dir in "$k8s" "$etcd" "$coredns" "$lpp"; do
+  for dir in "$k8s" "$k8s_upgrade" "$etcd" "$coredns" "$lpp"; do
     [[ -f $dir/.complete ]] || die "$dir is missing: run hack/build-upstream.sh first"
   done
+  CONTAINERD_RUNNING=no
+  containerd_running && CONTAINERD_RUNNING=yes
   build_pause_binary
   image pause "$PAUSE_VERSION" '["/usr/local/bin/pause"]' "$NESTOR_CACHE/bin/pause-$PAUSE_VERSION/pause"
   for component in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
     image "$component" "$KUBERNETES_VERSION" "[\"/usr/local/bin/$component\"]" "$k8s/$component"
+  done
+  # The upgrade target: a tenant control plane at KUBERNETES_UPGRADE_VERSION.
+  for component in kube-apiserver kube-controller-manager; do
+    image "$component" "$KUBERNETES_UPGRADE_VERSION" "[\"/usr/local/bin/$component\"]" "$k8s_upgrade/$component"
   done
   # The upstream etcd image tag carries a "-0" revision suffix (registry.k8s.io/etcd:3.6.5-0).
   image etcd "${ETCD_VERSION#v}-0" '["/usr/local/bin/etcd"]' "$etcd/etcd" "$etcd/etcdctl" "$etcd/etcdutl"
@@ -69,8 +88,8 @@ main() {
 # busybox: the local-path provisioner's helper pods and the smoke tests' client
 # pods run shell scripts. Debian's busybox-static is one static binary.
 build_busybox_image() {
-  local out="$IMAGE_DIR/busybox-$BUSYBOX_TAG.oci.tar"
-  [[ -f $out ]] && return
+  local out="$IMAGE_DIR/busybox-$BUSYBOX_TAG.oci.tar" ref="$LOCAL_IMAGE_REPOSITORY/busybox:$BUSYBOX_TAG"
+  if [[ -f $out ]]; then import_if_missing "$out" "$ref"; return; fi
   [[ -x /bin/busybox ]] || die "/bin/busybox missing (apt-get install busybox-static)"
   local rootfs
   rootfs=$(mktemp -d)
@@ -81,9 +100,10 @@ build_busybox_image() {
   for applet in $(/bin/busybox --list); do
     [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
   done
-  write_oci_archive "$rootfs" "$out" '["/bin/sh"]' "" "$LOCAL_IMAGE_REPOSITORY/busybox:$BUSYBOX_TAG"
+  write_oci_archive "$rootfs" "$out" '["/bin/sh"]' "" "$ref"
   rm -rf "$rootfs"
-  log "image $LOCAL_IMAGE_REPOSITORY/busybox:$BUSYBOX_TAG"
+  log "image $ref"
+  import_if_missing "$out" "$ref"
 }
 
 main "$@"

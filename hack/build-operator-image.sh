@@ -87,15 +87,6 @@ build_archive() {
   log "image $IMAGE_NAME:dev = $sha_ref ($(( $(stat -c %s "$ARCHIVE") / 1024 / 1024 )) MiB archive)"
 }
 
-containerd_running() {
-  [[ -S $META_CONTAINERD_SOCKET ]] && ctr --address "$META_CONTAINERD_SOCKET" version >/dev/null 2>&1
-}
-
-# image_digest REF: the manifest digest containerd holds under REF, empty when absent.
-image_digest() {
-  ctr --address "$META_CONTAINERD_SOCKET" -n k8s.io images ls "name==$1" 2>/dev/null | awk 'NR > 1 { print $3 }'
-}
-
 main() {
   if [[ -n ${NESTOR_OPERATOR_BINARY:-} ]]; then
     BINARY=$NESTOR_OPERATOR_BINARY
@@ -120,7 +111,7 @@ main() {
     if [[ -n $imported && $(image_digest "$IMAGE_NAME:dev") == "$imported" ]]; then
       log "already imported into the meta cluster's containerd"
     else
-      ctr --address "$META_CONTAINERD_SOCKET" -n k8s.io images import --no-unpack=false "$ARCHIVE" >/dev/null
+      import_archive "$ARCHIVE"
       log "imported $IMAGE_NAME:dev and $sha_ref into the meta cluster's containerd"
     fi
   else

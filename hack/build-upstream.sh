@@ -7,7 +7,9 @@
 #
 # A component whose directory holds a `.complete` marker is not rebuilt, so a
 # second run is a no-op. Usage: hack/build-upstream.sh [component ...]
-# (components: kubernetes etcd coredns local-path-provisioner; default all).
+# (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner;
+# default all). kubernetes-upgrade is KUBERNETES_UPGRADE_VERSION's kube-apiserver and
+# kube-controller-manager only: a second tenant version to upgrade to.
 #
 # Why wrapper modules: k8s.io/kubernetes requires its staging modules at v0.0.0
 # and replaces them with ./staging/src paths, and etcd's server module replaces
@@ -75,8 +77,11 @@ wrapper_module() {
   echo "$src"
 }
 
-build_kubernetes() {
-  local v=$KUBERNETES_VERSION
+# build_kubernetes_at VERSION BINARY...: the given cmd/ binaries of k8s.io/kubernetes
+# at VERSION into $NESTOR_CACHE/bin/kubernetes-VERSION/.
+build_kubernetes_at() {
+  local v=$1
+  shift
   if upstream_complete kubernetes "$v"; then log "kubernetes $v: cached"; return; fi
   local src minor major staging_version
   src=$(wrapper_module kubernetes "$v")
@@ -94,16 +99,26 @@ build_kubernetes() {
       go mod edit -replace "$module=$module@$staging_version"
     done
   )
-  local pkg=k8s.io/kubernetes/cmd ldflags="" key value
+  local ldflags="" key value binary packages=()
   for pair in "gitVersion=$v" "gitMajor=$major" "gitMinor=$minor" "gitTreeState=clean" \
               "buildDate=1970-01-01T00:00:00Z" "gitCommit=0000000000000000000000000000000000000000"; do
     key=${pair%%=*}; value=${pair#*=}
     ldflags+=" -X k8s.io/client-go/pkg/version.$key=$value -X k8s.io/component-base/version.$key=$value"
   done
-  build_in_wrapper kubernetes "$v" "$ldflags" \
-    "$pkg/kube-apiserver" "$pkg/kube-controller-manager" "$pkg/kube-scheduler" \
-    "$pkg/kubelet" "$pkg/kube-proxy" "$pkg/kubectl"
+  for binary in "$@"; do packages+=("k8s.io/kubernetes/cmd/$binary"); done
+  build_in_wrapper kubernetes "$v" "$ldflags" "${packages[@]}"
   publish_component kubernetes "$v"
+}
+
+# The meta cluster's own binaries, which are also the tenant images of KUBERNETES_VERSION.
+build_kubernetes() {
+  build_kubernetes_at "$KUBERNETES_VERSION" \
+    kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+}
+
+# The upgrade target: a tenant control plane only needs these two images.
+build_kubernetes_upgrade() {
+  build_kubernetes_at "$KUBERNETES_UPGRADE_VERSION" kube-apiserver kube-controller-manager
 }
 
 build_etcd() {
@@ -148,14 +163,15 @@ build_local_path_provisioner() {
 }
 
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd coredns local-path-provisioner kubernetes)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd coredns local-path-provisioner kubernetes kubernetes-upgrade)
 command -v go >/dev/null || die "go is not installed; the upstream build needs Go 1.24 or newer"
 for component in "${components[@]}"; do
   case $component in
     kubernetes) build_kubernetes ;;
+    kubernetes-upgrade) build_kubernetes_upgrade ;;
     etcd) build_etcd ;;
     coredns) build_coredns ;;
     local-path-provisioner) build_local_path_provisioner ;;
-    *) die "unknown component '$component' (want kubernetes, etcd, coredns or local-path-provisioner)" ;;
+    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns or local-path-provisioner)" ;;
   esac
 done

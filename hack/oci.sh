@@ -1,7 +1,7 @@
 # OCI image archives without a registry or a Docker engine: one uncompressed
 # layer, a config, a manifest and an index in an OCI image layout tarball that
-# `ctr images import` reads. Sourced by build-images.sh and
-# build-operator-image.sh, never run.
+# `ctr images import` reads, and their import into the meta cluster's containerd.
+# Sourced (after lib.sh) by build-images.sh and build-operator-image.sh, never run.
 # shellcheck shell=bash
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
@@ -59,4 +59,20 @@ JSON
   tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$layout" -cf "$out.partial" oci-layout index.json blobs
   mv "$out.partial" "$out"
   rm -rf "$layout"
+}
+
+# containerd_running: the meta cluster's containerd answers on its socket.
+containerd_running() {
+  [[ -S $META_CONTAINERD_SOCKET ]] && ctr --address "$META_CONTAINERD_SOCKET" version >/dev/null 2>&1
+}
+
+# image_digest REF: the manifest digest containerd holds under REF, empty when absent.
+image_digest() {
+  ctr --address "$META_CONTAINERD_SOCKET" -n k8s.io images ls "name==$1" 2>/dev/null | awk 'NR > 1 { print $3 }'
+}
+
+# import_archive ARCHIVE: imports ARCHIVE into the running meta cluster's containerd
+# (namespace k8s.io, where the kubelet looks).
+import_archive() {
+  ctr --address "$META_CONTAINERD_SOCKET" -n k8s.io images import --no-unpack=false "$1" >/dev/null
 }

@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use nestor::api::{TenantCluster, TenantClusterSpec, TenantClusterStatus};
-use nestor::desired::{ObservedSecrets, PKI_READY_CONDITION, desired_state};
+use nestor::desired::{ObservedRollout, ObservedSecrets, PKI_READY_CONDITION, desired_state};
 
 /// Key algorithms as spelled in `spec.pki.keyAlgorithm`, with a short benchmark label.
 const ALGORITHMS: [(&str, &str); 2] = [("ecdsa", "ECDSA-P256"), ("rsa", "RSA-2048")];
@@ -60,7 +60,8 @@ fn full_pki(criterion: &mut Criterion) {
         let nothing = ObservedSecrets::new();
         group.bench_with_input(BenchmarkId::from_parameter(label), &tenant, |bencher, tenant| {
             bencher.iter(|| {
-                let state = desired_state(tenant, &nothing, Timestamp::now()).expect("desired state builds");
+                let state = desired_state(tenant, &nothing, &ObservedRollout::default(), Timestamp::now())
+                    .expect("desired state builds");
                 assert_eq!(state.generated.len(), 5, "three CAs, the SA key and the encryption key");
                 state
             })
@@ -74,12 +75,15 @@ fn steady_state(criterion: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     for (label, algorithm) in ALGORITHMS {
         let now = Timestamp::now();
-        let first = desired_state(&tenant(algorithm), &ObservedSecrets::new(), now).expect("first pass");
+        let first =
+            desired_state(&tenant(algorithm), &ObservedSecrets::new(), &ObservedRollout::default(), now)
+                .expect("first pass");
         let observed = ObservedSecrets::from_secrets(first.secrets());
         let tenant = established(tenant(algorithm), now);
         group.bench_with_input(BenchmarkId::from_parameter(label), &tenant, |bencher, tenant| {
             bencher.iter(|| {
-                let state = desired_state(tenant, &observed, now).expect("desired state builds");
+                let state = desired_state(tenant, &observed, &ObservedRollout::default(), now)
+                    .expect("desired state builds");
                 assert!(state.issued.is_empty() && state.generated.is_empty(), "nothing to issue");
                 state
             })

@@ -39,7 +39,7 @@ use crate::resources::{
     APISERVER_PORT, ConfigHashes, ENCRYPTION_CONFIG_KEY, EtcdMembers, ImageSet, KUBECONFIG_KEY,
     ResourceError, SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, TenantInputs,
     TenantOwner, apiserver_config_map, ca_secret, config_hash, control_plane_manifests,
-    encryption_config_secret, etcd_config_map, kubeconfig_secret, mounted_secret_names,
+    encryption_config_secret, etcd_config_map, image_version, kubeconfig_secret, mounted_secret_names,
     service_account_key_secret, tls_secret,
 };
 
@@ -118,6 +118,94 @@ impl ObservedSecrets {
 /// A Secret value that is not UTF-8.
 #[derive(Debug)]
 struct NotUtf8;
+
+/// Which Kubernetes version one control-plane Deployment runs, as observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeploymentVersion {
+    /// The version in the pod template's image tag: what the Deployment rolls towards.
+    pub template: Option<String>,
+    /// `template`, once every replica runs it: the Deployment controller observed the
+    /// latest spec, and the replicas it has, the updated ones and the available ones all
+    /// equal the replicas asked for (an old pod still counted means the rollout is not
+    /// over). `None` while a rollout is in progress.
+    pub rolled_out: Option<String>,
+}
+
+impl DeploymentVersion {
+    /// The version state of `deployment`, from its first container's image.
+    pub fn from_deployment(deployment: &Deployment) -> Self {
+        let template = deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.spec.as_ref())
+            .and_then(|pod| pod.containers.first())
+            .and_then(|container| container.image.as_deref())
+            .and_then(image_version)
+            .map(str::to_string);
+        let wanted = deployment.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
+        let complete = deployment.status.as_ref().is_some_and(|status| {
+            let observed = match (deployment.metadata.generation, status.observed_generation) {
+                (Some(generation), Some(observed)) => observed >= generation,
+                (generation, _) => generation.is_none(),
+            };
+            observed
+                && status.replicas.unwrap_or(0) == wanted
+                && status.updated_replicas.unwrap_or(0) == wanted
+                && status.available_replicas.unwrap_or(0) == wanted
+        });
+        let rolled_out = template.clone().filter(|_| complete);
+        Self { template, rolled_out }
+    }
+}
+
+/// The tenant's control-plane Deployments as they exist, fed to the build stage like the
+/// observed Secrets: the controller-manager's version follows the apiserver's rollout.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedRollout {
+    /// The kube-apiserver Deployment, if it exists.
+    pub apiserver: Option<DeploymentVersion>,
+    /// The kube-controller-manager Deployment, if it exists.
+    pub controller_manager: Option<DeploymentVersion>,
+}
+
+impl ObservedRollout {
+    /// The rollout state of the two Deployments (`None` for one that does not exist).
+    pub fn from_deployments(apiserver: Option<&Deployment>, controller_manager: Option<&Deployment>) -> Self {
+        Self {
+            apiserver: apiserver.map(DeploymentVersion::from_deployment),
+            controller_manager: controller_manager.map(DeploymentVersion::from_deployment),
+        }
+    }
+
+    /// The version every replica of both Deployments runs, when they run one and the same.
+    pub fn control_plane_version(&self) -> Option<&str> {
+        let apiserver = self.apiserver.as_ref()?.rolled_out.as_deref()?;
+        let controller_manager = self.controller_manager.as_ref()?.rolled_out.as_deref()?;
+        (apiserver == controller_manager).then_some(apiserver)
+    }
+}
+
+/// The Kubernetes version the controller-manager may run, or `None` when it must not be
+/// applied on this pass.
+///
+/// Kubernetes' version-skew policy forbids a kube-controller-manager newer than any
+/// kube-apiserver it talks to. So an upgrade rolls the apiserver first and the
+/// controller-manager only once every apiserver replica runs the new version:
+///
+/// - no apiserver Deployment yet (a new tenant): `spec_version`, nothing older is running;
+/// - the apiserver rolled out completely: the version its replicas run;
+/// - the apiserver is rolling: the controller-manager stays at its template's version;
+/// - the apiserver is rolling and there is no controller-manager: none until the rollout
+///   finished, since no version is known to be safe for it.
+pub fn controller_manager_version(spec_version: &str, rollout: &ObservedRollout) -> Option<String> {
+    let Some(apiserver) = &rollout.apiserver else {
+        return Some(spec_version.trim_start_matches('v').to_string());
+    };
+    if let Some(rolled_out) = &apiserver.rolled_out {
+        return Some(rolled_out.clone());
+    }
+    rollout.controller_manager.as_ref().and_then(|controller_manager| controller_manager.template.clone())
+}
 
 /// Whether the TenantCluster's status proves its PKI existed at some point. A
 /// `PKIReady=True` condition says so directly; `kubeconfigSecretName` and
@@ -343,6 +431,9 @@ pub struct DesiredState {
     pub kubeconfigs: Kubeconfigs,
     /// Pod-template config hashes, as built into the workloads.
     pub config_hashes: ConfigHashes,
+    /// The version the controller-manager Deployment was built for (see
+    /// [`controller_manager_version`]); `None` when it is not among `objects` on this pass.
+    pub controller_manager_version: Option<String>,
 }
 
 impl DesiredState {
@@ -355,15 +446,16 @@ impl DesiredState {
     }
 }
 
-/// Builds the desired state of `tenant` given the Secrets that exist for it, with
-/// etcd at rest at `spec.etcd.replicas` members.
+/// Builds the desired state of `tenant` given the Secrets that exist for it and the
+/// rollout state of its Deployments, with etcd at rest at `spec.etcd.replicas` members.
 /// Pure: no client, no I/O; `now` decides certificate validity and renewal.
 pub fn desired_state(
     tenant: &TenantCluster,
     observed: &ObservedSecrets,
+    rollout: &ObservedRollout,
     now: Timestamp,
 ) -> Result<DesiredState, DesiredStateError> {
-    desired_state_with_etcd(tenant, observed, now, tenant.spec.etcd.replicas)
+    desired_state_with_etcd(tenant, observed, rollout, now, tenant.spec.etcd.replicas)
 }
 
 /// The etcd members to render: `running` (what the member list holds, see
@@ -384,6 +476,7 @@ pub fn etcd_members(tenant: &TenantCluster, running: i32) -> EtcdMembers {
 pub fn desired_state_with_etcd(
     tenant: &TenantCluster,
     observed: &ObservedSecrets,
+    rollout: &ObservedRollout,
     now: Timestamp,
     etcd_running: i32,
 ) -> Result<DesiredState, DesiredStateError> {
@@ -393,7 +486,13 @@ pub fn desired_state_with_etcd(
 
     // Validate everything that comes from the spec before touching any key material.
     let (validity, renew_before) = pki_durations(&spec.pki, now)?;
+    let controller_manager_version = controller_manager_version(&spec.version, rollout);
     let images = ImageSet::for_spec(spec)?;
+    // Only the controller-manager reads this; a deferred one is not built at all.
+    let images = match &controller_manager_version {
+        Some(version) => images.with_controller_manager_at(spec, version),
+        None => images,
+    };
     let plan = TenantPkiPlan::new(&TenantPkiInputs::from_spec(names.clone(), spec))
         .map_err(|error| plan_error(error, spec))?;
     let endpoint = endpoint(names, spec)?;
@@ -576,8 +675,10 @@ pub fn desired_state_with_etcd(
         DesiredObject::ConfigMap(manifests.apiserver_config_map),
         DesiredObject::Service(manifests.apiserver_service),
         DesiredObject::Deployment(manifests.apiserver_deployment),
-        DesiredObject::Deployment(manifests.controller_manager_deployment),
     ]);
+    if controller_manager_version.is_some() {
+        objects.push(DesiredObject::Deployment(manifests.controller_manager_deployment));
+    }
 
     let renewal_due_at = jiff::SignedDuration::try_from(renew_before)
         .ok()
@@ -594,6 +695,7 @@ pub fn desired_state_with_etcd(
         kubeconfig_secret_name: names.admin_kubeconfig_secret(),
         kubeconfigs,
         config_hashes,
+        controller_manager_version,
     })
 }
 
@@ -878,7 +980,7 @@ mod tests {
     }
 
     fn build(tenant: &TenantCluster, observed: &ObservedSecrets) -> DesiredState {
-        desired_state(tenant, observed, now()).expect("desired state builds")
+        desired_state(tenant, observed, &ObservedRollout::default(), now()).expect("desired state builds")
     }
 
     fn observed(state: &DesiredState) -> ObservedSecrets {
@@ -1055,7 +1157,9 @@ mod tests {
 
         // Later, but before any renewal window, with PKIReady in status: still nothing to write.
         let later = now().checked_add(Duration::from_secs(24 * 3600)).unwrap();
-        let third = desired_state(&with_pki_ready(tenant), &observed(&second), later).expect("builds");
+        let third =
+            desired_state(&with_pki_ready(tenant), &observed(&second), &ObservedRollout::default(), later)
+                .expect("builds");
         assert!(third.issued.is_empty());
         assert_eq!(as_json(&third), as_json(&first));
     }
@@ -1112,7 +1216,8 @@ mod tests {
 
         // At the start of the window of the year-long leaves, all of them are renewed; no CA is.
         let window = now().checked_add(Duration::from_secs((8760 - 720) * 3600)).unwrap();
-        let renewed = desired_state(&tenant, &observed(&second), window).expect("builds");
+        let renewed =
+            desired_state(&tenant, &observed(&second), &ObservedRollout::default(), window).expect("builds");
         assert_eq!(renewed.issued.len(), LeafCertificate::ALL.len());
         assert!(renewed.issued.iter().all(|leaf| leaf.reason.label() == "ExpiresSoon"));
         assert!(renewed.generated.is_empty());
@@ -1132,7 +1237,8 @@ mod tests {
         let mut only_others = ObservedSecrets::new();
         only_others
             .insert(names.cluster_ca_secret(), observed(&first).remove(&names.cluster_ca_secret()).unwrap());
-        let result = desired_state(&with_pki_ready(tenant.clone()), &only_others, now());
+        let result =
+            desired_state(&with_pki_ready(tenant.clone()), &only_others, &ObservedRollout::default(), now());
         assert!(
             matches!(&result, Err(DesiredStateError::CaMissing { secret }) if *secret == names.front_proxy_ca_secret()),
             "{result:?}"
@@ -1141,7 +1247,8 @@ mod tests {
         // No status at all, but leaves it signed are still there.
         let mut without_etcd_ca = observed(&first);
         without_etcd_ca.remove(&names.etcd_ca_secret());
-        let error = desired_state(&tenant, &without_etcd_ca, now()).expect_err("etcd CA is missing");
+        let error = desired_state(&tenant, &without_etcd_ca, &ObservedRollout::default(), now())
+            .expect_err("etcd CA is missing");
         assert!(
             matches!(&error, DesiredStateError::CaMissing { secret } if *secret == names.etcd_ca_secret())
         );
@@ -1184,7 +1291,8 @@ mod tests {
         let mut data = swapped_key.get(&names.cluster_ca_secret()).unwrap().clone();
         data.insert(TLS_PRIVATE_KEY_KEY.into(), other_key.into_bytes());
         swapped_key.insert(names.cluster_ca_secret(), data);
-        let error = desired_state(&tenant, &swapped_key, now()).expect_err("key does not match");
+        let error = desired_state(&tenant, &swapped_key, &ObservedRollout::default(), now())
+            .expect_err("key does not match");
         assert!(
             matches!(&error, DesiredStateError::CaInvalid { secret, .. } if *secret == names.cluster_ca_secret())
         );
@@ -1193,14 +1301,16 @@ mod tests {
         let mut leaf_as_ca = observed(&first);
         let leaf = leaf_as_ca.get(&names.etcd_server_secret()).unwrap().clone();
         leaf_as_ca.insert(names.etcd_ca_secret(), leaf);
-        let error = desired_state(&tenant, &leaf_as_ca, now()).expect_err("not a CA");
+        let error =
+            desired_state(&tenant, &leaf_as_ca, &ObservedRollout::default(), now()).expect_err("not a CA");
         assert!(
             matches!(&error, DesiredStateError::CaInvalid { secret, .. } if *secret == names.etcd_ca_secret())
         );
 
         let mut emptied = observed(&first);
         emptied.insert(names.front_proxy_ca_secret(), SecretData::new());
-        let error = desired_state(&tenant, &emptied, now()).expect_err("no data");
+        let error =
+            desired_state(&tenant, &emptied, &ObservedRollout::default(), now()).expect_err("no data");
         assert!(matches!(error, DesiredStateError::CaInvalid { .. }));
     }
 
@@ -1212,7 +1322,8 @@ mod tests {
 
         let mut without_sa = observed(&first);
         without_sa.remove(&names.service_account_key_secret());
-        let error = desired_state(&tenant, &without_sa, now()).expect_err("SA key missing");
+        let error = desired_state(&tenant, &without_sa, &ObservedRollout::default(), now())
+            .expect_err("SA key missing");
         assert!(
             matches!(&error, DesiredStateError::KeyMissing { secret, key: "sa.key" } if *secret == names.service_account_key_secret())
         );
@@ -1220,8 +1331,13 @@ mod tests {
 
         let mut without_encryption = observed(&first);
         without_encryption.remove(&names.encryption_config_secret());
-        let error = desired_state(&with_pki_ready(tenant.clone()), &without_encryption, now())
-            .expect_err("encryption key missing");
+        let error = desired_state(
+            &with_pki_ready(tenant.clone()),
+            &without_encryption,
+            &ObservedRollout::default(),
+            now(),
+        )
+        .expect_err("encryption key missing");
         assert!(
             matches!(&error, DesiredStateError::KeyMissing { secret, .. } if *secret == names.encryption_config_secret())
         );
@@ -1231,7 +1347,8 @@ mod tests {
             names.service_account_key_secret(),
             SecretData::from([("sa.key".to_string(), b"not a key".to_vec())]),
         );
-        let error = desired_state(&tenant, &garbage, now()).expect_err("SA key unreadable");
+        let error = desired_state(&tenant, &garbage, &ObservedRollout::default(), now())
+            .expect_err("SA key unreadable");
         assert!(matches!(error, DesiredStateError::KeyInvalid { .. }));
 
         // A lost public half is repaired from the private key, without a rotation.
@@ -1336,7 +1453,10 @@ mod tests {
         let three = spec(serde_json::json!({"etcd": {"replicas": 3}}));
         let one = spec(serde_json::json!({"etcd": {"replicas": 1}}));
         let render = |tenant: &TenantCluster, running: i32| {
-            etcd_rendering(&desired_state_with_etcd(tenant, &observed, now(), running).expect("builds"))
+            etcd_rendering(
+                &desired_state_with_etcd(tenant, &observed, &ObservedRollout::default(), now(), running)
+                    .expect("builds"),
+            )
         };
 
         // 1 -> 3, member 1 just added: two members run, the apiserver still names one.
@@ -1351,7 +1471,13 @@ mod tests {
         let templates: Vec<_> = [1, 2, 3]
             .iter()
             .map(|running| {
-                let state = desired_state_with_etcd(&formed(three.clone(), 1), &observed, now(), *running);
+                let state = desired_state_with_etcd(
+                    &formed(three.clone(), 1),
+                    &observed,
+                    &ObservedRollout::default(),
+                    now(),
+                    *running,
+                );
                 state.expect("builds").objects.into_iter().find_map(|object| match object {
                     DesiredObject::StatefulSet(statefulset) => statefulset.spec.map(|spec| spec.template),
                     _ => None,
@@ -1418,7 +1544,13 @@ mod tests {
     #[test]
     fn renewal_is_due_renew_before_ahead_of_the_earliest_expiry() {
         let overrides = serde_json::json!({"pki": {"certificateValidity": "3m", "renewBefore": "1m"}});
-        let state = desired_state(&tenant(spec(overrides)), &ObservedSecrets::new(), now()).expect("builds");
+        let state = desired_state(
+            &tenant(spec(overrides)),
+            &ObservedSecrets::new(),
+            &ObservedRollout::default(),
+            now(),
+        )
+        .expect("builds");
         let window = jiff::SignedDuration::from_secs(60);
         assert_eq!(state.renewal_due_at, state.certificates_expire_at.checked_sub(window).expect("in range"));
         assert!(state.renewal_due_at > now(), "a fresh certificate is not due yet");
@@ -1439,8 +1571,13 @@ mod tests {
             (serde_json::json!({"etcd": {"replicas": 0}}), "spec.etcd.replicas"),
         ];
         for (overrides, expected_field) in cases {
-            let error = desired_state(&tenant(spec(overrides.clone())), &ObservedSecrets::new(), now())
-                .expect_err(&overrides.to_string());
+            let error = desired_state(
+                &tenant(spec(overrides.clone())),
+                &ObservedSecrets::new(),
+                &ObservedRollout::default(),
+                now(),
+            )
+            .expect_err(&overrides.to_string());
             assert!(
                 matches!(error, DesiredStateError::InvalidSpec { field, .. } if field == expected_field),
                 "{overrides}: {error}"
@@ -1487,5 +1624,136 @@ mod tests {
         let second = build(&tenant, &observed(&first));
         assert!(second.issued.is_empty());
         assert_eq!(as_json(&second), as_json(&first));
+    }
+
+    fn deployment<'a>(state: &'a DesiredState, name: &str) -> Option<&'a Deployment> {
+        state.objects.iter().find_map(|object| match object {
+            DesiredObject::Deployment(deployment) if deployment.metadata.name.as_deref() == Some(name) => {
+                Some(deployment)
+            }
+            _ => None,
+        })
+    }
+
+    fn image(deployment: &Deployment) -> &str {
+        let pod = deployment.spec.as_ref().and_then(|spec| spec.template.spec.as_ref()).expect("pod spec");
+        pod.containers[0].image.as_deref().expect("image")
+    }
+
+    /// `deployment` as the API would show it: `generation` 2, and a status.
+    fn with_status(
+        deployment: &Deployment,
+        observed: i64,
+        replicas: i32,
+        updated: i32,
+        available: i32,
+    ) -> Deployment {
+        let mut deployment = deployment.clone();
+        deployment.metadata.generation = Some(2);
+        deployment.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            observed_generation: Some(observed),
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            available_replicas: Some(available),
+            ..Default::default()
+        });
+        deployment
+    }
+
+    #[test]
+    fn a_deployment_is_rolled_out_only_when_every_replica_runs_its_template() {
+        let state =
+            build(&tenant(spec(serde_json::json!({"apiServer": {"replicas": 2}}))), &ObservedSecrets::new());
+        let apiserver = deployment(&state, &names().apiserver()).expect("built");
+        let version = |observed, replicas, updated, available| {
+            DeploymentVersion::from_deployment(&with_status(
+                apiserver, observed, replicas, updated, available,
+            ))
+        };
+        let done = version(2, 2, 2, 2);
+        assert_eq!(done.template.as_deref(), Some("1.34.2"));
+        assert_eq!(done.rolled_out.as_deref(), Some("1.34.2"));
+        for (observed, replicas, updated, available, why) in [
+            (1, 2, 2, 2, "the controller has not seen the new template"),
+            (2, 3, 2, 2, "an old pod is still counted"),
+            (2, 3, 2, 3, "an old pod is still available"),
+            (2, 2, 1, 2, "one replica runs the old template"),
+            (2, 2, 2, 1, "a new replica is not available yet"),
+        ] {
+            let rolling = version(observed, replicas, updated, available);
+            assert_eq!(rolling.template.as_deref(), Some("1.34.2"), "{why}");
+            assert_eq!(rolling.rolled_out, None, "{why}");
+        }
+        let mut no_status = apiserver.clone();
+        no_status.status = None;
+        assert_eq!(DeploymentVersion::from_deployment(&no_status).rolled_out, None);
+    }
+
+    #[test]
+    fn an_upgrade_moves_the_controller_manager_only_after_every_apiserver_replica() {
+        let names = names();
+        let old = tenant(spec(serde_json::json!({"apiServer": {"replicas": 2}})));
+        let mut new = old.clone();
+        new.spec.version = "1.35.4".into();
+        let running = build(&old, &ObservedSecrets::new());
+        let secrets = observed(&running);
+        let live = |state: &DesiredState, name: &str, updated, available| {
+            let built = deployment(state, name).expect("built");
+            with_status(
+                built,
+                2,
+                built.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1),
+                updated,
+                available,
+            )
+        };
+        let rolled_out_at_old = ObservedRollout::from_deployments(
+            Some(&live(&running, &names.apiserver(), 2, 2)),
+            Some(&live(&running, &names.controller_manager(), 1, 1)),
+        );
+        assert_eq!(rolled_out_at_old.control_plane_version(), Some("1.34.2"));
+        let images = |state: &DesiredState| {
+            (
+                image(deployment(state, &names.apiserver()).expect("apiserver")).to_string(),
+                deployment(state, &names.controller_manager()).map(|cm| image(cm).to_string()),
+            )
+        };
+
+        // The pass that sees the new spec: the apiserver moves, the controller-manager stays.
+        let first = desired_state(&new, &secrets, &rolled_out_at_old, now()).expect("builds");
+        assert_eq!(
+            images(&first),
+            (
+                "registry.k8s.io/kube-apiserver:v1.35.4".to_string(),
+                Some("registry.k8s.io/kube-controller-manager:v1.34.2".to_string())
+            )
+        );
+        assert_eq!(first.controller_manager_version.as_deref(), Some("1.34.2"));
+
+        // While the apiserver rolls (one of two replicas updated), still held.
+        let rolling = ObservedRollout::from_deployments(
+            Some(&live(&first, &names.apiserver(), 1, 2)),
+            Some(&live(&first, &names.controller_manager(), 1, 1)),
+        );
+        let second = desired_state(&new, &secrets, &rolling, now()).expect("builds");
+        assert_eq!(images(&second), images(&first));
+        assert_eq!(as_json(&second), as_json(&first), "nothing to apply while the apiserver rolls");
+
+        // A controller-manager deleted mid-rollout is not recreated at either version yet.
+        let deleted = ObservedRollout { controller_manager: None, ..rolling.clone() };
+        let deferred = desired_state(&new, &secrets, &deleted, now()).expect("builds");
+        assert_eq!(images(&deferred).1, None);
+        assert_eq!(deferred.controller_manager_version, None);
+
+        // Every apiserver replica runs 1.35.4: now the controller-manager follows.
+        let apiserver_done = ObservedRollout::from_deployments(
+            Some(&live(&second, &names.apiserver(), 2, 2)),
+            Some(&live(&second, &names.controller_manager(), 1, 1)),
+        );
+        let third = desired_state(&new, &secrets, &apiserver_done, now()).expect("builds");
+        assert_eq!(images(&third).1.as_deref(), Some("registry.k8s.io/kube-controller-manager:v1.35.4"));
+        // ... which is exactly what a tenant created at 1.35.4 gets.
+        let fresh = desired_state(&new, &secrets, &ObservedRollout::default(), now()).expect("builds");
+        assert_eq!(as_json(&third), as_json(&fresh));
     }
 }

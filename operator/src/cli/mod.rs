@@ -57,6 +57,8 @@ pub enum Command {
     /// Wait until a TenantCluster is Ready or deleted.
     Wait(wait::WaitArgs),
     /// Move a TenantCluster to another Kubernetes version.
+    // `--version` is an alias of `--to` here, not the program's version.
+    #[command(disable_version_flag = true)]
     Upgrade(upgrade::UpgradeArgs),
     /// Delete a TenantCluster and wait until it is gone.
     Delete(delete::DeleteArgs),
@@ -166,6 +168,15 @@ mod tests {
             Cli::try_parse_from(["nestor", "kubeconfig", "x", "--ttl", "1h"]).is_err(),
             "--ttl needs --user"
         );
+    }
+
+    #[test]
+    fn upgrade_takes_the_target_as_to_or_version() {
+        for flag in ["--to", "--version"] {
+            let cli = Cli::try_parse_from(["nestor", "upgrade", "team-a", flag, "1.35.4"]).expect(flag);
+            let Command::Upgrade(args) = cli.command else { panic!("upgrade verb expected") };
+            assert_eq!(args.to, "1.35.4", "{flag}");
+        }
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub struct UpgradeArgs {
     pub name: String,
 
     /// Target Kubernetes version, MAJOR.MINOR.PATCH (one minor version at a time).
-    #[arg(long = "to", value_name = "VERSION")]
+    /// The apiserver rolls first, the controller-manager once every apiserver replica
+    /// runs the new version; `status.version` moves when both finished.
+    #[arg(long = "to", visible_alias = "version", value_name = "VERSION")]
     pub to: String,
 
     /// Wait until the control plane is Ready at the new version.

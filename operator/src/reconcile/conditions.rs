@@ -37,6 +37,8 @@ pub mod reason {
     pub const READY: &str = "Ready";
     /// Objects exist but are not ready yet.
     pub const PROGRESSING: &str = "Progressing";
+    /// A rolling update replaces the replicas while as many as asked for are ready.
+    pub const ROLLING_UPDATE: &str = "RollingUpdate";
     /// An object the condition covers does not exist (yet).
     pub const NOT_FOUND: &str = "NotFound";
     /// One or more component conditions are not True.

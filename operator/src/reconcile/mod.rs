@@ -49,7 +49,7 @@ use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
 use crate::reconcile::apply::{ApplyOutcome, Existing, patch_status};
 use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
 use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
-use crate::reconcile::observe::read_tenant_secrets;
+use crate::reconcile::observe::{read_rollout, read_tenant_secrets};
 use crate::reconcile::status::{StatusChange, component_conditions, compute_status};
 
 /// `reportingController` of the Events Nestor publishes.
@@ -300,9 +300,19 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
         None
     } else {
         let observed = read_tenant_secrets(&ctx.client, &names).await?;
-        let desired = desired_state_with_etcd(tenant, &observed, ctx.clock.now(), plan.members)?;
+        let rollout = read_rollout(&ctx.client, &names).await?;
+        let desired = desired_state_with_etcd(tenant, &observed, &rollout, ctx.clock.now(), plan.members)?;
         for issued in &desired.issued {
             tracing::info!(secret = %issued.secret_name, reason = %issued.reason, "issuing certificate");
+        }
+        if desired.controller_manager_version.as_deref() != Some(tenant.spec.version.trim_start_matches('v'))
+        {
+            // The Deployment status changes as the apiserver rolls, which brings us back here.
+            tracing::info!(
+                controller_manager = desired.controller_manager_version.as_deref().unwrap_or("not applied"),
+                "holding the controller-manager until every apiserver replica runs {}",
+                tenant.spec.version
+            );
         }
         for object in &desired.objects {
             apply_object(object, &desired, ctx).await?;
@@ -317,7 +327,8 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     }
     let observation = observe::observe(&ctx.client, &names).await?;
     let updates = component_conditions(&names, &observation, &health, plan.progress.as_ref());
-    let (mut status, changes) = compute_status(tenant, &updates, None, ctx.clock.now());
+    let running_version = observation.rollout.control_plane_version();
+    let (mut status, changes) = compute_status(tenant, &updates, running_version, None, ctx.clock.now());
     if let Some(desired) = &built {
         record_build_facts(&mut status, desired);
     }
@@ -601,7 +612,7 @@ fn record_build_facts(status: &mut crate::api::TenantClusterStatus, desired: &De
 /// the tenant.
 async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     let names = names_of(tenant)?;
-    let (desired, changes) = compute_status(tenant, &[], None, ctx.clock.now());
+    let (desired, changes) = compute_status(tenant, &[], None, None, ctx.clock.now());
     if patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
     }
@@ -646,7 +657,7 @@ async fn report_permanent_error(tenant: &TenantCluster, error: &Error, ctx: &Con
         error.condition_reason(),
         error.to_string(),
     );
-    let (desired, _) = compute_status(tenant, &[], Some(ready), ctx.clock.now());
+    let (desired, _) = compute_status(tenant, &[], None, Some(ready), ctx.clock.now());
     match patch_status(&ctx.client, tenant, &desired, &ctx.metrics).await {
         Ok(true) => {
             let event = Event {
@@ -671,6 +682,26 @@ async fn publish_changes(tenant: &TenantCluster, changes: &[StatusChange], ctx: 
                 reason: if *status == ConditionStatus::True { type_.clone() } else { format!("Not{type_}") },
                 note: Some(truncate_note(message.clone())),
                 action: "Reconcile".into(),
+                secondary: None,
+            },
+            StatusChange::UpgradeStarted { from, to } => Event {
+                type_: EventType::Normal,
+                reason: "Upgrading".into(),
+                note: Some(format!(
+                    "Upgrading {from} -> {to}: kube-apiserver first, kube-controller-manager once every \
+                     apiserver replica runs {to}"
+                )),
+                action: "Upgrade".into(),
+                secondary: None,
+            },
+            StatusChange::Upgraded { from, to } => Event {
+                type_: EventType::Normal,
+                reason: "Upgraded".into(),
+                note: Some(format!(
+                    "Upgraded {from} -> {to}: every kube-apiserver and kube-controller-manager replica \
+                     runs {to}"
+                )),
+                action: "Upgrade".into(),
                 secondary: None,
             },
             StatusChange::PhaseChanged { from, to } => Event {

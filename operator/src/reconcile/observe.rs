@@ -2,7 +2,6 @@
 //! which of its Secrets exist and how ready its workloads are. Reads only; the
 //! result feeds the pure status computation in [`super::status`].
 
-use crate::desired::ObservedSecrets;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -10,6 +9,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use crate::desired::{ObservedRollout, ObservedSecrets};
 use crate::error::Result;
 use crate::names::TenantNames;
 
@@ -30,6 +30,16 @@ impl WorkloadReadiness {
     /// Every replica runs the latest template and is ready.
     pub fn is_ready(&self) -> bool {
         self.observed_latest && self.ready >= self.desired && self.updated >= self.desired
+    }
+
+    /// As many replicas ready as asked for while a rolling update replaces them. The
+    /// apiserver Deployment rolls with `maxUnavailable: 0` (the controller-manager's
+    /// default strategy rounds to the same for up to three replicas), so an upgrade or a
+    /// certificate roll keeps this true throughout: the component serves.
+    /// This includes the moment right after a template change, before the workload's
+    /// controller observed it: nothing was replaced yet.
+    pub fn is_rolling_with_all_ready(&self) -> bool {
+        self.ready >= self.desired && !self.is_ready()
     }
 
     /// Readiness of a StatefulSet, from its spec and status.
@@ -82,6 +92,8 @@ pub struct Observation {
     pub apiserver: Option<WorkloadReadiness>,
     /// The kube-controller-manager Deployment, if it exists.
     pub controller_manager: Option<WorkloadReadiness>,
+    /// Which versions the two Deployments run.
+    pub rollout: ObservedRollout,
 }
 
 /// What the etcd scaling reads of the meta cluster besides the etcd probe.
@@ -120,6 +132,15 @@ pub async fn read_tenant_secrets(client: &Client, names: &TenantNames) -> Result
     Ok(ObservedSecrets::from_secrets(&list.items))
 }
 
+/// Reads the tenant's apiserver and controller-manager Deployments: the build stage
+/// moves the controller-manager to a new version only after the apiserver.
+pub async fn read_rollout(client: &Client, names: &TenantNames) -> Result<ObservedRollout> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &names.namespace);
+    let apiserver = deployments.get_opt(&names.apiserver()).await?;
+    let controller_manager = deployments.get_opt(&names.controller_manager()).await?;
+    Ok(ObservedRollout::from_deployments(apiserver.as_ref(), controller_manager.as_ref()))
+}
+
 /// Reads the tenant's Secrets (names only, never their data) and workloads.
 pub async fn observe(client: &Client, names: &TenantNames) -> Result<Observation> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
@@ -132,19 +153,14 @@ pub async fn observe(client: &Client, names: &TenantNames) -> Result<Observation
         .collect();
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &names.namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &names.namespace);
+    let apiserver = deployments.get_opt(&names.apiserver()).await?;
+    let controller_manager = deployments.get_opt(&names.controller_manager()).await?;
     Ok(Observation {
         secrets,
         etcd: statefulsets.get_opt(&names.etcd()).await?.as_ref().map(WorkloadReadiness::from_statefulset),
-        apiserver: deployments
-            .get_opt(&names.apiserver())
-            .await?
-            .as_ref()
-            .map(WorkloadReadiness::from_deployment),
-        controller_manager: deployments
-            .get_opt(&names.controller_manager())
-            .await?
-            .as_ref()
-            .map(WorkloadReadiness::from_deployment),
+        apiserver: apiserver.as_ref().map(WorkloadReadiness::from_deployment),
+        controller_manager: controller_manager.as_ref().map(WorkloadReadiness::from_deployment),
+        rollout: ObservedRollout::from_deployments(apiserver.as_ref(), controller_manager.as_ref()),
     })
 }
 

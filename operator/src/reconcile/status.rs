@@ -65,6 +65,22 @@ pub enum StatusChange {
         /// The new phase.
         to: Phase,
     },
+    /// A new generation whose `spec.version` differs from the running version: the
+    /// pass that first sees a version bump (or, rarely, another spec change made while
+    /// an upgrade still rolls, which announces the same upgrade again).
+    UpgradeStarted {
+        /// The version the control plane runs.
+        from: String,
+        /// `spec.version`.
+        to: String,
+    },
+    /// Every apiserver and controller-manager replica runs a new version.
+    Upgraded {
+        /// The version they ran before.
+        from: String,
+        /// The version they run now.
+        to: String,
+    },
 }
 
 /// The component conditions (everything but Ready) for an observation, the
@@ -80,7 +96,7 @@ pub fn component_conditions(
         secrets_condition(types::PKI_READY, &pki_secrets(names), observation),
         with_scaling(
             with_probe(
-                workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref()),
+                workload_condition(types::ETCD_READY, "etcd StatefulSet", observation.etcd.as_ref(), false),
                 health.etcd.as_ref(),
             ),
             etcd_scaling,
@@ -90,6 +106,7 @@ pub fn component_conditions(
                 types::API_SERVER_READY,
                 "kube-apiserver Deployment",
                 observation.apiserver.as_ref(),
+                true,
             ),
             health.apiserver.as_ref(),
         ),
@@ -98,6 +115,7 @@ pub fn component_conditions(
                 types::CONTROLLER_MANAGER_READY,
                 "kube-controller-manager Deployment",
                 observation.controller_manager.as_ref(),
+                true,
             ),
             health.controller_manager.as_ref(),
         ),
@@ -151,10 +169,15 @@ fn secrets_condition(type_: &'static str, required: &[String], observation: &Obs
     }
 }
 
+/// `surge_rollout`: the workload replaces pods by surging (a Deployment), so a rolling
+/// update with every wanted replica ready still serves and stays True. A StatefulSet
+/// deletes each member before recreating it; counting it ready between two members
+/// would only make the condition flap.
 fn workload_condition(
     type_: &'static str,
     what: &str,
     readiness: Option<&WorkloadReadiness>,
+    surge_rollout: bool,
 ) -> ConditionUpdate {
     match readiness {
         None => ConditionUpdate::new(
@@ -168,6 +191,18 @@ fn workload_condition(
             ConditionStatus::True,
             reason::READY,
             format!("{}/{} replicas ready", readiness.ready, readiness.desired),
+        ),
+        Some(readiness) if surge_rollout && readiness.is_rolling_with_all_ready() => ConditionUpdate::new(
+            type_,
+            ConditionStatus::True,
+            reason::ROLLING_UPDATE,
+            format!(
+                "{}/{} replicas ready, rolling update: {} updated{}",
+                readiness.ready,
+                readiness.desired,
+                readiness.updated,
+                if readiness.observed_latest { "" } else { ", latest spec not yet observed" }
+            ),
         ),
         Some(readiness) => ConditionUpdate::new(
             type_,
@@ -186,22 +221,38 @@ fn workload_condition(
 
 /// The desired status of `tenant` after applying `component_updates`.
 ///
+/// `running_version` is the version every apiserver and controller-manager replica
+/// runs ([`ObservedRollout::control_plane_version`]); `None` while they roll (or when
+/// not observed), which keeps `status.version` where it was. So `status.version`
+/// reaches a new `spec.version` only once the whole upgrade rolled out; until then the
+/// Ready message names the upgrade in progress.
+///
 /// `ready_override` replaces the computed Ready summary; the reconciler uses it to
 /// report a permanent error. A paused tenant keeps its computed Ready status but
 /// says so in the reason, so `kubectl describe` shows why nothing happens.
+///
+/// [`ObservedRollout::control_plane_version`]: crate::desired::ObservedRollout::control_plane_version
 pub fn compute_status(
     tenant: &TenantCluster,
     component_updates: &[ConditionUpdate],
+    running_version: Option<&str>,
     ready_override: Option<ConditionUpdate>,
     now: Timestamp,
 ) -> (TenantClusterStatus, Vec<StatusChange>) {
     let current = tenant.status.clone().unwrap_or_default();
     let generation = tenant.metadata.generation;
+    let spec_version = tenant.spec.version.trim_start_matches('v');
+    let version = running_version.map(str::to_string).or_else(|| current.version.clone());
+    let upgrading = version.as_deref().filter(|running| *running != spec_version);
     let mut conditions = current.conditions.clone();
     for update in component_updates {
         set_condition(&mut conditions, update, generation, now);
     }
+    let overridden = ready_override.is_some();
     let mut ready = ready_override.unwrap_or_else(|| summarize_ready(&conditions));
+    if let (Some(running), false) = (upgrading, overridden) {
+        ready.message = format!("{}; upgrading {running} -> {spec_version}", ready.message);
+    }
     if tenant.spec.paused {
         ready.reason = reason::PAUSED;
         ready.message = format!("spec.paused is set; observing only ({})", ready.message);
@@ -230,17 +281,25 @@ pub fn compute_status(
     if current.phase != Some(phase) {
         changes.push(StatusChange::PhaseChanged { from: current.phase, to: phase });
     }
+    // A new generation is the first pass to see a spec change; the running version
+    // differing from it then means this change asked for an upgrade.
+    if let Some(running) = upgrading
+        && current.observed_generation != generation
+        && current.version.as_deref() == Some(running)
+    {
+        changes.push(StatusChange::UpgradeStarted { from: running.to_string(), to: spec_version.into() });
+    }
+    if let (Some(before), Some(after)) = (&current.version, &version)
+        && before != after
+    {
+        changes.push(StatusChange::Upgraded { from: before.clone(), to: after.clone() });
+    }
 
     let names = TenantNames::new(tenant.name_any(), tenant.namespace().unwrap_or_default());
     let status = TenantClusterStatus {
         phase: Some(phase),
         observed_generation: generation,
-        // The version the control plane runs changes once the apiserver rollout finished.
-        version: if is_condition_true(&conditions, types::API_SERVER_READY) {
-            Some(tenant.spec.version.clone())
-        } else {
-            current.version.clone()
-        },
+        version,
         kubeconfig_secret_name: if is_condition_true(&conditions, types::KUBECONFIG_READY) {
             Some(names.admin_kubeconfig_secret())
         } else {
@@ -266,6 +325,7 @@ mod tests {
 
     use super::*;
     use crate::api::TenantClusterSpec;
+    use crate::desired::{DeploymentVersion, ObservedRollout};
     use crate::reconcile::conditions::status_equivalent;
 
     fn at(second: i64) -> Timestamp {
@@ -300,6 +360,10 @@ mod tests {
         })
     }
 
+    fn rolled_out(version: &str) -> Option<DeploymentVersion> {
+        Some(DeploymentVersion { template: Some(version.into()), rolled_out: Some(version.into()) })
+    }
+
     fn healthy_observation() -> Observation {
         let names = names();
         Observation {
@@ -307,6 +371,10 @@ mod tests {
             etcd: ready_workload(3),
             apiserver: ready_workload(1),
             controller_manager: ready_workload(1),
+            rollout: ObservedRollout {
+                apiserver: rolled_out("1.34.2"),
+                controller_manager: rolled_out("1.34.2"),
+            },
         }
     }
 
@@ -315,7 +383,7 @@ mod tests {
         let tenant = tenant(None);
         let updates =
             component_conditions(&names(), &Observation::default(), &HealthVerdicts::default(), None);
-        let (status, changes) = compute_status(&tenant, &updates, None, at(0));
+        let (status, changes) = compute_status(&tenant, &updates, None, None, at(0));
 
         assert_eq!(status.phase, Some(Phase::Provisioning));
         assert_eq!(status.observed_generation, Some(4));
@@ -338,12 +406,14 @@ mod tests {
             &tenant(None),
             &component_conditions(&names(), &Observation::default(), &HealthVerdicts::default(), None),
             None,
+            None,
             at(0),
         );
         let tenant = tenant(Some(provisioning));
         let (status, changes) = compute_status(
             &tenant,
             &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
+            Some("1.34.2"),
             None,
             at(60),
         );
@@ -366,6 +436,7 @@ mod tests {
         let (first, _) = compute_status(
             &tenant(None),
             &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
+            Some("1.34.2"),
             None,
             at(0),
         );
@@ -373,6 +444,7 @@ mod tests {
         let (second, changes) = compute_status(
             &tenant,
             &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
+            Some("1.34.2"),
             None,
             at(3600),
         );
@@ -386,6 +458,7 @@ mod tests {
         let (ready, _) = compute_status(
             &tenant(None),
             &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
+            Some("1.34.2"),
             None,
             at(0),
         );
@@ -395,6 +468,7 @@ mod tests {
         let (status, changes) = compute_status(
             &tenant(Some(ready)),
             &component_conditions(&names(), &observation, &HealthVerdicts::default(), None),
+            observation.rollout.control_plane_version(),
             None,
             at(10),
         );
@@ -419,7 +493,7 @@ mod tests {
             reason::INVALID_SPEC,
             "invalid spec: spec.etcd.replicas: must be 1, 3 or 5",
         );
-        let (status, _) = compute_status(&tenant(None), &[], Some(override_ready), at(0));
+        let (status, _) = compute_status(&tenant(None), &[], None, Some(override_ready), at(0));
         let ready = find_condition(&status.conditions, types::READY).expect("present");
         assert_eq!(ready.reason, "InvalidSpec");
         assert_eq!(status.conditions.len(), 1, "component conditions untouched when none were observed");
@@ -432,6 +506,7 @@ mod tests {
         let (status, _) = compute_status(
             &paused,
             &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
+            Some("1.34.2"),
             None,
             at(0),
         );
@@ -445,7 +520,7 @@ mod tests {
     fn deleting_tenant_is_in_phase_deleting() {
         let mut deleting = tenant(None);
         deleting.metadata.deletion_timestamp = Some(Time(at(0)));
-        let (status, _) = compute_status(&deleting, &[], None, at(0));
+        let (status, _) = compute_status(&deleting, &[], None, None, at(0));
         assert_eq!(status.phase, Some(Phase::Deleting));
     }
     fn verdict(healthy: bool, message: &str) -> Option<Verdict> {
@@ -479,10 +554,11 @@ mod tests {
         let (ready, _) = compute_status(
             &tenant(None),
             &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
+            Some("1.34.2"),
             None,
             at(0),
         );
-        let (status, changes) = compute_status(&tenant(Some(ready)), &updates, None, at(30));
+        let (status, changes) = compute_status(&tenant(Some(ready)), &updates, None, None, at(30));
         assert_eq!(status.phase, Some(Phase::Degraded));
         assert!(changes.iter().any(|change| matches!(change,
             StatusChange::ConditionFlipped { type_, status: ConditionStatus::False, .. } if type_ == "APIServerReady")));
@@ -504,5 +580,118 @@ mod tests {
             apiserver.message,
             "0/1 replicas ready, 1 updated; probe failed: /readyz: connection refused"
         );
+    }
+
+    /// A Ready tenant at 1.34.2 whose spec was just bumped to 1.35.4 (generation 5).
+    fn bumped_to_1_35() -> TenantCluster {
+        let (ready, _) = compute_status(
+            &tenant(None),
+            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
+            Some("1.34.2"),
+            None,
+            at(0),
+        );
+        let mut bumped = tenant(Some(ready));
+        bumped.spec.version = "1.35.4".into();
+        bumped.metadata.generation = Some(5);
+        bumped
+    }
+
+    #[test]
+    fn an_upgrade_is_announced_once_and_the_version_moves_only_when_everything_rolled_out() {
+        let bumped = bumped_to_1_35();
+        // The apiserver rolls with every replica still available: Ready stays True.
+        let mut rolling = healthy_observation();
+        rolling.apiserver =
+            Some(WorkloadReadiness { desired: 2, ready: 3, updated: 1, observed_latest: true });
+        rolling.rollout.apiserver =
+            Some(DeploymentVersion { template: Some("1.35.4".into()), rolled_out: None });
+        let updates = component_conditions(&names(), &rolling, &HealthVerdicts::default(), None);
+        let (first, changes) =
+            compute_status(&bumped, &updates, rolling.rollout.control_plane_version(), None, at(10));
+        assert_eq!(
+            changes,
+            [StatusChange::UpgradeStarted { from: "1.34.2".into(), to: "1.35.4".into() }],
+            "nothing flips, one upgrade announced"
+        );
+        assert_eq!(first.version.as_deref(), Some("1.34.2"), "still the running version");
+        assert_eq!(first.phase, Some(Phase::Ready));
+        let apiserver = find_condition(&first.conditions, types::API_SERVER_READY).expect("present");
+        assert_eq!((apiserver.status.as_str(), apiserver.reason.as_str()), ("True", "RollingUpdate"));
+        assert_eq!(apiserver.message, "3/2 replicas ready, rolling update: 1 updated");
+        let ready = find_condition(&first.conditions, types::READY).expect("present");
+        assert_eq!(ready.status, "True");
+        assert_eq!(ready.message, "control plane is ready; upgrading 1.34.2 -> 1.35.4");
+
+        // Next pass, same generation: the apiserver finished, the controller-manager rolls.
+        let mut seen = bumped.clone();
+        seen.status = Some(first);
+        let mut apiserver_done = healthy_observation();
+        apiserver_done.rollout.apiserver = rolled_out("1.35.4");
+        apiserver_done.rollout.controller_manager =
+            Some(DeploymentVersion { template: Some("1.35.4".into()), rolled_out: None });
+        let (second, changes) = compute_status(
+            &seen,
+            &component_conditions(&names(), &apiserver_done, &HealthVerdicts::default(), None),
+            apiserver_done.rollout.control_plane_version(),
+            None,
+            at(40),
+        );
+        assert!(changes.is_empty(), "announced once: {changes:?}");
+        assert_eq!(second.version.as_deref(), Some("1.34.2"), "the controller-manager still rolls");
+
+        // Both rolled out: the version moves, once.
+        seen.status = Some(second);
+        let mut done = healthy_observation();
+        done.rollout =
+            ObservedRollout { apiserver: rolled_out("1.35.4"), controller_manager: rolled_out("1.35.4") };
+        let (third, changes) = compute_status(
+            &seen,
+            &component_conditions(&names(), &done, &HealthVerdicts::default(), None),
+            done.rollout.control_plane_version(),
+            None,
+            at(70),
+        );
+        assert_eq!(changes, [StatusChange::Upgraded { from: "1.34.2".into(), to: "1.35.4".into() }]);
+        assert_eq!(third.version.as_deref(), Some("1.35.4"));
+        let ready = find_condition(&third.conditions, types::READY).expect("present");
+        assert_eq!(ready.message, "control plane is ready");
+        assert_eq!(ready.last_transition_time, Time(at(0)), "Ready never flipped during the upgrade");
+    }
+
+    #[test]
+    fn only_deployments_stay_ready_through_a_rolling_update() {
+        let mut observation = healthy_observation();
+        let rolling = Some(WorkloadReadiness { desired: 3, ready: 3, updated: 1, observed_latest: true });
+        observation.etcd = rolling.clone();
+        observation.controller_manager = rolling;
+        // Right after a template change the Deployment controller has not seen it yet.
+        observation.apiserver =
+            Some(WorkloadReadiness { desired: 1, ready: 1, updated: 1, observed_latest: false });
+        let updates = component_conditions(&names(), &observation, &HealthVerdicts::default(), None);
+        let status_of = |type_: &str| {
+            let update = updates.iter().find(|update| update.type_ == type_).expect("present");
+            (update.status, update.reason)
+        };
+        assert_eq!(status_of(types::ETCD_READY), (ConditionStatus::False, "Progressing"));
+        assert_eq!(status_of(types::CONTROLLER_MANAGER_READY), (ConditionStatus::True, "RollingUpdate"));
+        assert_eq!(status_of(types::API_SERVER_READY), (ConditionStatus::True, "RollingUpdate"));
+        let apiserver =
+            updates.iter().find(|update| update.type_ == types::API_SERVER_READY).expect("present");
+        assert_eq!(
+            apiserver.message,
+            "1/1 replicas ready, rolling update: 1 updated, latest spec not yet observed"
+        );
+    }
+
+    #[test]
+    fn versions_that_differ_between_the_deployments_are_no_running_version() {
+        let mixed =
+            ObservedRollout { apiserver: rolled_out("1.35.4"), controller_manager: rolled_out("1.34.2") };
+        assert_eq!(mixed.control_plane_version(), None);
+        let (status, changes) =
+            compute_status(&bumped_to_1_35(), &[], mixed.control_plane_version(), None, at(5));
+        assert_eq!(status.version.as_deref(), Some("1.34.2"));
+        assert!(!changes.iter().any(|change| matches!(change, StatusChange::Upgraded { .. })), "{changes:?}");
     }
 }

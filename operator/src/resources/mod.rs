@@ -149,8 +149,7 @@ impl ImageSet {
     /// The images kubeadm would use for the spec's version, from `spec.imageRepository`
     /// (default [`DEFAULT_IMAGE_REPOSITORY`]), with etcd paired by [`etcd_image_tag`].
     pub fn for_spec(spec: &TenantClusterSpec) -> Result<Self, ResourceError> {
-        let repository = spec.image_repository.as_deref().unwrap_or(DEFAULT_IMAGE_REPOSITORY);
-        let repository = repository.trim_end_matches('/');
+        let repository = image_repository(spec);
         let version = spec.version.trim_start_matches('v');
         let minor = kubernetes_minor(version)?;
         let etcd_tag = etcd_image_tag(minor).ok_or_else(|| ResourceError::UnsupportedVersion {
@@ -163,6 +162,28 @@ impl ImageSet {
             controller_manager: format!("{repository}/kube-controller-manager:v{version}"),
         })
     }
+
+    /// The same images with the controller-manager at Kubernetes `version` (with or
+    /// without a leading `v`) instead of the spec's: during an upgrade it stays at the
+    /// version every apiserver replica runs (see [`crate::desired`]).
+    pub fn with_controller_manager_at(mut self, spec: &TenantClusterSpec, version: &str) -> Self {
+        let version = version.trim_start_matches('v');
+        self.controller_manager = format!("{}/kube-controller-manager:v{version}", image_repository(spec));
+        self
+    }
+}
+
+/// `spec.imageRepository` without a trailing slash, or [`DEFAULT_IMAGE_REPOSITORY`].
+fn image_repository(spec: &TenantClusterSpec) -> &str {
+    spec.image_repository.as_deref().unwrap_or(DEFAULT_IMAGE_REPOSITORY).trim_end_matches('/')
+}
+
+/// The Kubernetes version (no leading `v`) in the tag of an image reference such as
+/// `nestor.local/kube-apiserver:v1.35.4`; `None` for a reference without a tag.
+pub fn image_version(image: &str) -> Option<&str> {
+    let (_, last_segment) = image.rsplit_once('/').unwrap_or(("", image));
+    let (_, tag) = last_segment.split_once(':')?;
+    Some(tag.trim_start_matches('v')).filter(|version| !version.is_empty())
 }
 
 /// The minor of a `1.<minor>.<patch>` version (no leading `v`).
@@ -287,6 +308,21 @@ mod tests {
         let images = ImageSet::for_spec(&spec).expect("1.33 is supported");
         assert_eq!(images.etcd, "registry.k8s.io/etcd:3.5.21-0");
         assert_eq!(images.apiserver, "registry.k8s.io/kube-apiserver:v1.33.4");
+    }
+
+    #[test]
+    fn the_controller_manager_can_be_held_at_another_version() {
+        let mut spec = spec();
+        spec.version = "1.35.4".into();
+        spec.image_repository = Some("nestor.local".into());
+        let images =
+            ImageSet::for_spec(&spec).expect("1.35 is supported").with_controller_manager_at(&spec, "1.34.2");
+        assert_eq!(images.apiserver, "nestor.local/kube-apiserver:v1.35.4");
+        assert_eq!(images.controller_manager, "nestor.local/kube-controller-manager:v1.34.2");
+        assert_eq!(image_version(&images.apiserver), Some("1.35.4"));
+        assert_eq!(image_version(&images.controller_manager), Some("1.34.2"));
+        assert_eq!(image_version("localhost:5000/kube-apiserver"), None, "a registry port is no tag");
+        assert_eq!(image_version("localhost:5000/kube-apiserver:v1.34.2"), Some("1.34.2"));
     }
 
     #[test]

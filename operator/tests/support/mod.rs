@@ -403,7 +403,7 @@ pub struct Operator {
 
 /// The `nestor` binary this run uses: a hard link (or copy) made once, so a concurrent
 /// build into the shared target directory cannot swap it between two operator starts.
-fn nestor_binary() -> &'static Path {
+pub fn nestor_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let link = Path::new(env!("CARGO_TARGET_TMPDIR"))
