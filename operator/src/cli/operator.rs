@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use futures::FutureExt;
-use kube::Client;
 use tokio::net::TcpListener;
 
 use crate::health::HealthSettings;
@@ -83,7 +82,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let server_state = ServerState { metrics: metrics.clone(), readiness: readiness.clone() };
     let server = tokio::spawn(http::serve(listener, server_state, shutdown.clone()));
 
-    let client = Client::try_default().await.context("cannot configure the Kubernetes client")?;
+    let config = kube::Config::infer().await.context("cannot configure the Kubernetes client")?;
+    let client = crate::metrics::counting_client(config, metrics.clone())
+        .context("cannot configure the Kubernetes client")?;
     let health = HealthSettings::new(args.health_interval, args.health_timeout);
     let ctx = Arc::new(
         Context::new(client, metrics, Arc::new(SystemClock), args.watch_namespace.clone())
