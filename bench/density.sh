@@ -48,10 +48,11 @@ node_sample() {
 
 # tenant_footprints: per tenant, the memory and CPU of its pods, by component.
 tenant_footprints() {
-  local pods
-  pods=$(kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL" -o json)
-  summary | jq -c --argjson pods "$pods" --arg namespace "$NAMESPACE" '
-    ($pods.items | map({key: .metadata.name, value: {tenant: .metadata.labels["nestor.dev/tenant-cluster"],
+  # Files, not arguments: the pods' JSON outgrows the argument list.
+  kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL" -o json >"$WORK/pods.json"
+  summary >"$WORK/summary.json"
+  jq -c --slurpfile pods "$WORK/pods.json" --arg namespace "$NAMESPACE" '
+    ($pods[0].items | map({key: .metadata.name, value: {tenant: .metadata.labels["nestor.dev/tenant-cluster"],
                                                         component: .metadata.labels["app.kubernetes.io/component"]}})
      | from_entries) as $owner
     | [.pods[] | select(.podRef.namespace == $namespace and $owner[.podRef.name] != null)
@@ -62,7 +63,8 @@ tenant_footprints() {
            memory_mib: (map(.memory_mib) | add | . * 10 | round / 10),
            cpu_mcpu: (map(.cpu_mcpu) | add | . * 10 | round / 10),
            components: (map({key: .component, value: {memory_mib: (.memory_mib * 10 | round / 10),
-                                                      cpu_mcpu: (.cpu_mcpu * 10 | round / 10)}}) | from_entries)})'
+                                                      cpu_mcpu: (.cpu_mcpu * 10 | round / 10)}}) | from_entries)})' \
+    "$WORK/summary.json"
 }
 
 main() {
@@ -83,14 +85,15 @@ main() {
       log "  $name Ready after ${ready_s}s"
       node_sample "$i" | jq -c --arg name "$name" --argjson ready_s "$ready_s" '{tenant: $name, ready_s: $ready_s} + .' >>"$WORK/steps.jsonl"
     else
+      kc -n "$NAMESPACE" get tenantcluster "$name" -o json >"$WORK/failed-tenant.json"
+      kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL=$name" -o json >"$WORK/failed-pods.json"
       failure=$(jq -n --arg name "$name" --argjson timeout "$READY_TIMEOUT" \
-        --argjson status "$(kc -n "$NAMESPACE" get tenantcluster "$name" -o json | jq '.status // {}')" \
-        --argjson pods "$(kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL=$name" -o json |
-          jq '[.items[] | {name: .metadata.name, phase: .status.phase,
-                           containers: [.status.containerStatuses[]? | {name, ready, restartCount, state}]}]')" \
-        '{tenant: $name, error: "not Ready within \($timeout) s",
-          not_ready: [$status.conditions[]? | select(.status != "True") | "\(.type): \(.message // .reason)"],
-          pods: $pods}')
+        --slurpfile tenant "$WORK/failed-tenant.json" --slurpfile pods "$WORK/failed-pods.json" '
+        ($tenant[0].status // {}) as $status
+        | {tenant: $name, error: "not Ready within \($timeout) s",
+           not_ready: [$status.conditions[]? | select(.status != "True") | "\(.type): \(.message // .reason)"],
+           pods: [$pods[0].items[] | {name: .metadata.name, phase: .status.phase,
+                  containers: [.status.containerStatuses[]? | {name, ready, restartCount, state}]}]}')
       log "  $name not Ready within ${READY_TIMEOUT}s: stopping"
       break
     fi
@@ -99,15 +102,15 @@ main() {
   ready=$(jq -s length "$WORK/steps.jsonl")
   log "density: $ready tenant(s) Ready; idle for ${IDLE_SECONDS}s before measuring their pods"
   sleep "$IDLE_SECONDS"
-  local footprints
-  footprints=$(tenant_footprints)
+  tenant_footprints >"$WORK/footprints.json"
   jq -n --argjson max "$MAX" --argjson timeout "$READY_TIMEOUT" --argjson idle "$IDLE_SECONDS" \
     --argjson ready "$ready" --argjson failure "$failure" --slurpfile steps "$WORK/steps.jsonl" \
-    --slurpfile before "$WORK/node-before.json" --argjson footprints "$footprints" \
+    --slurpfile before "$WORK/node-before.json" --slurpfile footprints "$WORK/footprints.json" \
     --argjson node_after "$(node_sample "$ready")" '
     def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
                 else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-    def stats(f): [$footprints[] | f] | {median: median, min: min, max: max};
+    ($footprints[0]) as $footprints
+    | def stats(f): [$footprints[] | f] | {median: median, min: min, max: max};
     {
       cap: $max,
       ready_timeout_s: $timeout,
