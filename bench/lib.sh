@@ -51,8 +51,14 @@ start_operator() {
 }
 stop_operator() {
   [[ -n $OPERATOR_PID ]] || return 0
-  # Its exit status (143 after SIGTERM) must not trip `set -e` in a caller's clean-up.
-  kill "$OPERATOR_PID" 2>/dev/null && wait "$OPERATOR_PID" 2>/dev/null || true
+  # SIGTERM drains the passes in flight, which can take minutes when hundreds are queued
+  # on a busy apiserver: after 30 s, SIGKILL. Its exit status (143 after SIGTERM) must not
+  # trip `set -e` in a caller's clean-up.
+  kill "$OPERATOR_PID" 2>/dev/null || true
+  local waited
+  for ((waited = 0; waited < 30; waited++)); do kill -0 "$OPERATOR_PID" 2>/dev/null || break; sleep 1; done
+  kill -KILL "$OPERATOR_PID" 2>/dev/null || true
+  wait "$OPERATOR_PID" 2>/dev/null || true
   OPERATOR_PID=
 }
 
