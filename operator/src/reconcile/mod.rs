@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Preconditions};
-use kube::runtime::controller::{Action, Error as ControllerError};
+use kube::runtime::controller::{self, Action, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -33,7 +33,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::{Phase, TenantCluster};
-use crate::desired::{DesiredObject, DesiredState, desired_state};
+use crate::desired::{DesiredObject, DesiredState, ObservedSecrets, desired_state};
 use crate::error::{Error, Result};
 use crate::health::membership::{self, MemberRepair, MembershipError};
 use crate::health::{
@@ -65,6 +65,12 @@ const STATEFULSET_DELETION_TIMEOUT: Duration = Duration::from_secs(60);
 const MEMBER_REPAIR_COOLDOWN_FACTOR: u32 = 3;
 /// Re-check interval while a tenant is still converging.
 const CONVERGING_RESYNC: Duration = Duration::from_secs(30);
+/// Default bound on passes in flight. Unbounded, 1000 new tenants start 1000 passes at
+/// once: each holds its desired state in memory and a share of the apiserver, so all of
+/// them finish late and together (the scale benchmark saw 34 of 530 tenants applied after
+/// 140 s, RSS 183 MiB and climbing). Bounded, tenants finish in order and memory stays
+/// flat; 16 passes in flight still keep the meta apiserver busy.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// Everything a reconcile needs besides the object.
 pub struct Context {
@@ -84,6 +90,8 @@ pub struct Context {
     pub health_settings: HealthSettings,
     /// Probe history (debounce state, failing pods) of every tenant.
     pub health: HealthTracker,
+    /// Passes in flight at most (see [`DEFAULT_CONCURRENCY`]).
+    pub concurrency: u16,
     /// When each tenant last had an etcd member replaced: a replaced member needs time
     /// to join (its pod may crash-loop once or twice first), and replacing it again
     /// meanwhile would only start the join over.
@@ -111,8 +119,15 @@ impl Context {
             watch_namespace,
             health_settings: HealthSettings::default(),
             health: HealthTracker::default(),
+            concurrency: DEFAULT_CONCURRENCY,
             member_repairs: Default::default(),
         }
+    }
+
+    /// The same context with another bound on passes in flight (at least one).
+    pub fn with_concurrency(mut self, concurrency: u16) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
     }
 
     /// The same context with other probe settings.
@@ -123,10 +138,19 @@ impl Context {
 }
 
 /// Server-side applies one desired object (skipped when the live object already matches).
-async fn apply_object(object: &DesiredObject, ctx: &Context) -> Result<ApplyOutcome> {
+/// Secrets are compared with `listed_secrets`, read at the start of the pass; the other
+/// kinds are read one by one.
+async fn apply_object(
+    object: &DesiredObject,
+    listed_secrets: &[Secret],
+    ctx: &Context,
+) -> Result<ApplyOutcome> {
     let (client, metrics) = (&ctx.client, ctx.metrics.as_ref());
     match object {
-        DesiredObject::Secret(object) => apply::apply(client, object, metrics).await,
+        DesiredObject::Secret(object) => {
+            let live = listed_secrets.iter().find(|secret| secret.metadata.name == object.metadata.name);
+            apply::apply_over(client, object, live, metrics).await
+        }
         DesiredObject::ConfigMap(object) => apply::apply(client, object, metrics).await,
         DesiredObject::Service(object) => apply::apply(client, object, metrics).await,
         DesiredObject::StatefulSet(object) => apply::apply(client, object, metrics).await,
@@ -166,6 +190,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .owns(scoped_api::<StatefulSet>(&client, namespace), owned())
             .owns(scoped_api::<Deployment>(&client, namespace), owned())
             .owns(scoped_api::<NetworkPolicy>(&client, namespace), owned())
+            .with_config(controller::Config::default().concurrency(ctx.concurrency))
             .graceful_shutdown_on(shutdown);
     ctx.metrics.watch_tenants(controller.store());
     ctx.health.watch_tenants(controller.store());
@@ -264,13 +289,14 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
         None
     } else {
         validate(tenant)?;
-        let observed = read_tenant_secrets(&ctx.client, &names).await?;
+        let listed_secrets = read_tenant_secrets(&ctx.client, &names).await?;
+        let observed = ObservedSecrets::from_secrets(&listed_secrets);
         let desired = desired_state(tenant, &observed, ctx.clock.now())?;
         for issued in &desired.issued {
             tracing::info!(secret = %issued.secret_name, reason = %issued.reason, "issuing certificate");
         }
         for object in &desired.objects {
-            apply_object(object, ctx).await?;
+            apply_object(object, &listed_secrets, ctx).await?;
         }
         Some(desired)
     };

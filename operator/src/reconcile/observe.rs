@@ -2,7 +2,6 @@
 //! which of its Secrets exist and how ready its workloads are. Reads only; the
 //! result feeds the pure status computation in [`super::status`].
 
-use crate::desired::ObservedSecrets;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -85,11 +84,11 @@ pub struct Observation {
 }
 
 /// Reads the tenant's Secrets with their data: the build stage keeps existing CAs
-/// and keys and re-issues only what is missing, stale or mismatched.
-pub async fn read_tenant_secrets(client: &Client, names: &TenantNames) -> Result<ObservedSecrets> {
+/// and keys and re-issues only what is missing, stale or mismatched, and the apply
+/// stage compares each desired Secret with its listed one instead of reading it again.
+pub async fn read_tenant_secrets(client: &Client, names: &TenantNames) -> Result<Vec<Secret>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
-    let list = secrets.list(&ListParams::default().labels(&names.tenant_selector())).await?;
-    Ok(ObservedSecrets::from_secrets(&list.items))
+    Ok(secrets.list(&ListParams::default().labels(&names.tenant_selector())).await?.items)
 }
 
 /// Reads the tenant's Secrets (names only, never their data) and workloads.
