@@ -71,9 +71,9 @@ jq -r '
     "| Creation (\($s.create.parallel) × \($s.create.batch) per request): all created | \($s.create.all_created_s // "n/a") s | — | |",
     "| While applying: reconciles/s, operator CPU | \($s.apply_phase.reconciles_per_s) /s, \($s.apply_phase.cpu_mcpu) mCPU | — | |",
     "| While applying: requests to the meta apiserver | \($s.apply_phase.requests_per_s) /s (\($s.apply_phase.requests_per_s_by_verb | verbs)) | — | |",
-    "| Steady, all applied, probes failing (\($s.steady.seconds | r(0)) s): reconciles/s, CPU, RSS | \($s.steady.reconciles_per_s) /s, \($s.steady.cpu_mcpu) mCPU, \($s.steady.rss_mib_end) MiB | — | |",
-    "| Steady: requests to the meta apiserver | \($s.steady.requests_per_s) /s (\($s.steady.requests_per_s_by_verb | verbs)); writes \($s.steady.writes_per_s) /s | — | |",
-    "| Owned objects: every tenant complete | \(if $s.objects.every_tenant_complete then "yes" else "no" end) (\($s.objects.by_kind | to_entries | map("\(.key) \(.value.max)") | join(", ")) per tenant) | — | |",
+    "| After the apply phase (\($s.steady.seconds | r(0)) s, \($s.steady.applied_at_end) applied, probes failing): reconciles/s, CPU, RSS | \($s.steady.reconciles_per_s) /s, \($s.steady.cpu_mcpu) mCPU, \($s.steady.rss_mib_end) MiB | — | |",
+    "| After the apply phase: requests to the meta apiserver | \($s.steady.requests_per_s) /s (\($s.steady.requests_per_s_by_verb | verbs)); writes \($s.steady.writes_per_s) /s | — | |",
+    "| Owned objects: every tenant complete | \(if $s.objects.every_tenant_complete then "yes" else "no" end) (\($s.objects.by_kind | to_entries | map("\(.key) \(.value.max)") | join(", ")) per tenant, on \([$s.objects.by_kind[].tenants] | min) tenants) | — | |",
     "| Pods (kwok): total / Running / on the fake node | \($s.pods.pods) / \($s.pods.running) / \($s.pods.on_fake_node) | — | |",
     "",
     "Applied over time (s since the first create → tenants applied): \([$s.timeline[] | "\(.t | r(0))→\(.applied)"] | join(", "))"
