@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo test unit bench meta-up meta-down meta-status upstream images operator-image crds lint
+.PHONY: help demo test unit bench bench-scale bench-density meta-up meta-down meta-status upstream images operator-image crds lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -18,6 +18,12 @@ unit: ## pure unit tests only (no cluster)
 
 bench: ## benchmarks (see docs/benchmarks.md); never part of `make test`
 	hack/bench.sh
+
+bench-scale: ## the scale benchmark only: SCALE_TENANTS (1000) tenants, pods simulated by kwok
+	BENCH_PARTS=scale hack/bench.sh
+
+bench-density: ## the density benchmark only: real tenants one by one (DENSITY_MAX, 12)
+	BENCH_PARTS=density hack/bench.sh
 
 meta-up: ## start the local meta cluster (builds upstream binaries and images on first use)
 	hack/meta-up.sh

@@ -14,12 +14,10 @@
 #   BENCH_IDLE_SECONDS (60, footprint window), BENCH_WRITES_SECONDS (120, idle-writes window).
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-HACK_DIR="$BENCH_DIR/../hack"
-# shellcheck source=hack/lib.sh
-source "$HACK_DIR/lib.sh"
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 OUTPUT=${1:?usage: bench/cluster.sh OUTPUT.json}
-NESTOR_BIN=${NESTOR_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/nestor}
 SINGLE_RUNS=${BENCH_SINGLE_RUNS:-5}
 HA_RUNS=${BENCH_HA_RUNS:-3}
 BURST=${BENCH_BURST:-10}
@@ -27,59 +25,22 @@ BURST_TIMEOUT=${BENCH_BURST_TIMEOUT:-600}
 READY_TIMEOUT=${BENCH_READY_TIMEOUT:-300}
 IDLE_SECONDS=${BENCH_IDLE_SECONDS:-60}
 WRITES_SECONDS=${BENCH_WRITES_SECONDS:-120}
-TENANT_LABEL=nestor.dev/tenant-cluster
-CLOCK_TICKS=$(getconf CLK_TCK)
-
-export KUBECONFIG=$META_KUBECONFIG
-kc() { meta_kubectl "$@"; }
-now() { date +%s.%N; }
-# seconds A B: B - A, three decimals.
-seconds() { echo "$2 - $1" | bc -l | xargs printf '%.3f'; }
-
-[[ -x $NESTOR_BIN ]] || die "no operator binary at $NESTOR_BIN (cargo build --release, or set NESTOR_BIN)"
-command -v jq >/dev/null || die "jq is required"
-
-NAMESPACE=nestor-bench-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+NAMESPACE=nestor-bench-$(random_suffix)
 WORK=$(mktemp -d /tmp/nestor-bench.XXXXXX)
-OPERATOR_PID=
 cleanup() {
   # Tenants first, while the operator still runs: it owns their finalizer, and a
   # TenantCluster left behind without it would keep the namespace Terminating forever.
   kc -n "$NAMESPACE" delete tenantclusters --all --wait=true --timeout=120s >/dev/null 2>&1 || true
-  [[ -n $OPERATOR_PID ]] && kill "$OPERATOR_PID" 2>/dev/null && wait "$OPERATOR_PID" 2>/dev/null
+  stop_operator
   log "deleting namespace $NAMESPACE (operator log kept in $WORK/operator.log)"
   kc delete namespace "$NAMESPACE" --wait=false >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-# --- operator ---
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 20000))
-    ss -Hltn "sport = :$port" | grep -q . || { echo "$port"; return; }
-  done
-}
-METRICS_PORT=$(free_port)
-start_operator() {
+# --- operator (bench/lib.sh) ---
+start() {
   kc create namespace "$NAMESPACE" >/dev/null
-  # Its own session: a Ctrl-C meant for the benchmark must not stop the operator before
-  # cleanup has deleted the tenants whose finalizer it owns.
-  setsid "$NESTOR_BIN" operator --no-leader-election --metrics-addr "127.0.0.1:$METRICS_PORT" \
-    --watch-namespace "$NAMESPACE" >"$WORK/operator.log" 2>&1 &
-  OPERATOR_PID=$!
-  wait_until "operator /metrics" 30 curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" ||
-    die "the operator did not start; see $WORK/operator.log"
-  log "operator pid $OPERATOR_PID watching $NAMESPACE (metrics on 127.0.0.1:$METRICS_PORT)"
-}
-
-# cpu_ticks: utime + stime of the operator (fields 14 and 15 of /proc/PID/stat; the
-# command name in field 2 is "(nestor)", without spaces, so plain splitting works).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$OPERATOR_PID/stat"; }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$OPERATOR_PID/status"; }
-api_writes() {
-  curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" |
-    awk '/^nestor_api_writes_total[{ ]/ {sum += $NF} END {printf "%d\n", sum}'
+  start_operator "$NAMESPACE" "$WORK/operator.log"
 }
 
 # footprint TENANTS SECONDS: JSON with RSS (MiB, at the end of the window), CPU (mCPU
@@ -104,22 +65,6 @@ footprint() {
 }
 
 # --- tenants ---
-# tenant_yaml NAME ETCD_REPLICAS APISERVER_REPLICAS EPHEMERAL(true|false)
-tenant_yaml() {
-  cat <<YAML
-apiVersion: nestor.dev/v1alpha1
-kind: TenantCluster
-metadata: {name: $1, namespace: $NAMESPACE}
-spec:
-  version: "$TENANT_VERSION"
-  imageRepository: $LOCAL_IMAGE_REPOSITORY
-  etcd: {replicas: $2, storage: {ephemeral: $4}}
-  apiServer: {replicas: $3}
----
-YAML
-}
-TENANT_VERSION=${KUBERNETES_VERSION#v}
-
 ready_status() {
   kc -n "$NAMESPACE" get tenantcluster "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null
 }
@@ -295,7 +240,7 @@ burst() {
 }
 
 main() {
-  start_operator
+  start
   sleep 5 # let the initial list and watch settle
   footprint 0 "$IDLE_SECONDS" >"$WORK/footprint-0.json"
   echo null >"$WORK/footprint-1.json" # replaced by the last single run, if any

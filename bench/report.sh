@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints the Markdown tables of one `make bench` result (bench/results/<stamp>.json):
-# the figures against their goals, then the Time-to-Ready phase timelines.
+# the figures against their goals, then the Time-to-Ready phase timelines, then the
+# scale and density benchmarks (each part only when the result has it).
 # Usage: bench/report.sh RESULT.json
 set -euo pipefail
 RESULT=${1:?usage: bench/report.sh RESULT.json}
@@ -15,6 +16,7 @@ jq -r '
   | ($c.footprint.idle // []) as $idle
   | "Machine: \(.machine.nproc) cores, \(.machine.memory_mib) MiB, kernel \(.machine.kernel); commit \(.git_commit); \(.timestamp)",
     "Load average (1/5/15 min): \(.load_average.start) at start, \(.load_average.end) at the end",
+    (if $pki == null and $c == null then empty else
     "",
     "| Figure | Measured | Goal | Met |",
     "|---|---|---|---|",
@@ -48,5 +50,45 @@ jq -r '
                                $p["\($component).started_s"], $p["\($component).ready_s"]]
                               | map(if . == null then "?" else tostring end) | join(" → ");
        "| \($k) | \(steps("etcd")) | \(steps("apiserver")) | \(steps("controller_manager")) |")
+    end)
+    end)
+' "$RESULT"
+
+jq -r '
+  def r(n): if . == null then null else (. * pow(10; n) | round) / pow(10; n) end;
+  def verdict(ok): if ok == null then "" elif ok then "yes" else "**no**" end;
+  def verbs: to_entries | map(select(.value > 0)) | map("\(.key) \(.value)") | join(", ");
+  .scale as $s | .density as $d
+  | (if $s == null then empty else
+    "",
+    "Scale: \($s.tenants) TenantClusters, pods simulated by kwok (\($s.storage)); operator flags: \(if $s.operator_flags == "" then "defaults" else $s.operator_flags end).",
+    "Applied = \($s.criterion).",
+    "",
+    "| Figure | Measured | Goal | Met |",
+    "|---|---|---|---|",
+    "| All \($s.tenants) tenants applied | \(if $s.all_applied_s == null then "\($s.applied)/\($s.tenants) after \($s.timeout_s) s" else "\($s.all_applied_s | r(1)) s" end) | ≤ 300 s | \(verdict(if $s.all_applied_s == null then false else $s.all_applied_s <= 300 end)) |",
+    "| Operator peak RSS | \($s.peak_rss_mib) MiB | < 150 MiB | \(verdict($s.peak_rss_mib < 150)) |",
+    "| Creation (\($s.create.parallel) × \($s.create.batch) per request): all created | \($s.create.all_created_s // "n/a") s | — | |",
+    "| While applying: reconciles/s, operator CPU | \($s.apply_phase.reconciles_per_s) /s, \($s.apply_phase.cpu_mcpu) mCPU | — | |",
+    "| While applying: requests to the meta apiserver | \($s.apply_phase.requests_per_s) /s (\($s.apply_phase.requests_per_s_by_verb | verbs)) | — | |",
+    "| After the apply phase (\($s.steady.seconds | r(0)) s, \($s.steady.applied_at_end) applied, probes failing): reconciles/s, CPU, RSS | \($s.steady.reconciles_per_s) /s, \($s.steady.cpu_mcpu) mCPU, \($s.steady.rss_mib_end) MiB | — | |",
+    "| After the apply phase: requests to the meta apiserver | \($s.steady.requests_per_s) /s (\($s.steady.requests_per_s_by_verb | verbs)); writes \($s.steady.writes_per_s) /s | — | |",
+    "| Owned objects: every tenant complete | \(if $s.objects.every_tenant_complete then "yes" else "no" end) (\($s.objects.by_kind | to_entries | map("\(.key) \(.value.max)") | join(", ")) per tenant, on \([$s.objects.by_kind[].tenants] | min) tenants) | — | |",
+    "| Pods (kwok): total / Running / on the fake node | \($s.pods.pods) / \($s.pods.running) / \($s.pods.on_fake_node) | — | |",
+    "",
+    "Applied over time (s since the first create → tenants applied): \([$s.timeline[] | "\(.t | r(0))→\(.applied)"] | join(", "))"
+    end),
+    (if $d == null then empty else
+    "",
+    "Density: real tenants (\($d.tenant)) added one at a time, each waited for (≤ \($d.ready_timeout_s) s), cap \($d.cap).",
+    "",
+    "| Figure | Measured |",
+    "|---|---|",
+    "| Tenants Ready before one failed | \($d.ready)\(if $d.stopped_by == "cap" then " (cap reached, none failed)" else " (tenant \($d.ready + 1) failed: \($d.failure.not_ready | join("; ")))" end) |",
+    "| Time to Ready of each tenant, in order | \([$d.steps[].ready_s | r(1) | tostring] | join(", ")) s |",
+    "| One idle tenant'"'"'s pods: memory (working set), median (min–max) | \($d.footprint.memory_mib.median | r(1)) MiB (\($d.footprint.memory_mib.min | r(1))–\($d.footprint.memory_mib.max | r(1))) |",
+    "| One idle tenant'"'"'s pods: CPU, median (min–max) | \($d.footprint.cpu_mcpu.median | r(1)) mCPU (\($d.footprint.cpu_mcpu.min | r(1))–\($d.footprint.cpu_mcpu.max | r(1))) |",
+    "| By component, median memory / CPU | \($d.footprint.by_component | to_entries | map("\(.key) \(.value.memory_mib | r(1)) MiB / \(.value.cpu_mcpu | r(1)) mCPU") | join("; ")) |",
+    "| Node before / after (idle, \($d.ready) tenants): memory working set, CPU | \($d.node_before.node_memory_working_set_mib) → \($d.node_idle_after.node_memory_working_set_mib) MiB, \($d.node_before.node_cpu_mcpu) → \($d.node_idle_after.node_cpu_mcpu) mCPU |"
     end)
 ' "$RESULT"

@@ -7,8 +7,9 @@
 #
 # A component whose directory holds a `.complete` marker is not rebuilt, so a
 # second run is a no-op. Usage: hack/build-upstream.sh [component ...]
-# (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner;
-# default all). kubernetes-upgrade is KUBERNETES_UPGRADE_VERSION's kube-apiserver and
+# (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner kwok;
+# default all but kwok, which only the scale benchmark uses: bench/scale.sh builds it on
+# demand). kubernetes-upgrade is KUBERNETES_UPGRADE_VERSION's kube-apiserver and
 # kube-controller-manager only: a second tenant version to upgrade to.
 #
 # Why wrapper modules: k8s.io/kubernetes requires its staging modules at v0.0.0
@@ -162,6 +163,28 @@ build_local_path_provisioner() {
   publish_component local-path-provisioner "$v"
 }
 
+# kwok: fake nodes and pod lifecycles for the scale benchmark (bench/scale.sh). A plain
+# module without sibling replaces, so the wrapper only requires it.
+build_kwok() {
+  local v=$KWOK_VERSION
+  if upstream_complete kwok "$v"; then log "kwok $v: cached"; return; fi
+  local src
+  src=$(wrapper_module kwok "$v")
+  (cd "$src" && go mod edit -require "sigs.k8s.io/kwok@$v")
+  build_in_wrapper kwok "$v" "" sigs.k8s.io/kwok/cmd/kwok
+  # The kwok binary ships no lifecycle: its stages (node initialization and lease heartbeat,
+  # pods becoming Ready and being deleted) come from the module's kustomize/ directory.
+  local module out
+  module=$(cd "$src" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  out=$(upstream_bin_dir kwok "$v")
+  mkdir -p "$out.partial/stages"
+  cp "$module"/kustomize/stage/node/fast/node-initialize.yaml \
+    "$module"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    "$module"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml "$out.partial/stages/"
+  chmod u+w "$out.partial/stages/"*
+  publish_component kwok "$v"
+}
+
 components=("$@")
 [[ ${#components[@]} -gt 0 ]] || components=(etcd coredns local-path-provisioner kubernetes kubernetes-upgrade)
 command -v go >/dev/null || die "go is not installed; the upstream build needs Go 1.24 or newer"
@@ -172,6 +195,7 @@ for component in "${components[@]}"; do
     etcd) build_etcd ;;
     coredns) build_coredns ;;
     local-path-provisioner) build_local_path_provisioner ;;
-    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns or local-path-provisioner)" ;;
+    kwok) build_kwok ;;
+    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns, local-path-provisioner or kwok)" ;;
   esac
 done

@@ -49,6 +49,7 @@ META_CONTAINERD_SOCKET="$META_RUN_DIR/containerd/containerd.sock"
 
 k8s_bin() { echo "$(upstream_bin_dir kubernetes "$KUBERNETES_VERSION")/$1"; }
 etcd_bin() { echo "$(upstream_bin_dir etcd "$ETCD_VERSION")/$1"; }
+kwok_bin() { echo "$(upstream_bin_dir kwok "$KWOK_VERSION")/kwok"; }
 meta_kubectl() { "$(k8s_bin kubectl)" --kubeconfig "$META_KUBECONFIG" "$@"; }
 
 # wait_until DESCRIPTION TIMEOUT_SECONDS COMMAND...: polls once a second,

@@ -4,12 +4,20 @@
 //! API server (applies, status patches, finalizer patches, Events). It is the
 //! measurable side of "an unchanged tenant costs zero writes". Lease renewals of
 //! leader election are not counted: they happen whether or not tenants change.
+//!
+//! `nestor_api_requests_total` counts every request the operator's meta-cluster
+//! client sends, reads and watches included, by verb: it is the load the operator
+//! puts on the meta apiserver (the scale benchmark reads it), counted at the client
+//! because the apiserver's own request metrics do not say who asked.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hyper::http::{Method, Request, Uri};
+use kube::client::{Body, ClientBuilder};
 use kube::runtime::reflector::Store;
+use kube::{Client, Config};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -63,6 +71,27 @@ struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: &'static str,
+}
+
+/// The `verb` label of a request: the HTTP method, except that a GET with
+/// `watch=true` is a watch (a long-lived stream, not a read per object). A list is a GET.
+fn request_verb(method: &Method, uri: &Uri) -> &'static str {
+    match *method {
+        Method::GET if uri.query().is_some_and(|query| query.split('&').any(|pair| pair == "watch=true")) => {
+            "watch"
+        }
+        Method::GET => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -87,6 +116,7 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
     api_writes: Family<WriteLabels, Counter>,
+    api_requests: Family<RequestLabels, Counter>,
     tenants: Family<PhaseLabels, Gauge>,
     /// Sum of `api_writes` over all labels, for tests and logs.
     writes: AtomicU64,
@@ -128,6 +158,12 @@ impl Metrics {
             "Writes sent to the Kubernetes API by the reconciler, by object kind and verb",
             api_writes.clone(),
         );
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests sent to the meta cluster's API server (reads and watches included), by verb",
+            api_requests.clone(),
+        );
         let tenants = Family::<PhaseLabels, Gauge>::default();
         registry.register("tenants", "TenantCluster objects by phase", tenants.clone());
         Self {
@@ -136,6 +172,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             api_writes,
+            api_requests,
             tenants,
             writes: AtomicU64::new(0),
             tenant_store: OnceLock::new(),
@@ -157,6 +194,11 @@ impl Metrics {
     pub fn record_write(&self, kind: &str, verb: WriteVerb) {
         self.api_writes.get_or_create(&WriteLabels { kind: kind.to_string(), verb: verb.as_str() }).inc();
         self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one request about to be sent to the meta cluster's API server.
+    pub fn record_request(&self, method: &Method, uri: &Uri) {
+        self.api_requests.get_or_create(&RequestLabels { verb: request_verb(method, uri) }).inc();
     }
 
     /// Total writes recorded so far, all kinds and verbs.
@@ -204,6 +246,15 @@ impl Metrics {
     }
 }
 
+/// A client for `config` whose every request is counted in `nestor_api_requests_total`.
+pub fn counting_client(config: Config, metrics: std::sync::Arc<Metrics>) -> kube::Result<Client> {
+    let count = tower::util::MapRequestLayer::new(move |request: Request<Body>| {
+        metrics.record_request(request.method(), request.uri());
+        request
+    });
+    Ok(ClientBuilder::try_from(config)?.with_layer(&count).build())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +286,21 @@ mod tests {
         let text = metrics.encode().expect("encodes");
         assert!(text.contains("nestor_tenants{phase=\"Provisioning\"} 0\n"), "{text}");
         assert!(text.contains("nestor_tenants{phase=\"Ready\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn requests_are_counted_by_verb_with_watches_apart() {
+        let metrics = Metrics::new();
+        let uri = |text: &str| text.parse::<Uri>().expect("valid URI");
+        metrics.record_request(&Method::GET, &uri("/api/v1/namespaces/a/secrets/x"));
+        metrics.record_request(&Method::GET, &uri("/api/v1/namespaces/a/secrets?labelSelector=a%3Db"));
+        metrics
+            .record_request(&Method::GET, &uri("/api/v1/namespaces/a/secrets?watch=true&timeoutSeconds=290"));
+        metrics.record_request(&Method::PATCH, &uri("/apis/apps/v1/namespaces/a/deployments/x"));
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains("nestor_api_requests_total{verb=\"get\"} 2\n"), "{text}");
+        assert!(text.contains("nestor_api_requests_total{verb=\"watch\"} 1\n"), "{text}");
+        assert!(text.contains("nestor_api_requests_total{verb=\"patch\"} 1\n"), "{text}");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use futures::FutureExt;
-use kube::Client;
 use tokio::net::TcpListener;
 
 use crate::health::HealthSettings;
@@ -52,6 +51,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "NESTOR_HEALTH_INTERVAL", default_value = "10s", value_parser = go_duration)]
     pub health_interval: Duration,
 
+    /// Reconciliations in flight at most: bounds the operator's memory and its share of the
+    /// meta apiserver when many tenants change at once.
+    #[arg(long, env = "NESTOR_MAX_CONCURRENT_RECONCILES", default_value_t = reconcile::DEFAULT_CONCURRENCY)]
+    pub max_concurrent_reconciles: u16,
+
     /// Timeout of one probe request.
     #[arg(long, env = "NESTOR_HEALTH_TIMEOUT", default_value = "2s", value_parser = go_duration)]
     pub health_timeout: Duration,
@@ -83,11 +87,14 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let server_state = ServerState { metrics: metrics.clone(), readiness: readiness.clone() };
     let server = tokio::spawn(http::serve(listener, server_state, shutdown.clone()));
 
-    let client = Client::try_default().await.context("cannot configure the Kubernetes client")?;
+    let config = kube::Config::infer().await.context("cannot configure the Kubernetes client")?;
+    let client = crate::metrics::counting_client(config, metrics.clone())
+        .context("cannot configure the Kubernetes client")?;
     let health = HealthSettings::new(args.health_interval, args.health_timeout);
     let ctx = Arc::new(
         Context::new(client, metrics, Arc::new(SystemClock), args.watch_namespace.clone())
-            .with_health_settings(health),
+            .with_health_settings(health)
+            .with_concurrency(args.max_concurrent_reconciles),
     );
 
     if args.leader_election() {

@@ -68,6 +68,31 @@ where
         + DeserializeOwned
         + Debug,
 {
+    let name = desired.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = desired.meta().namespace.clone().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    // A GET is a read; reads are cheap next to a write that wakes every watcher of the kind.
+    let live = api.get_opt(&name).await?;
+    apply_over(client, desired, live.as_ref(), existing, metrics).await
+}
+
+/// [`apply`] against a live object the caller already read (`None`: it does not exist),
+/// so a pass that listed a whole kind does not read each object again. At 1000 tenants
+/// per-object reads are what the meta apiserver spends most of its time on.
+pub async fn apply_over<K>(
+    client: &Client,
+    desired: &K,
+    live: Option<&K>,
+    existing: Existing,
+    metrics: &Metrics,
+) -> Result<ApplyOutcome>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
     let kind = K::kind(&());
     let name = desired.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
     let namespace = desired.meta().namespace.clone().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
@@ -76,10 +101,8 @@ where
     stamp_applied_hash(&mut desired_json);
 
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    // A GET is a read; reads are cheap next to a write that wakes every watcher of the kind.
-    let live = api.get_opt(&name).await?;
     if let Some(live) = live {
-        let live_json = serde_json::to_value(&live)
+        let live_json = serde_json::to_value(live)
             .map_err(|source| Error::Serialization { kind: kind.to_string(), source })?;
         // `desired_json` carries the applied-hash annotation, so this one comparison
         // checks both the hash and every field Nestor sets.

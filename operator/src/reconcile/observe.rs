@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::desired::{ObservedRollout, ObservedSecrets};
+use crate::desired::ObservedRollout;
 use crate::error::Result;
 use crate::names::TenantNames;
 
@@ -125,11 +125,11 @@ pub async fn observe_etcd(client: &Client, names: &TenantNames) -> Result<EtcdWo
 }
 
 /// Reads the tenant's Secrets with their data: the build stage keeps existing CAs
-/// and keys and re-issues only what is missing, stale or mismatched.
-pub async fn read_tenant_secrets(client: &Client, names: &TenantNames) -> Result<ObservedSecrets> {
+/// and keys and re-issues only what is missing, stale or mismatched, and the apply
+/// stage compares each desired Secret with its listed one instead of reading it again.
+pub async fn read_tenant_secrets(client: &Client, names: &TenantNames) -> Result<Vec<Secret>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
-    let list = secrets.list(&ListParams::default().labels(&names.tenant_selector())).await?;
-    Ok(ObservedSecrets::from_secrets(&list.items))
+    Ok(secrets.list(&ListParams::default().labels(&names.tenant_selector())).await?.items)
 }
 
 /// Reads the tenant's apiserver and controller-manager Deployments: the build stage
