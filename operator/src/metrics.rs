@@ -65,6 +65,11 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     kind: String,
     verb: &'static str,
@@ -118,6 +123,8 @@ pub struct Metrics {
     api_writes: Family<WriteLabels, Counter>,
     api_requests: Family<RequestLabels, Counter>,
     tenants: Family<PhaseLabels, Gauge>,
+    health_probes: Counter,
+    health_triggers: Family<TriggerLabels, Counter>,
     /// Sum of `api_writes` over all labels, for tests and logs.
     writes: AtomicU64,
     /// The controller's cache of TenantClusters, set once the controller runs (only the
@@ -166,6 +173,18 @@ impl Metrics {
         );
         let tenants = Family::<PhaseLabels, Gauge>::default();
         registry.register("tenants", "TenantCluster objects by phase", tenants.clone());
+        let health_probes = Counter::default();
+        registry.register(
+            "health_probes",
+            "Tenants probed by the health monitor, between reconciliations",
+            health_probes.clone(),
+        );
+        let health_triggers = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "health_triggered_reconciles",
+            "Reconciliations the health monitor asked for, by what its probe found",
+            health_triggers.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -174,8 +193,18 @@ impl Metrics {
             api_writes,
             api_requests,
             tenants,
+            health_probes,
+            health_triggers,
             writes: AtomicU64::new(0),
             tenant_store: OnceLock::new(),
+        }
+    }
+
+    /// Records one probe of the health monitor, and the reconciliation it asked for, if any.
+    pub fn record_health_probe(&self, triggered: Option<&'static str>) {
+        self.health_probes.inc();
+        if let Some(reason) = triggered {
+            self.health_triggers.get_or_create(&TriggerLabels { reason }).inc();
         }
     }
 

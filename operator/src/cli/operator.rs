@@ -57,7 +57,7 @@ pub struct OperatorArgs {
     pub max_concurrent_reconciles: u16,
 
     /// Timeout of one probe request.
-    #[arg(long, env = "NESTOR_HEALTH_TIMEOUT", default_value = "2s", value_parser = go_duration)]
+    #[arg(long, env = "NESTOR_HEALTH_TIMEOUT", default_value = "5s", value_parser = go_duration)]
     pub health_timeout: Duration,
 }
 

@@ -53,15 +53,21 @@ struct Candidate {
 pub struct Debouncer {
     reported: Option<Reported>,
     candidate: Option<Candidate>,
+    /// Whether the component was ever reported healthy: until then it is coming up,
+    /// not recovering, and there is no Ready state it could flap out of.
+    been_healthy: bool,
 }
 
 impl Debouncer {
     /// Feeds one probe result observed at `now` and returns the state to report.
     ///
     /// The first result is adopted at once: with no history there is nothing to flap
-    /// from, and a new tenant should not wait a debounce period to become Ready. A
-    /// result agreeing with the reported state refreshes its message and drops any
-    /// pending candidate, so the new state has to hold *consecutively*.
+    /// from. So is the first healthy result of a component that was never healthy: a
+    /// new tenant's etcd reports "0 of 1 member pods running" before its pod starts,
+    /// and debouncing its first success would hold every new tenant out of Ready for
+    /// two more intervals (time to Ready went from 21 s to 44 s that way). A result
+    /// agreeing with the reported state refreshes its message and drops any pending
+    /// candidate, so the new state has to hold *consecutively*.
     pub fn observe(
         &mut self,
         healthy: bool,
@@ -70,8 +76,14 @@ impl Debouncer {
         thresholds: DebounceThresholds,
     ) -> &Reported {
         let message = message.into();
+        let coming_up = healthy && !self.been_healthy;
+        self.been_healthy |= healthy;
         let reported = match self.reported.take() {
             None => Reported { healthy, message, since: now },
+            Some(_) if coming_up => {
+                self.candidate = None;
+                Reported { healthy, message, since: now }
+            }
             Some(mut reported) if reported.healthy == healthy => {
                 self.candidate = None;
                 reported.message = message;
@@ -191,9 +203,23 @@ mod tests {
     }
 
     #[test]
+    fn the_first_success_of_a_component_coming_up_is_reported_at_once() {
+        let mut debouncer = Debouncer::default();
+        assert!(!feed(&mut debouncer, false, 0), "no pod yet");
+        assert!(!feed(&mut debouncer, false, 5));
+        assert!(feed(&mut debouncer, true, 7), "never healthy before: nothing to flap from");
+        assert_eq!(debouncer.reported().map(|r| r.since), Some(at(7)));
+        assert_eq!(debouncer.pending(), None);
+        assert!(feed(&mut debouncer, false, 10), "once healthy, failures are debounced");
+    }
+
+    #[test]
     fn recovery_is_debounced_like_failure() {
         let mut debouncer = Debouncer::default();
+        feed(&mut debouncer, true, -30);
+        feed(&mut debouncer, false, -20);
         feed(&mut debouncer, false, 0);
+        assert_eq!(debouncer.reported().map(|r| r.healthy), Some(false), "failed after being healthy");
         assert!(!feed(&mut debouncer, true, 10));
         assert!(!feed(&mut debouncer, false, 20), "flapping back resets the candidate");
         assert!(!feed(&mut debouncer, true, 30));

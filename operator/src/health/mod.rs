@@ -36,7 +36,7 @@ use kube::{Api, Client};
 
 use crate::api::TenantCluster;
 use crate::kubeconfig::ClientCredentials;
-use crate::names::{Component, TenantNames};
+use crate::names::{COMPONENT_LABEL, Component, TenantNames};
 use crate::resources::{APISERVER_PORT, CA_CERT_KEY, KUBECONFIG_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 
 pub use apiserver::PodProbe;
@@ -46,9 +46,11 @@ pub use transport::TlsClient;
 /// Default probe interval: often enough to heal within a minute, rare enough that a
 /// few hundred tenants cost a few requests per second.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-/// Default timeout of one probe request: a healthy component answers in milliseconds;
-/// longer only delays the verdict on a wedged one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default timeout of one probe request. A healthy component answers in milliseconds,
+/// but not on a saturated node: with 10 tenants starting at once on 2 cores, etcd
+/// missed a 2 s timeout often enough that EtcdReady flapped for minutes. A wedged
+/// component is still found within the restart threshold (three intervals).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often and how patiently tenants are probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,23 +290,143 @@ pub struct EtcdProbe {
     pub expected: i32,
 }
 
+/// What a probe needs of the meta cluster besides the pods: the etcd healthcheck
+/// client, the admin credentials and the apiserver Service's address.
+#[derive(Clone)]
+struct ProbeAccess {
+    /// `None` while the etcd healthcheck client Secret does not exist (yet).
+    etcd: Option<TlsClient>,
+    /// `None` while the admin kubeconfig Secret does not exist (yet).
+    admin: Option<Result<AdminAccess, String>>,
+    /// The apiserver Service's ClusterIP and port; `Ok(None)` without a ClusterIP.
+    service: Result<Option<SocketAddr>, String>,
+}
+
+#[derive(Clone)]
+struct AdminAccess {
+    kubeconfig: Vec<u8>,
+    tls: TlsClient,
+}
+
+impl ProbeAccess {
+    /// Reads the two Secrets and the Service (three requests).
+    async fn read(meta: &Client, names: &TenantNames) -> Self {
+        let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
+        let services: Api<Service> = Api::namespaced(meta.clone(), &names.namespace);
+        let admin = secret_value(&secrets, &names.admin_kubeconfig_secret(), KUBECONFIG_KEY).await.map(
+            |kubeconfig| {
+                std::str::from_utf8(&kubeconfig)
+                    .ok()
+                    .and_then(|yaml| ClientCredentials::from_kubeconfig(yaml).ok())
+                    .and_then(|credentials| {
+                        TlsClient::new(
+                            credentials.ca_pem.as_bytes(),
+                            credentials.client_cert_pem.as_bytes(),
+                            credentials.client_key_pem.as_bytes(),
+                        )
+                        .ok()
+                    })
+                    .map(|tls| AdminAccess { kubeconfig: kubeconfig.clone(), tls })
+                    .ok_or_else(|| "admin kubeconfig is unusable".to_string())
+            },
+        );
+        let service = match services.get_opt(&names.apiserver()).await {
+            Ok(service) => Ok(service.as_ref().and_then(service_address)),
+            Err(error) => Err(format!("cannot read the apiserver Service: {error}")),
+        };
+        Self { etcd: etcd_tls(&secrets, names).await, admin, service }
+    }
+
+    /// Whether every part was there and usable, so caching it saves its reads.
+    fn complete(&self) -> bool {
+        self.etcd.is_some() && matches!(self.admin, Some(Ok(_))) && matches!(self.service, Ok(Some(_)))
+    }
+}
+
+/// Each tenant's [`ProbeAccess`], so a probe between reconciliations costs one pod
+/// list instead of four reads. The reconciler forgets a tenant's entry at the start
+/// of every pass (see [`ProbeAccessCache::forget`]), and every change to an owned
+/// Secret or Service brings a pass: a renewed certificate is never used stale for
+/// longer than it takes that pass to start.
+#[derive(Default)]
+pub struct ProbeAccessCache {
+    tenants: Mutex<HashMap<(String, String), ProbeAccess>>,
+}
+
+impl ProbeAccessCache {
+    /// Drops what is cached for the tenant of `names`.
+    pub fn forget(&self, names: &TenantNames) {
+        self.lock().remove(&(names.namespace.clone(), names.tenant.clone()));
+    }
+
+    /// Keeps only the tenants (namespace, name) for which `keep` says so: the health
+    /// monitor prunes deleted tenants after each round.
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.lock().retain(|(namespace, name), _| keep(namespace, name));
+    }
+
+    /// Number of tenants cached.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn get(&self, meta: &Client, names: &TenantNames) -> ProbeAccess {
+        let key = (names.namespace.clone(), names.tenant.clone());
+        if let Some(access) = self.lock().get(&key) {
+            return access.clone();
+        }
+        let access = ProbeAccess::read(meta, names).await;
+        if access.complete() {
+            self.lock().insert(key, access.clone());
+        }
+        access
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), ProbeAccess>> {
+        self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Probes one tenant's etcd, apiserver and controller manager (reads the meta
 /// cluster, then HTTPS to the tenant's pods). Never fails: every problem becomes an
 /// outcome, since a failed probe is exactly what this function is meant to report.
 pub async fn probe_tenant(
     meta: &Client,
     names: &TenantNames,
+    access: &ProbeAccessCache,
     etcd_probe: EtcdProbe,
     now: Timestamp,
     timeout: Duration,
 ) -> ProbeReport {
-    let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
+    let access = access.get(meta, names).await;
+    // One list for every component's pods.
     let pods: Api<Pod> = Api::namespaced(meta.clone(), &names.namespace);
-    let services: Api<Service> = Api::namespaced(meta.clone(), &names.namespace);
+    let tenant_pods = pods
+        .list(&ListParams::default().labels(&names.tenant_selector()))
+        .await
+        .map(|list| list.items)
+        .map_err(|error| error.to_string());
+    let of = |component: Component| -> Result<Vec<Pod>, String> {
+        let label = component.label();
+        tenant_pods.as_ref().map_err(Clone::clone).map(|pods| {
+            pods.iter()
+                .filter(|pod| {
+                    pod.metadata.labels.as_ref().and_then(|labels| labels.get(COMPONENT_LABEL))
+                        == Some(&label.to_string())
+                })
+                .cloned()
+                .collect()
+        })
+    };
 
     let etcd = async {
-        let tls = etcd_tls(&secrets, names).await?;
-        let etcd_pods = match list_pods(&pods, names, Component::Etcd).await {
+        let tls = access.etcd.as_ref()?;
+        let etcd_pods = match of(Component::Etcd) {
             Ok(list) => list,
             Err(error) => {
                 return Some((ProbeOutcome::Inconclusive(format!("cannot list etcd pods: {error}")), None));
@@ -313,7 +435,7 @@ pub async fn probe_tenant(
         let ips: BTreeMap<String, IpAddr> =
             etcd_pods.iter().filter_map(probe_target).map(|pod| (pod.name, pod.ip)).collect();
         let targets = etcd::member_targets(names, etcd_probe.members, &ips);
-        let (reports, member_list) = etcd::probe(&tls, &targets, timeout).await;
+        let (reports, member_list) = etcd::probe(tls, &targets, timeout).await;
         let expected = usize::try_from(etcd_probe.expected).unwrap_or_default();
         let members = member_list.as_ref().map(|list| list.members.as_slice());
         let outcome = etcd::verdict(expected, &reports, members);
@@ -325,8 +447,10 @@ pub async fn probe_tenant(
         };
         Some((outcome, Some(observation)))
     };
+    let apiserver_targets =
+        of(Component::ApiServer).map(|pods| pods.iter().filter_map(probe_target).collect());
     let control_plane =
-        probe_apiserver_and_controller_manager(&secrets, &pods, &services, names, now, timeout);
+        probe_apiserver_and_controller_manager(&access, apiserver_targets, names, now, timeout);
     let (etcd, (apiserver, apiserver_pods, controller_manager)) = futures::join!(etcd, control_plane);
     let (etcd, etcd_members) = match etcd {
         Some((outcome, observation)) => (Some(outcome), observation),
@@ -336,52 +460,38 @@ pub async fn probe_tenant(
 }
 
 async fn probe_apiserver_and_controller_manager(
-    secrets: &Api<Secret>,
-    pods: &Api<Pod>,
-    services: &Api<Service>,
+    access: &ProbeAccess,
+    apiserver_pods: Result<Vec<apiserver::PodTarget>, String>,
     names: &TenantNames,
     now: Timestamp,
     timeout: Duration,
 ) -> (Option<ProbeOutcome>, Vec<PodProbe>, Option<ProbeOutcome>) {
-    let Some(kubeconfig) = secret_value(secrets, &names.admin_kubeconfig_secret(), KUBECONFIG_KEY).await
-    else {
-        return (None, Vec::new(), None);
-    };
-    let Some(tls) = std::str::from_utf8(&kubeconfig)
-        .ok()
-        .and_then(|yaml| ClientCredentials::from_kubeconfig(yaml).ok())
-        .and_then(|credentials| {
-            TlsClient::new(
-                credentials.ca_pem.as_bytes(),
-                credentials.client_cert_pem.as_bytes(),
-                credentials.client_key_pem.as_bytes(),
-            )
-            .ok()
-        })
-    else {
-        let outcome = ProbeOutcome::Inconclusive("admin kubeconfig is unusable".into());
-        return (Some(outcome.clone()), Vec::new(), Some(outcome));
-    };
-    let server_name = names.apiserver_service_host();
-    let port = u16::try_from(APISERVER_PORT).unwrap_or(6443);
-
-    let service_address = match services.get_opt(&names.apiserver()).await {
-        Ok(Some(service)) => service_address(&service),
-        Ok(None) => None,
-        Err(error) => {
-            let outcome = ProbeOutcome::Inconclusive(format!("cannot read the apiserver Service: {error}"));
+    let admin = match &access.admin {
+        None => return (None, Vec::new(), None),
+        Some(Ok(admin)) => admin,
+        Some(Err(error)) => {
+            let outcome = ProbeOutcome::Inconclusive(error.clone());
             return (Some(outcome.clone()), Vec::new(), Some(outcome));
         }
     };
+    let service_address = match &access.service {
+        Ok(address) => *address,
+        Err(error) => {
+            let outcome = ProbeOutcome::Inconclusive(error.clone());
+            return (Some(outcome.clone()), Vec::new(), Some(outcome));
+        }
+    };
+    let server_name = names.apiserver_service_host();
+    let port = u16::try_from(APISERVER_PORT).unwrap_or(6443);
     let service = async {
         match service_address {
-            Some(address) => apiserver::probe_service(&tls, address, &server_name, timeout).await,
+            Some(address) => apiserver::probe_service(&admin.tls, address, &server_name, timeout).await,
             None => ProbeOutcome::Unhealthy("the apiserver Service has no ClusterIP".into()),
         }
     };
     let pod_probes = async {
-        match pod_ips(pods, names, Component::ApiServer).await {
-            Ok(targets) => apiserver::probe_pods(&tls, &targets, port, &server_name, timeout).await,
+        match &apiserver_pods {
+            Ok(targets) => apiserver::probe_pods(&admin.tls, targets, port, &server_name, timeout).await,
             Err(error) => {
                 tracing::debug!(%error, "cannot list apiserver pods");
                 Vec::new()
@@ -391,7 +501,8 @@ async fn probe_apiserver_and_controller_manager(
     let (service, pod_probes) = futures::join!(service, pod_probes);
 
     let controller_manager = match (service.is_healthy(), service_address) {
-        (true, Some(address)) => match tenant_client(&kubeconfig, address, &server_name, timeout).await {
+        (true, Some(address)) => match tenant_client(&admin.kubeconfig, address, &server_name, timeout).await
+        {
             Ok(client) => lease::probe(&client, now, timeout).await,
             Err(error) => ProbeOutcome::Inconclusive(format!("cannot build a tenant client: {error}")),
         },
@@ -455,34 +566,6 @@ async fn etcd_tls(secrets: &Api<Secret>, names: &TenantNames) -> Option<TlsClien
 async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Option<Vec<u8>> {
     let secret = secrets.get_opt(name).await.ok()??;
     secret.data?.remove(key).map(|bytes| bytes.0)
-}
-
-/// Running, started, not-deleting pods of `component` with their IPs. Pods still
-/// starting are the kubelet's startup probe's business, not a health failure.
-async fn pod_ips(
-    pods: &Api<Pod>,
-    names: &TenantNames,
-    component: Component,
-) -> kube::Result<Vec<apiserver::PodTarget>> {
-    let selector = names
-        .selector_labels(component)
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
-    Ok(list.items.iter().filter_map(probe_target).collect())
-}
-
-/// Every pod of `component`, whatever its state.
-async fn list_pods(pods: &Api<Pod>, names: &TenantNames, component: Component) -> kube::Result<Vec<Pod>> {
-    let selector = names
-        .selector_labels(component)
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok(pods.list(&ListParams::default().labels(&selector)).await?.items)
 }
 
 /// The probe target of a pod that should answer: Running, every container started

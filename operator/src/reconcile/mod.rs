@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod backoff;
 pub mod conditions;
+pub mod monitor;
 pub mod observe;
 pub mod status;
 
@@ -41,8 +42,8 @@ use crate::error::{Error, Result};
 use crate::health::membership::{self, MemberRepair, MembershipError};
 use crate::health::scaling::{self, ScalingInput, ScalingStep};
 use crate::health::{
-    EtcdProbe, HealthSettings, HealthTracker, HealthVerdicts, PodRestart, ProbeReport, probe_tenant,
-    replace_etcd_member, scale_etcd,
+    EtcdProbe, HealthSettings, HealthTracker, HealthVerdicts, PodRestart, ProbeAccessCache, ProbeReport,
+    probe_tenant, replace_etcd_member, scale_etcd,
 };
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
@@ -99,6 +100,8 @@ pub struct Context {
     pub health_settings: HealthSettings,
     /// Probe history (debounce state, failing pods) of every tenant.
     pub health: HealthTracker,
+    /// Credentials and addresses the probes use, read once between passes.
+    pub probe_access: ProbeAccessCache,
     /// Passes in flight at most (see [`DEFAULT_CONCURRENCY`]).
     pub concurrency: u16,
     /// When each tenant last had an etcd member replaced: a replaced member needs time
@@ -128,6 +131,7 @@ impl Context {
             watch_namespace,
             health_settings: HealthSettings::default(),
             health: HealthTracker::default(),
+            probe_access: ProbeAccessCache::default(),
             concurrency: DEFAULT_CONCURRENCY,
             member_repairs: Default::default(),
         }
@@ -199,6 +203,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let client = ctx.client.clone();
     let namespace = ctx.watch_namespace.as_deref();
     let owned = || watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR);
+    // The health monitor asks for passes through this channel (see [`monitor`]).
+    let (probe_trigger, probe_requests) = futures::channel::mpsc::unbounded();
     let controller =
         Controller::new(scoped_api::<TenantCluster>(&client, namespace), watcher::Config::default())
             .owns(scoped_api::<Secret>(&client, namespace), owned())
@@ -208,9 +214,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .owns(scoped_api::<Deployment>(&client, namespace), owned())
             .owns(scoped_api::<NetworkPolicy>(&client, namespace), owned())
             .with_config(controller::Config::default().concurrency(ctx.concurrency))
+            .reconcile_on(probe_requests)
             .graceful_shutdown_on(shutdown);
     ctx.metrics.watch_tenants(controller.store());
     ctx.health.watch_tenants(controller.store());
+    let monitor = tokio::spawn(monitor::run(ctx.clone(), controller.store(), probe_trigger));
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -226,6 +234,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             }
         })
         .await;
+    monitor.abort();
 }
 
 /// An Api over one namespace, or over all of them.
@@ -379,9 +388,9 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     // A membership change moves no watched object: come back soon to take the next step.
     let scaling = !tenant.spec.paused && (plan.step.is_some() || plan.progress.is_some());
     let resync = if scaling { resync.min(SCALING_RESYNC) } else { resync };
-    // Probes run on this timer: a wedged component changes no object, so no watch
-    // event would ever bring the tenant back here.
-    Ok(Action::requeue(ctx.health_settings.interval.map_or(resync, |interval| interval.min(resync))))
+    // Probes between passes are the health monitor's (see [`monitor`]): it asks for a
+    // pass when one finds something this status does not say.
+    Ok(Action::requeue(resync))
 }
 
 /// Time from `now` until `at`, at least one second (a due renewal is retried, not spun on).
@@ -405,9 +414,12 @@ async fn probe_health(
     }
     let wanted = tenant.spec.etcd.replicas;
     let running = etcd.statefulset_replicas.unwrap_or(wanted);
+    // A pass reads afresh what the monitor's probes reuse (see [`ProbeAccessCache`]).
+    ctx.probe_access.forget(names);
     let report = probe_tenant(
         &ctx.client,
         names,
+        &ctx.probe_access,
         EtcdProbe { members: wanted.max(running), expected: running },
         ctx.clock.now(),
         ctx.health_settings.timeout,
