@@ -15,6 +15,8 @@
 //! with the cluster-scoped RBAC, at the end; it refuses to start when an operator is
 //! already deployed there.
 
+mod support;
+
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,10 +30,11 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
-use nestor::api::{Phase, TenantCluster};
+use nestor::api::TenantCluster;
 use nestor::names::TenantNames;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use support::{describe_tenant, is_ready, poll_for, wait_for};
 
 /// Where deploy/ puts the operator, and the names its manifests use.
 const OPERATOR_NAMESPACE: &str = "nestor-system";
@@ -145,24 +148,20 @@ fn apply(manifests: &str) {
     run(command, Some(manifests));
 }
 
-/// Polls `probe` every second until it yields a value; panics after `timeout` with
-/// what `describe` reports then.
-async fn wait_for<T, P, PF, D, DF>(what: &str, timeout: Duration, mut probe: P, describe: D) -> T
-where
-    P: FnMut() -> PF,
-    PF: Future<Output = Option<T>>,
-    D: FnOnce() -> DF,
-    DF: Future<Output = String>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}\n{}", describe().await);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+/// [`support::wait_for`], with the operator pods' last log lines in the panic on timeout
+/// (read only then: fetching them on every poll would load the shared cluster).
+async fn wait_for_operator<T>(
+    client: &Client,
+    what: &str,
+    timeout: Duration,
+    probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    match poll_for(timeout, Duration::from_secs(1), probe).await {
+        Ok(value) => value,
+        Err(state) => panic!(
+            "timed out after {timeout:?} waiting for {what}; last observed: {state}\n{}",
+            describe_operator(client).await
+        ),
     }
 }
 
@@ -194,8 +193,13 @@ async fn describe_operator(client: &Client) -> String {
         .join("\n")
 }
 
-async fn namespace_gone(namespaces: &Api<Namespace>, name: &str) -> bool {
-    matches!(namespaces.get_opt(name).await, Ok(None))
+/// `Ok` once namespace `name` no longer exists.
+async fn namespace_gone(namespaces: &Api<Namespace>, name: &str) -> Result<(), String> {
+    match namespaces.get_opt(name).await {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(format!("namespace {name} still exists")),
+        Err(error) => Err(format!("cannot read namespace {name}: {error}")),
+    }
 }
 
 /// `nestor-system` must be free: this test replaces whatever operator runs there.
@@ -208,12 +212,9 @@ async fn claim_operator_namespace(client: &Client) {
              (hack/demo.sh?). Remove it first: kubectl delete namespace {OPERATOR_NAMESPACE}; \
              kubectl delete clusterrole,clusterrolebinding {OPERATOR_NAME}"
         );
-        wait_for(
-            "the previous nestor-system to finish terminating",
-            DELETE_TIMEOUT,
-            || async { namespace_gone(&namespaces, OPERATOR_NAMESPACE).await.then_some(()) },
-            || async { String::new() },
-        )
+        wait_for("the previous nestor-system to finish terminating", DELETE_TIMEOUT, async || {
+            namespace_gone(&namespaces, OPERATOR_NAMESPACE).await
+        })
         .await;
     }
 }
@@ -223,10 +224,11 @@ async fn claim_operator_namespace(client: &Client) {
 async fn clean_up(client: &Client, test_namespace: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(test_namespace, &DeleteParams::default()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !namespace_gone(&namespaces, test_namespace).await && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    // Best effort: whatever is left after a minute loses its finalizer below.
+    let _ = poll_for(Duration::from_secs(60), Duration::from_secs(1), async || {
+        namespace_gone(&namespaces, test_namespace).await
+    })
+    .await;
     let tenants: Api<TenantCluster> = Api::namespaced(client.clone(), test_namespace);
     if let Ok(left) = tenants.list(&ListParams::default()).await {
         for tenant in left {
@@ -267,21 +269,20 @@ async fn exercise_operator(client: &Client, test_namespace: &str) {
     tokio::task::spawn_blocking(move || apply(&manifests)).await.expect("apply task");
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    wait_for(
-        "the operator Deployment to roll out",
-        ROLLOUT_TIMEOUT,
-        || async {
-            let deployment = deployments.get(OPERATOR_NAME).await.ok()?;
-            let status = deployment.status?;
-            let want = Some(REPLICAS as i32);
-            (status.observed_generation == deployment.metadata.generation
-                && status.updated_replicas == want
-                && status.ready_replicas == want
-                && status.available_replicas == want)
-                .then_some(())
-        },
-        || describe_operator(client),
-    )
+    wait_for_operator(client, "the operator Deployment to roll out", ROLLOUT_TIMEOUT, async || {
+        let deployment = deployments.get(OPERATOR_NAME).await.map_err(|error| error.to_string())?;
+        let status = deployment.status.ok_or("no status")?;
+        let want = Some(REPLICAS as i32);
+        if status.observed_generation == deployment.metadata.generation
+            && status.updated_replicas == want
+            && status.ready_replicas == want
+            && status.available_replicas == want
+        {
+            Ok(())
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
     .await;
 
     // One etcd member without a volume: the lightest tenant that runs for real.
@@ -300,30 +301,23 @@ async fn exercise_operator(client: &Client, test_namespace: &str) {
     .expect("TenantCluster object");
     tenants.create(&PostParams::default(), &tenant).await.expect("create the tenant");
 
-    let ready = wait_for(
-        "the tenant to become Ready",
-        READY_TIMEOUT,
-        || async {
-            let tenant = tenants.get(&names.tenant).await.ok()?;
-            (tenant.status.as_ref()?.phase == Some(Phase::Ready)).then_some(tenant)
-        },
-        || async {
-            let status = tenants.get(&names.tenant).await.map(|tenant| tenant.status);
-            format!("status: {status:#?}\n{}", describe_operator(client).await)
-        },
-    )
+    let ready = wait_for_operator(client, "the tenant to become Ready", READY_TIMEOUT, async || {
+        let tenant = tenants.get(&names.tenant).await.map_err(|error| error.to_string())?;
+        if is_ready(&tenant) { Ok(tenant) } else { Err(describe_tenant(&tenant)) }
+    })
     .await;
 
     assert_tenant_apiserver_answers(client, &names, &ready).await;
 
     // Deleting runs the finalizer (status patch, volume claims) with the same RBAC.
     tenants.delete(&names.tenant, &DeleteParams::default()).await.expect("delete the tenant");
-    wait_for(
-        "the tenant's finalizer to complete",
-        DELETE_TIMEOUT,
-        || async { matches!(tenants.get_opt(&names.tenant).await, Ok(None)).then_some(()) },
-        || describe_operator(client),
-    )
+    wait_for_operator(client, "the tenant's finalizer to complete", DELETE_TIMEOUT, async || {
+        match tenants.get_opt(&names.tenant).await {
+            Ok(None) => Ok(()),
+            Ok(Some(tenant)) => Err(describe_tenant(&tenant)),
+            Err(error) => Err(error.to_string()),
+        }
+    })
     .await;
 
     assert_one_leader_and_no_forbidden_calls(client).await;

@@ -14,7 +14,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,7 +26,7 @@ use nestor::health::lease::{LEASE_NAME, LEASE_NAMESPACE, freshness};
 use nestor::names::{Component, TenantNames};
 use serde_json::json;
 use support::{
-    MAX_WAIT, Operator, TestNamespace, in_namespace, kubeconfig_path, nestor_binary, runnable_spec, wait_for,
+    MAX_WAIT, Operator, TestNamespace, in_namespace, poll_for, run_nestor, runnable_spec, wait_for,
 };
 
 const TENANT: &str = "up";
@@ -35,25 +34,6 @@ const FROM: &str = "1.34.2";
 const TO: &str = "1.35.4";
 /// Bound of each of the two long phases: the HA tenant becoming Ready, and the upgrade.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Runs `nestor <args>` to completion and returns its stdout; panics on failure.
-async fn nestor(args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(nestor_binary())
-            .args(&args)
-            .env("KUBECONFIG", kubeconfig_path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run nestor")
-    })
-    .await
-    .expect("nestor runner");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "nestor failed\n--- stdout\n{stdout}--- stderr\n{stderr}");
-    stdout.into_owned()
-}
 
 /// The Kubernetes version in an image reference's tag (`…/kube-apiserver:v1.35.4` → `1.35.4`).
 fn version_of(image: &str) -> &str {
@@ -145,17 +125,16 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
 
         // Two apiservers on a shared two-core machine: up to PHASE_TIMEOUT for Ready at 1.34.2.
         let started = Instant::now();
-        loop {
+        poll_for(PHASE_TIMEOUT, Duration::from_secs(2), async || {
             let tenant = ns.tenant(TENANT).await;
             if tenant.as_ref().is_ok_and(|tenant| ready_at(tenant, FROM)) {
-                break;
+                Ok(())
+            } else {
+                Err(format!("{tenant:?}"))
             }
-            assert!(
-                started.elapsed() < PHASE_TIMEOUT,
-                "not Ready at {FROM} in {PHASE_TIMEOUT:?}: {tenant:?}"
-            );
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|tenant| panic!("not Ready at {FROM} in {PHASE_TIMEOUT:?}: {tenant}"));
         eprintln!("Ready at {FROM} after {:.0} s", started.elapsed().as_secs_f64());
         let client = wait_for("the tenant to answer through its kubeconfig", MAX_WAIT, async || {
             let client = ns.tenant_client(TENANT).await?;
@@ -184,9 +163,10 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
         // The upgrade, as a user runs it.
         let upgrade_started = Instant::now();
         let upgrade_started_at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
-        let printed = nestor(&["upgrade", TENANT, "--version", TO, "-n", &ns.name]).await;
+        let printed =
+            run_nestor(&["upgrade", TENANT, "--version", TO, "-n", &ns.name]).await.expect_success();
         assert!(printed.contains(&format!("{FROM} -> {TO}")), "{printed}");
-        let described = nestor(&["describe", TENANT, "-n", &ns.name]).await;
+        let described = run_nestor(&["describe", TENANT, "-n", &ns.name]).await.expect_success();
         assert!(
             described.contains(&format!("{TO} (running {FROM})")),
             "describe shows both versions:\n{described}"
@@ -195,14 +175,8 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
         let (mut probes, mut failures) = (0u32, Vec::new());
         let (mut samples, mut skew_violations) = (0u32, Vec::new());
         let (mut apiserver_rolling_before_cm, mut apiserver_done_at, mut cm_moved_at) = (0u32, None, None);
-        loop {
+        let rolled = poll_for(PHASE_TIMEOUT, Duration::from_secs(1), async || {
             let elapsed = upgrade_started.elapsed();
-            assert!(
-                elapsed < PHASE_TIMEOUT,
-                "not Ready at {TO} within {PHASE_TIMEOUT:?}; {probes} probes, failures {failures:?}; \
-                 tenant {:?}",
-                ns.tenant(TENANT).await.map(|tenant| tenant.status)
-            );
             probes += 1;
             if let Err(error) = probe(&client).await {
                 failures.push(format!("{:.0}s: {error}", elapsed.as_secs_f64()));
@@ -229,10 +203,19 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
                 }
                 Err(error) => eprintln!("sample failed: {error}"),
             }
-            if ns.tenant(TENANT).await.is_ok_and(|tenant| ready_at(&tenant, TO)) {
-                break;
+            let tenant = ns.tenant(TENANT).await;
+            if tenant.as_ref().is_ok_and(|tenant| ready_at(tenant, TO)) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", tenant.map(|tenant| tenant.status)))
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+        .await;
+        if let Err(tenant) = rolled {
+            panic!(
+                "not Ready at {TO} within {PHASE_TIMEOUT:?}; {probes} probes, failures {failures:?}; \
+                 tenant {tenant}"
+            );
         }
         let upgrade_time = upgrade_started.elapsed();
         let seconds =

@@ -378,12 +378,20 @@ mod tests {
         }
     }
 
+    /// One pass over `observation` without probe verdicts or etcd scaling: its component
+    /// conditions and the version its rollout shows as running, through `compute_status`.
+    fn pass(
+        tenant: &TenantCluster,
+        observation: &Observation,
+        now: Timestamp,
+    ) -> (TenantClusterStatus, Vec<StatusChange>) {
+        let updates = component_conditions(&names(), observation, &HealthVerdicts::default(), None);
+        compute_status(tenant, &updates, observation.rollout.control_plane_version(), None, now)
+    }
+
     #[test]
     fn new_tenant_with_nothing_built_is_provisioning_with_every_component_false() {
-        let tenant = tenant(None);
-        let updates =
-            component_conditions(&names(), &Observation::default(), &HealthVerdicts::default(), None);
-        let (status, changes) = compute_status(&tenant, &updates, None, None, at(0));
+        let (status, changes) = pass(&tenant(None), &Observation::default(), at(0));
 
         assert_eq!(status.phase, Some(Phase::Provisioning));
         assert_eq!(status.observed_generation, Some(4));
@@ -402,21 +410,8 @@ mod tests {
 
     #[test]
     fn healthy_observation_makes_the_tenant_ready_and_reports_flips() {
-        let (provisioning, _) = compute_status(
-            &tenant(None),
-            &component_conditions(&names(), &Observation::default(), &HealthVerdicts::default(), None),
-            None,
-            None,
-            at(0),
-        );
-        let tenant = tenant(Some(provisioning));
-        let (status, changes) = compute_status(
-            &tenant,
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
-            Some("1.34.2"),
-            None,
-            at(60),
-        );
+        let (provisioning, _) = pass(&tenant(None), &Observation::default(), at(0));
+        let (status, changes) = pass(&tenant(Some(provisioning)), &healthy_observation(), at(60));
 
         assert_eq!(status.phase, Some(Phase::Ready));
         assert_eq!(status.version.as_deref(), Some("1.34.2"));
@@ -433,21 +428,8 @@ mod tests {
 
     #[test]
     fn steady_tenant_computes_an_equivalent_status_and_no_changes() {
-        let (first, _) = compute_status(
-            &tenant(None),
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
-            Some("1.34.2"),
-            None,
-            at(0),
-        );
-        let tenant = tenant(Some(first.clone()));
-        let (second, changes) = compute_status(
-            &tenant,
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
-            Some("1.34.2"),
-            None,
-            at(3600),
-        );
+        let (first, _) = pass(&tenant(None), &healthy_observation(), at(0));
+        let (second, changes) = pass(&tenant(Some(first.clone())), &healthy_observation(), at(3600));
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(second, first, "transition times must not move on a steady pass");
         assert!(status_equivalent(Some(&first), &second));
@@ -455,23 +437,11 @@ mod tests {
 
     #[test]
     fn losing_etcd_after_ready_degrades_the_tenant() {
-        let (ready, _) = compute_status(
-            &tenant(None),
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
-            Some("1.34.2"),
-            None,
-            at(0),
-        );
+        let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
         let mut observation = healthy_observation();
         observation.etcd =
             Some(WorkloadReadiness { desired: 3, ready: 1, updated: 3, observed_latest: true });
-        let (status, changes) = compute_status(
-            &tenant(Some(ready)),
-            &component_conditions(&names(), &observation, &HealthVerdicts::default(), None),
-            observation.rollout.control_plane_version(),
-            None,
-            at(10),
-        );
+        let (status, changes) = pass(&tenant(Some(ready)), &observation, at(10));
 
         assert_eq!(status.phase, Some(Phase::Degraded));
         let etcd = find_condition(&status.conditions, types::ETCD_READY).expect("present");
@@ -503,13 +473,7 @@ mod tests {
     fn paused_tenant_says_so_in_the_ready_reason() {
         let mut paused = tenant(None);
         paused.spec.paused = true;
-        let (status, _) = compute_status(
-            &paused,
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
-            Some("1.34.2"),
-            None,
-            at(0),
-        );
+        let (status, _) = pass(&paused, &healthy_observation(), at(0));
         let ready = find_condition(&status.conditions, types::READY).expect("present");
         assert_eq!(ready.status, "True");
         assert_eq!(ready.reason, "Paused");
@@ -551,13 +515,7 @@ mod tests {
         let manager = updates.iter().find(|u| u.type_ == types::CONTROLLER_MANAGER_READY).expect("present");
         assert_eq!(manager.message, "1/1 replicas ready", "no verdict: workload only");
 
-        let (ready, _) = compute_status(
-            &tenant(None),
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
-            Some("1.34.2"),
-            None,
-            at(0),
-        );
+        let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
         let (status, changes) = compute_status(&tenant(Some(ready)), &updates, None, None, at(30));
         assert_eq!(status.phase, Some(Phase::Degraded));
         assert!(changes.iter().any(|change| matches!(change,
@@ -584,13 +542,7 @@ mod tests {
 
     /// A Ready tenant at 1.34.2 whose spec was just bumped to 1.35.4 (generation 5).
     fn bumped_to_1_35() -> TenantCluster {
-        let (ready, _) = compute_status(
-            &tenant(None),
-            &component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None),
-            Some("1.34.2"),
-            None,
-            at(0),
-        );
+        let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
         let mut bumped = tenant(Some(ready));
         bumped.spec.version = "1.35.4".into();
         bumped.metadata.generation = Some(5);
@@ -606,9 +558,7 @@ mod tests {
             Some(WorkloadReadiness { desired: 2, ready: 3, updated: 1, observed_latest: true });
         rolling.rollout.apiserver =
             Some(DeploymentVersion { template: Some("1.35.4".into()), rolled_out: None });
-        let updates = component_conditions(&names(), &rolling, &HealthVerdicts::default(), None);
-        let (first, changes) =
-            compute_status(&bumped, &updates, rolling.rollout.control_plane_version(), None, at(10));
+        let (first, changes) = pass(&bumped, &rolling, at(10));
         assert_eq!(
             changes,
             [StatusChange::UpgradeStarted { from: "1.34.2".into(), to: "1.35.4".into() }],
@@ -630,13 +580,7 @@ mod tests {
         apiserver_done.rollout.apiserver = rolled_out("1.35.4");
         apiserver_done.rollout.controller_manager =
             Some(DeploymentVersion { template: Some("1.35.4".into()), rolled_out: None });
-        let (second, changes) = compute_status(
-            &seen,
-            &component_conditions(&names(), &apiserver_done, &HealthVerdicts::default(), None),
-            apiserver_done.rollout.control_plane_version(),
-            None,
-            at(40),
-        );
+        let (second, changes) = pass(&seen, &apiserver_done, at(40));
         assert!(changes.is_empty(), "announced once: {changes:?}");
         assert_eq!(second.version.as_deref(), Some("1.34.2"), "the controller-manager still rolls");
 
@@ -645,13 +589,7 @@ mod tests {
         let mut done = healthy_observation();
         done.rollout =
             ObservedRollout { apiserver: rolled_out("1.35.4"), controller_manager: rolled_out("1.35.4") };
-        let (third, changes) = compute_status(
-            &seen,
-            &component_conditions(&names(), &done, &HealthVerdicts::default(), None),
-            done.rollout.control_plane_version(),
-            None,
-            at(70),
-        );
+        let (third, changes) = pass(&seen, &done, at(70));
         assert_eq!(changes, [StatusChange::Upgraded { from: "1.34.2".into(), to: "1.35.4".into() }]);
         assert_eq!(third.version.as_deref(), Some("1.35.4"));
         let ready = find_condition(&third.conditions, types::READY).expect("present");

@@ -17,7 +17,7 @@ use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -56,9 +56,13 @@ const LEFTOVER_AGE: Duration = Duration::from_secs(30 * 60);
 /// Serializes the tests of one binary: only one operator may run at a time.
 static ONE_OPERATOR_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
-/// The kubeconfig the tests and the operators they start use.
+/// The kubeconfig the tests and the operators they start use: `KUBECONFIG` when set and
+/// not empty, else the local meta cluster's.
 pub fn kubeconfig_path() -> PathBuf {
-    std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(META_KUBECONFIG))
+    std::env::var_os("KUBECONFIG")
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(META_KUBECONFIG))
 }
 
 /// A client for the meta cluster. Panics (the test fails, it does not skip) when the
@@ -361,8 +365,9 @@ pub fn runnable_spec() -> Value {
     })
 }
 
-/// Polls `probe` once a second until it returns `Ok`, for at most `timeout`. `Err` carries
-/// the state observed; on timeout the test panics with `description` and the last of them.
+/// Polls `probe` once a second until it returns `Ok`, for at most `timeout` (capped at
+/// [`MAX_WAIT`]). `Err` carries the state observed; on timeout the test panics with
+/// `description` and the last of them.
 pub async fn wait_for<T>(
     description: &str,
     timeout: Duration,
@@ -378,14 +383,28 @@ pub async fn poll<T>(
     interval: Duration,
     probe: &mut impl AsyncFnMut() -> Result<T, String>,
 ) -> T {
-    let deadline = Instant::now() + timeout.min(MAX_WAIT);
+    poll_for(timeout.min(MAX_WAIT), interval, probe).await.unwrap_or_else(|state| {
+        panic!("timed out after {timeout:?} waiting for {description}; last observed: {state}")
+    })
+}
+
+/// The bounded poll loop under every wait: calls `probe` every `interval` until it
+/// returns `Ok`, for at most `timeout` (not capped: a caller may need longer than
+/// [`MAX_WAIT`], or may want to carry on after a timeout). On timeout, `Err` with the
+/// state the last probe reported.
+pub async fn poll_for<T>(
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
     loop {
         let state = match probe().await {
-            Ok(value) => return value,
+            Ok(value) => return Ok(value),
             Err(state) => state,
         };
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {description}; last observed: {state}");
+            return Err(state);
         }
         tokio::time::sleep(interval).await;
     }
@@ -402,18 +421,77 @@ pub struct Operator {
 }
 
 /// The `nestor` binary this run uses: a hard link (or copy) made once, so a concurrent
-/// build into the shared target directory cannot swap it between two operator starts.
+/// build into the target directory cannot swap it between two runs. Links older than an
+/// hour are left from earlier runs (each keeps an old build's file alive) and removed.
 pub fn nestor_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let link = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("nestor-operator-tests-{}", std::process::id()));
+        let directory = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = "nestor-operator-tests-";
+        for entry in std::fs::read_dir(directory).into_iter().flatten().flatten() {
+            let stale = entry.file_name().to_string_lossy().starts_with(prefix)
+                && entry
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .is_ok_and(|modified| modified.elapsed().unwrap_or_default() > Duration::from_secs(3600));
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let link = directory.join(format!("{prefix}{}", std::process::id()));
         let _ = std::fs::remove_file(&link);
         std::fs::hard_link(env!("CARGO_BIN_EXE_nestor"), &link)
             .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_nestor"), &link).map(drop))
             .expect("link the nestor binary");
         link
     })
+}
+
+/// What one run of the `nestor` binary printed, and how it ended.
+pub struct NestorRun {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl NestorRun {
+    /// Its stdout; panics with both streams unless it succeeded.
+    #[track_caller]
+    pub fn expect_success(self) -> String {
+        assert!(self.status.success(), "nestor failed: {self:?}");
+        self.stdout
+    }
+}
+
+impl Debug for NestorRun {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}\n--- stdout\n{}--- stderr\n{}", self.status, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `nestor <args>` as a user runs it (the tests' kubeconfig, no `RUST_LOG`, no
+/// stdin) to completion, off the async runtime's threads.
+pub async fn run_nestor(args: &[&str]) -> NestorRun {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(nestor_binary())
+            .args(&args)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nestor")
+    })
+    .await
+    .expect("nestor runner");
+    NestorRun {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 impl Operator {
@@ -717,6 +795,14 @@ impl TestNamespace {
             .and_then(|data| data.get("value"))
             .map(|value| String::from_utf8_lossy(&value.0).into_owned())
             .ok_or("admin kubeconfig Secret has no `value`")?;
+        self.tenant_client_from(tenant, &yaml).await
+    }
+
+    /// A client for tenant `tenant`'s apiserver with the credentials of `yaml`, a kubeconfig
+    /// for it (the admin Secret's, or one `nestor kubeconfig` printed), reached the way
+    /// [`TestNamespace::tenant_client`] reaches it.
+    pub async fn tenant_client_from(&self, tenant: &str, yaml: &str) -> Result<Client, String> {
+        let names = self.names(tenant);
         let service = self
             .api::<Service>()
             .get_opt(&names.apiserver())
@@ -727,7 +813,7 @@ impl TestNamespace {
             .spec
             .and_then(|spec| spec.cluster_ip)
             .ok_or_else(|| format!("Service {} has no ClusterIP yet", names.apiserver()))?;
-        let kubeconfig = Kubeconfig::from_yaml(&yaml).map_err(|error| format!("kubeconfig: {error}"))?;
+        let kubeconfig = Kubeconfig::from_yaml(yaml).map_err(|error| format!("kubeconfig: {error}"))?;
         let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|error| format!("kubeconfig: {error}"))?;
