@@ -60,8 +60,14 @@ fn full_pki(criterion: &mut Criterion) {
         let nothing = ObservedSecrets::new();
         group.bench_with_input(BenchmarkId::from_parameter(label), &tenant, |bencher, tenant| {
             bencher.iter(|| {
-                let state = desired_state(tenant, &nothing, &ObservedRollout::default(), Timestamp::now())
-                    .expect("desired state builds");
+                let state = desired_state(
+                    tenant,
+                    &nothing,
+                    &ObservedRollout::default(),
+                    Timestamp::now(),
+                    Some("nestor-system"),
+                )
+                .expect("desired state builds");
                 assert_eq!(state.generated.len(), 5, "three CAs, the SA key and the encryption key");
                 state
             })
@@ -75,15 +81,21 @@ fn steady_state(criterion: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     for (label, algorithm) in ALGORITHMS {
         let now = Timestamp::now();
-        let first =
-            desired_state(&tenant(algorithm), &ObservedSecrets::new(), &ObservedRollout::default(), now)
-                .expect("first pass");
+        let first = desired_state(
+            &tenant(algorithm),
+            &ObservedSecrets::new(),
+            &ObservedRollout::default(),
+            now,
+            Some("nestor-system"),
+        )
+        .expect("first pass");
         let observed = ObservedSecrets::from_secrets(first.secrets());
         let tenant = established(tenant(algorithm), now);
         group.bench_with_input(BenchmarkId::from_parameter(label), &tenant, |bencher, tenant| {
             bencher.iter(|| {
-                let state = desired_state(tenant, &observed, &ObservedRollout::default(), now)
-                    .expect("desired state builds");
+                let state =
+                    desired_state(tenant, &observed, &ObservedRollout::default(), now, Some("nestor-system"))
+                        .expect("desired state builds");
                 assert!(state.issued.is_empty() && state.generated.is_empty(), "nothing to issue");
                 state
             })

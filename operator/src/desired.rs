@@ -448,14 +448,17 @@ impl DesiredState {
 
 /// Builds the desired state of `tenant` given the Secrets that exist for it and the
 /// rollout state of its Deployments, with etcd at rest at `spec.etcd.replicas` members.
-/// Pure: no client, no I/O; `now` decides certificate validity and renewal.
+/// Pure: no client, no I/O; `now` decides certificate validity and renewal, and
+/// `operator_namespace` (see [`TenantInputs::operator_namespace`]) whom the etcd
+/// NetworkPolicy admits besides the tenant's apiserver.
 pub fn desired_state(
     tenant: &TenantCluster,
     observed: &ObservedSecrets,
     rollout: &ObservedRollout,
     now: Timestamp,
+    operator_namespace: Option<&str>,
 ) -> Result<DesiredState, DesiredStateError> {
-    desired_state_with_etcd(tenant, observed, rollout, now, tenant.spec.etcd.replicas)
+    desired_state_with_etcd(tenant, observed, rollout, now, tenant.spec.etcd.replicas, operator_namespace)
 }
 
 /// The etcd members to render: `running` (what the member list holds, see
@@ -479,6 +482,7 @@ pub fn desired_state_with_etcd(
     rollout: &ObservedRollout,
     now: Timestamp,
     etcd_running: i32,
+    operator_namespace: Option<&str>,
 ) -> Result<DesiredState, DesiredStateError> {
     let owner = TenantOwner::from_tenant_cluster(tenant)?;
     let names = &owner.names;
@@ -656,6 +660,7 @@ pub fn desired_state_with_etcd(
         images: &images,
         config_hashes: &config_hashes,
         etcd_members: etcd,
+        operator_namespace,
     };
     let manifests = control_plane_manifests(&inputs)?;
     // Recorded by the reconciler the first time etcd answered healthy; never cleared,
@@ -939,6 +944,8 @@ mod tests {
     use crate::resources::{CA_CERT_KEY, CONFIG_HASH_ANNOTATION};
 
     const NAMESPACE: &str = "tenants";
+    /// Where a deployed operator runs (`deploy/operator.yaml`).
+    const OPERATOR_NAMESPACE: Option<&str> = Some("nestor-system");
 
     fn names() -> TenantNames {
         TenantNames::new("team-a", NAMESPACE)
@@ -980,7 +987,8 @@ mod tests {
     }
 
     fn build(tenant: &TenantCluster, observed: &ObservedSecrets) -> DesiredState {
-        desired_state(tenant, observed, &ObservedRollout::default(), now()).expect("desired state builds")
+        desired_state(tenant, observed, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
+            .expect("desired state builds")
     }
 
     fn observed(state: &DesiredState) -> ObservedSecrets {
@@ -1157,9 +1165,14 @@ mod tests {
 
         // Later, but before any renewal window, with PKIReady in status: still nothing to write.
         let later = now().checked_add(Duration::from_secs(24 * 3600)).unwrap();
-        let third =
-            desired_state(&with_pki_ready(tenant), &observed(&second), &ObservedRollout::default(), later)
-                .expect("builds");
+        let third = desired_state(
+            &with_pki_ready(tenant),
+            &observed(&second),
+            &ObservedRollout::default(),
+            later,
+            OPERATOR_NAMESPACE,
+        )
+        .expect("builds");
         assert!(third.issued.is_empty());
         assert_eq!(as_json(&third), as_json(&first));
     }
@@ -1216,8 +1229,14 @@ mod tests {
 
         // At the start of the window of the year-long leaves, all of them are renewed; no CA is.
         let window = now().checked_add(Duration::from_secs((8760 - 720) * 3600)).unwrap();
-        let renewed =
-            desired_state(&tenant, &observed(&second), &ObservedRollout::default(), window).expect("builds");
+        let renewed = desired_state(
+            &tenant,
+            &observed(&second),
+            &ObservedRollout::default(),
+            window,
+            OPERATOR_NAMESPACE,
+        )
+        .expect("builds");
         assert_eq!(renewed.issued.len(), LeafCertificate::ALL.len());
         assert!(renewed.issued.iter().all(|leaf| leaf.reason.label() == "ExpiresSoon"));
         assert!(renewed.generated.is_empty());
@@ -1237,8 +1256,13 @@ mod tests {
         let mut only_others = ObservedSecrets::new();
         only_others
             .insert(names.cluster_ca_secret(), observed(&first).remove(&names.cluster_ca_secret()).unwrap());
-        let result =
-            desired_state(&with_pki_ready(tenant.clone()), &only_others, &ObservedRollout::default(), now());
+        let result = desired_state(
+            &with_pki_ready(tenant.clone()),
+            &only_others,
+            &ObservedRollout::default(),
+            now(),
+            OPERATOR_NAMESPACE,
+        );
         assert!(
             matches!(&result, Err(DesiredStateError::CaMissing { secret }) if *secret == names.front_proxy_ca_secret()),
             "{result:?}"
@@ -1247,8 +1271,9 @@ mod tests {
         // No status at all, but leaves it signed are still there.
         let mut without_etcd_ca = observed(&first);
         without_etcd_ca.remove(&names.etcd_ca_secret());
-        let error = desired_state(&tenant, &without_etcd_ca, &ObservedRollout::default(), now())
-            .expect_err("etcd CA is missing");
+        let error =
+            desired_state(&tenant, &without_etcd_ca, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
+                .expect_err("etcd CA is missing");
         assert!(
             matches!(&error, DesiredStateError::CaMissing { secret } if *secret == names.etcd_ca_secret())
         );
@@ -1291,8 +1316,9 @@ mod tests {
         let mut data = swapped_key.get(&names.cluster_ca_secret()).unwrap().clone();
         data.insert(TLS_PRIVATE_KEY_KEY.into(), other_key.into_bytes());
         swapped_key.insert(names.cluster_ca_secret(), data);
-        let error = desired_state(&tenant, &swapped_key, &ObservedRollout::default(), now())
-            .expect_err("key does not match");
+        let error =
+            desired_state(&tenant, &swapped_key, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
+                .expect_err("key does not match");
         assert!(
             matches!(&error, DesiredStateError::CaInvalid { secret, .. } if *secret == names.cluster_ca_secret())
         );
@@ -1302,15 +1328,16 @@ mod tests {
         let leaf = leaf_as_ca.get(&names.etcd_server_secret()).unwrap().clone();
         leaf_as_ca.insert(names.etcd_ca_secret(), leaf);
         let error =
-            desired_state(&tenant, &leaf_as_ca, &ObservedRollout::default(), now()).expect_err("not a CA");
+            desired_state(&tenant, &leaf_as_ca, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
+                .expect_err("not a CA");
         assert!(
             matches!(&error, DesiredStateError::CaInvalid { secret, .. } if *secret == names.etcd_ca_secret())
         );
 
         let mut emptied = observed(&first);
         emptied.insert(names.front_proxy_ca_secret(), SecretData::new());
-        let error =
-            desired_state(&tenant, &emptied, &ObservedRollout::default(), now()).expect_err("no data");
+        let error = desired_state(&tenant, &emptied, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
+            .expect_err("no data");
         assert!(matches!(error, DesiredStateError::CaInvalid { .. }));
     }
 
@@ -1322,8 +1349,9 @@ mod tests {
 
         let mut without_sa = observed(&first);
         without_sa.remove(&names.service_account_key_secret());
-        let error = desired_state(&tenant, &without_sa, &ObservedRollout::default(), now())
-            .expect_err("SA key missing");
+        let error =
+            desired_state(&tenant, &without_sa, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
+                .expect_err("SA key missing");
         assert!(
             matches!(&error, DesiredStateError::KeyMissing { secret, key: "sa.key" } if *secret == names.service_account_key_secret())
         );
@@ -1336,6 +1364,7 @@ mod tests {
             &without_encryption,
             &ObservedRollout::default(),
             now(),
+            OPERATOR_NAMESPACE,
         )
         .expect_err("encryption key missing");
         assert!(
@@ -1347,7 +1376,7 @@ mod tests {
             names.service_account_key_secret(),
             SecretData::from([("sa.key".to_string(), b"not a key".to_vec())]),
         );
-        let error = desired_state(&tenant, &garbage, &ObservedRollout::default(), now())
+        let error = desired_state(&tenant, &garbage, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
             .expect_err("SA key unreadable");
         assert!(matches!(error, DesiredStateError::KeyInvalid { .. }));
 
@@ -1454,8 +1483,15 @@ mod tests {
         let one = spec(serde_json::json!({"etcd": {"replicas": 1}}));
         let render = |tenant: &TenantCluster, running: i32| {
             etcd_rendering(
-                &desired_state_with_etcd(tenant, &observed, &ObservedRollout::default(), now(), running)
-                    .expect("builds"),
+                &desired_state_with_etcd(
+                    tenant,
+                    &observed,
+                    &ObservedRollout::default(),
+                    now(),
+                    running,
+                    OPERATOR_NAMESPACE,
+                )
+                .expect("builds"),
             )
         };
 
@@ -1477,6 +1513,7 @@ mod tests {
                     &ObservedRollout::default(),
                     now(),
                     *running,
+                    OPERATOR_NAMESPACE,
                 );
                 state.expect("builds").objects.into_iter().find_map(|object| match object {
                     DesiredObject::StatefulSet(statefulset) => statefulset.spec.map(|spec| spec.template),
@@ -1549,6 +1586,7 @@ mod tests {
             &ObservedSecrets::new(),
             &ObservedRollout::default(),
             now(),
+            OPERATOR_NAMESPACE,
         )
         .expect("builds");
         let window = jiff::SignedDuration::from_secs(60);
@@ -1576,6 +1614,7 @@ mod tests {
                 &ObservedSecrets::new(),
                 &ObservedRollout::default(),
                 now(),
+                OPERATOR_NAMESPACE,
             )
             .expect_err(&overrides.to_string());
             assert!(
@@ -1720,7 +1759,8 @@ mod tests {
         };
 
         // The pass that sees the new spec: the apiserver moves, the controller-manager stays.
-        let first = desired_state(&new, &secrets, &rolled_out_at_old, now()).expect("builds");
+        let first =
+            desired_state(&new, &secrets, &rolled_out_at_old, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(
             images(&first),
             (
@@ -1735,13 +1775,13 @@ mod tests {
             Some(&live(&first, &names.apiserver(), 1, 2)),
             Some(&live(&first, &names.controller_manager(), 1, 1)),
         );
-        let second = desired_state(&new, &secrets, &rolling, now()).expect("builds");
+        let second = desired_state(&new, &secrets, &rolling, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(images(&second), images(&first));
         assert_eq!(as_json(&second), as_json(&first), "nothing to apply while the apiserver rolls");
 
         // A controller-manager deleted mid-rollout is not recreated at either version yet.
         let deleted = ObservedRollout { controller_manager: None, ..rolling.clone() };
-        let deferred = desired_state(&new, &secrets, &deleted, now()).expect("builds");
+        let deferred = desired_state(&new, &secrets, &deleted, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(images(&deferred).1, None);
         assert_eq!(deferred.controller_manager_version, None);
 
@@ -1750,10 +1790,12 @@ mod tests {
             Some(&live(&second, &names.apiserver(), 2, 2)),
             Some(&live(&second, &names.controller_manager(), 1, 1)),
         );
-        let third = desired_state(&new, &secrets, &apiserver_done, now()).expect("builds");
+        let third =
+            desired_state(&new, &secrets, &apiserver_done, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(images(&third).1.as_deref(), Some("registry.k8s.io/kube-controller-manager:v1.35.4"));
         // ... which is exactly what a tenant created at 1.35.4 gets.
-        let fresh = desired_state(&new, &secrets, &ObservedRollout::default(), now()).expect("builds");
+        let fresh = desired_state(&new, &secrets, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
+            .expect("builds");
         assert_eq!(as_json(&third), as_json(&fresh));
     }
 }

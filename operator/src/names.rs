@@ -11,6 +11,15 @@ pub const MAX_TENANT_NAME_LENGTH: usize = 40;
 
 /// Field manager used for every server-side apply.
 pub const FIELD_MANAGER: &str = "nestor-operator";
+/// Label key and value on the operator's own pods (`deploy/operator.yaml`); each
+/// tenant's etcd NetworkPolicy admits pods carrying it on the client port, since the
+/// operator probes, scales and repairs etcd itself.
+pub const OPERATOR_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "nestor-operator");
+/// Environment variable holding the operator's namespace, filled from the downward API
+/// in `deploy/operator.yaml`; unset when the operator runs as a host process.
+pub const OPERATOR_NAMESPACE_ENV: &str = "POD_NAMESPACE";
+/// Label the API server puts on every namespace, holding its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// Finalizer that holds deletion until owned data is cleaned up.
 pub const FINALIZER: &str = "nestor.dev/cleanup";
 

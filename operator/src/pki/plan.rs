@@ -688,6 +688,28 @@ mod tests {
                 let (common_name, organizations) = test_support::subject(&leaf.cert_pem);
                 assert_eq!(common_name, planned.request.common_name, "{context}");
                 assert_eq!(organizations, planned.request.organization.iter().cloned().collect::<Vec<_>>());
+                test_support::with_certificate(&leaf.cert_pem, |certificate| {
+                    let constraints = certificate.basic_constraints().unwrap().expect("basicConstraints");
+                    assert!(!constraints.value.ca, "{context} is no CA");
+                    let key_usage = certificate.key_usage().unwrap().expect("keyUsage").value;
+                    assert!(key_usage.digital_signature(), "{context}");
+                    // Only RSA keys encipher (TLS 1.2 RSA key exchange); a leaf never signs
+                    // certificates or CRLs.
+                    assert_eq!(key_usage.key_encipherment(), algorithm == KeyAlgorithm::Rsa2048, "{context}");
+                    assert!(!key_usage.key_cert_sign() && !key_usage.crl_sign(), "{context}");
+                    assert!(!key_usage.non_repudiation() && !key_usage.key_agreement(), "{context}");
+                    assert!(!key_usage.data_encipherment(), "{context}");
+                });
+                // Valid from `now` less the clock-skew allowance, for exactly `validity`.
+                let (not_before, not_after) = test_support::validity(&leaf.cert_pem);
+                assert!(not_before <= now(), "{context}");
+                assert_eq!(
+                    not_before,
+                    now().checked_sub(crate::pki::CLOCK_SKEW_ALLOWANCE).unwrap(),
+                    "{context}"
+                );
+                assert_eq!(not_after, now().checked_add(validity).unwrap(), "{context}");
+                assert_eq!(leaf.not_after, not_after, "{context}");
                 assert_eq!(
                     crate::pki::renewal_reason(
                         Some(&leaf.cert_pem),

@@ -46,7 +46,7 @@ use crate::health::{
     probe_tenant, replace_etcd_member, scale_etcd,
 };
 use crate::metrics::{Metrics, WriteVerb};
-use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, TenantNames};
+use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, OPERATOR_NAMESPACE_ENV, TenantNames};
 use crate::reconcile::apply::{ApplyOutcome, Existing, patch_status};
 use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
 use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
@@ -96,6 +96,9 @@ pub struct Context {
     pub backoff: RetryBackoff,
     /// The one namespace watched, or all namespaces when `None`.
     pub watch_namespace: Option<String>,
+    /// The operator's own namespace (from [`OPERATOR_NAMESPACE_ENV`]), which each
+    /// tenant's etcd NetworkPolicy admits; `None` for an operator run as a host process.
+    pub operator_namespace: Option<String>,
     /// Probe interval and timeout; see [`crate::health`].
     pub health_settings: HealthSettings,
     /// Probe history (debounce state, failing pods) of every tenant.
@@ -129,6 +132,7 @@ impl Context {
             clock,
             backoff: RetryBackoff::default(),
             watch_namespace,
+            operator_namespace: std::env::var(OPERATOR_NAMESPACE_ENV).ok().filter(|ns| !ns.is_empty()),
             health_settings: HealthSettings::default(),
             health: HealthTracker::default(),
             probe_access: ProbeAccessCache::default(),
@@ -337,7 +341,14 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
         let listed_secrets = read_tenant_secrets(&ctx.client, &names).await?;
         let observed = ObservedSecrets::from_secrets(&listed_secrets);
         let rollout = read_rollout(&ctx.client, &names).await?;
-        let desired = desired_state_with_etcd(tenant, &observed, &rollout, ctx.clock.now(), plan.members)?;
+        let desired = desired_state_with_etcd(
+            tenant,
+            &observed,
+            &rollout,
+            ctx.clock.now(),
+            plan.members,
+            ctx.operator_namespace.as_deref(),
+        )?;
         for issued in &desired.issued {
             tracing::info!(secret = %issued.secret_name, reason = %issued.reason, "issuing certificate");
         }

@@ -155,14 +155,20 @@ mod tests {
     }
 
     #[test]
-    fn liveness_probe_is_https_healthz_on_the_secure_port() {
+    fn startup_liveness_and_readiness_probes_are_https_healthz_on_the_secure_port() {
         let fixture = Fixture::default();
         let deployment = controller_manager_deployment(&fixture.inputs()).expect("builds");
         let template = deployment.spec.expect("spec").template;
         let manager = container(&template, "kube-controller-manager");
-        let http_get = manager.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("httpGet");
-        assert_eq!(http_get.path.as_deref(), Some("/healthz"));
-        assert_eq!(http_get.port, IntOrString::Int(CONTROLLER_MANAGER_PORT));
-        assert_eq!(http_get.scheme.as_deref(), Some("HTTPS"));
+        for (kind, probe) in [
+            ("startup", &manager.startup_probe),
+            ("liveness", &manager.liveness_probe),
+            ("readiness", &manager.readiness_probe),
+        ] {
+            let http_get = probe.as_ref().and_then(|p| p.http_get.as_ref()).expect(kind);
+            assert_eq!(http_get.path.as_deref(), Some("/healthz"), "{kind}");
+            assert_eq!(http_get.port, IntOrString::Int(CONTROLLER_MANAGER_PORT), "{kind}");
+            assert_eq!(http_get.scheme.as_deref(), Some("HTTPS"), "{kind}");
+        }
     }
 }

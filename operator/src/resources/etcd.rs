@@ -16,7 +16,7 @@ use super::render::{ETCD_NETWORK_POLICY, ETCD_SERVICE, ETCD_STATEFULSET, render}
 use super::secrets::{CA_CERT_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 use super::{MetadataContext, ResourceError, TenantInputs};
 use crate::api::TenantCluster;
-use crate::names::{Component, TenantNames};
+use crate::names::{Component, NAMESPACE_NAME_LABEL, OPERATOR_POD_LABEL, TenantNames};
 
 /// Port etcd serves clients (the apiserver) on, over mutual TLS.
 pub const ETCD_CLIENT_PORT: i32 = 2379;
@@ -259,17 +259,37 @@ struct NetworkPolicyContext {
     metadata: MetadataContext,
     etcd_selector: BTreeMap<String, String>,
     apiserver_selector: BTreeMap<String, String>,
+    operator_selector: BTreeMap<String, String>,
+    operator_namespace_selector: NamespaceSelector,
     ports: EtcdPorts,
 }
 
+/// A `namespaceSelector`; without labels it renders as `{}`, which selects every namespace.
+#[derive(Serialize)]
+struct NamespaceSelector {
+    #[serde(rename = "matchLabels", skip_serializing_if = "BTreeMap::is_empty")]
+    match_labels: BTreeMap<String, String>,
+}
+
 /// NetworkPolicy `names.etcd_network_policy()`: clients only from this tenant's
-/// apiserver pods, peers only from this tenant's etcd pods.
+/// apiserver pods and from the operator's pods (label [`OPERATOR_POD_LABEL`] in
+/// `input.operator_namespace`, or in any namespace when that is unknown), peers only
+/// from this tenant's etcd pods.
 pub fn etcd_network_policy(input: &TenantInputs<'_>) -> Result<NetworkPolicy, ResourceError> {
     let names = input.names();
+    let (operator_label, operator_name) = OPERATOR_POD_LABEL;
     let context = NetworkPolicyContext {
         metadata: input.owner.metadata(names.etcd_network_policy(), Component::Etcd),
         etcd_selector: names.selector_labels(Component::Etcd),
         apiserver_selector: names.selector_labels(Component::ApiServer),
+        operator_selector: BTreeMap::from([(operator_label.to_string(), operator_name.to_string())]),
+        operator_namespace_selector: NamespaceSelector {
+            match_labels: input
+                .operator_namespace
+                .map(|namespace| (NAMESPACE_NAME_LABEL.to_string(), namespace.to_string()))
+                .into_iter()
+                .collect(),
+        },
         ports: PORTS,
     };
     render(ETCD_NETWORK_POLICY, &context)
@@ -543,36 +563,97 @@ spec:
         }
     }
 
-    #[test]
-    fn network_policy_admits_only_the_tenants_apiserver_and_peers() {
-        let fixture = Fixture::default();
-        let names = &fixture.owner.names;
-        let policy = etcd_network_policy(&fixture.inputs()).expect("builds");
+    /// Each ingress rule as (pod selector, namespace selector, ports); one source per rule.
+    type IngressRule = (BTreeMap<String, String>, Option<BTreeMap<String, String>>, Vec<IntOrString>);
+
+    fn ingress_rules(policy: NetworkPolicy) -> Vec<IngressRule> {
         let spec = policy.spec.expect("spec");
-        assert_eq!(
-            spec.pod_selector.and_then(|s| s.match_labels),
-            Some(names.selector_labels(Component::Etcd))
-        );
-        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
-        let rules: Vec<(BTreeMap<String, String>, Vec<IntOrString>)> = spec
-            .ingress
+        spec.ingress
             .unwrap_or_default()
             .into_iter()
             .map(|rule| {
                 let peers = rule.from.unwrap_or_default();
                 assert_eq!(peers.len(), 1, "one source per rule");
                 let selector = peers[0].pod_selector.clone().and_then(|s| s.match_labels).unwrap_or_default();
-                assert!(peers[0].namespace_selector.is_none(), "same namespace only");
+                let namespaces = peers[0].namespace_selector.clone().map(|selector| {
+                    assert!(selector.match_expressions.is_none());
+                    selector.match_labels.unwrap_or_default()
+                });
                 let ports = rule.ports.unwrap_or_default().into_iter().filter_map(|p| p.port).collect();
-                (selector, ports)
+                (selector, namespaces, ports)
             })
-            .collect();
+            .collect()
+    }
+
+    fn operator_pods() -> BTreeMap<String, String> {
+        BTreeMap::from([("app.kubernetes.io/name".to_string(), "nestor-operator".to_string())])
+    }
+
+    #[test]
+    fn network_policy_admits_only_the_tenants_apiserver_the_operator_and_peers() {
+        let fixture = Fixture::default();
+        let names = &fixture.owner.names;
+        let policy = etcd_network_policy(&fixture.inputs()).expect("builds");
+        let spec = policy.spec.clone().expect("spec");
         assert_eq!(
-            rules,
+            spec.pod_selector.and_then(|s| s.match_labels),
+            Some(names.selector_labels(Component::Etcd))
+        );
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+        assert_eq!(
+            ingress_rules(policy),
             [
-                (names.selector_labels(Component::ApiServer), vec![IntOrString::Int(2379)]),
-                (names.selector_labels(Component::Etcd), vec![IntOrString::Int(2380)]),
+                // No namespace selector: the tenant's own namespace only.
+                (names.selector_labels(Component::ApiServer), None, vec![IntOrString::Int(2379)]),
+                (
+                    operator_pods(),
+                    Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        "nestor-system".to_string()
+                    )])),
+                    vec![IntOrString::Int(2379)]
+                ),
+                (names.selector_labels(Component::Etcd), None, vec![IntOrString::Int(2380)]),
             ]
         );
+    }
+
+    #[test]
+    fn network_policy_admits_the_operator_from_any_namespace_when_its_own_is_unknown() {
+        let fixture = Fixture::default();
+        let inputs = TenantInputs { operator_namespace: None, ..fixture.inputs() };
+        let rules = ingress_rules(etcd_network_policy(&inputs).expect("builds"));
+        // An empty namespace selector (`{}`) selects every namespace; a missing one would
+        // mean the tenant's namespace only.
+        assert_eq!(rules[1], (operator_pods(), Some(BTreeMap::new()), vec![IntOrString::Int(2379)]));
+        let rendered = serde_json::to_value(etcd_network_policy(&inputs).expect("builds")).expect("json");
+        assert_eq!(rendered["spec"]["ingress"][1]["from"][0]["namespaceSelector"], serde_json::json!({}));
+        // Everything else is as with a known namespace.
+        let known = ingress_rules(etcd_network_policy(&fixture.inputs()).expect("builds"));
+        assert_eq!((&rules[0], &rules[2]), (&known[0], &known[2]));
+    }
+
+    /// The operator's pods and its namespace variable in `deploy/operator.yaml` are
+    /// what the policy (and the reconciler) expect; a renamed label would shut the
+    /// deployed operator out of every tenant's etcd.
+    #[test]
+    fn the_deployed_operator_carries_the_admitted_label_and_knows_its_namespace() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let deployment: Deployment =
+            serde_yaml_ng::from_str(include_str!("../../../deploy/operator.yaml")).expect("a Deployment");
+        let template = deployment.spec.expect("spec").template;
+        let (label, value) = OPERATOR_POD_LABEL;
+        let labels = template.metadata.and_then(|metadata| metadata.labels).unwrap_or_default();
+        assert_eq!(labels.get(label).map(String::as_str), Some(value));
+        let operator = &template.spec.expect("pod spec").containers[0];
+        let namespace_env = operator
+            .env
+            .iter()
+            .flatten()
+            .find(|env| env.name == crate::names::OPERATOR_NAMESPACE_ENV)
+            .expect("the namespace variable is set");
+        let field =
+            namespace_env.value_from.as_ref().and_then(|from| from.field_ref.as_ref()).expect("fieldRef");
+        assert_eq!(field.field_path, "metadata.namespace");
     }
 }

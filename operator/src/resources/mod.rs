@@ -246,6 +246,10 @@ pub struct TenantInputs<'a> {
     pub config_hashes: &'a ConfigHashes,
     /// etcd members to render (`spec.etcd.replicas` unless etcd is being scaled).
     pub etcd_members: EtcdMembers,
+    /// The namespace the operator's pods run in, which the etcd NetworkPolicy admits on
+    /// the client port; `None` when unknown (an operator run as a host process), and then
+    /// the operator's pod label is admitted from any namespace.
+    pub operator_namespace: Option<&'a str>,
 }
 
 impl TenantInputs<'_> {

@@ -45,6 +45,7 @@ impl Fixture {
             images: &self.images,
             config_hashes: &self.config_hashes,
             etcd_members: super::EtcdMembers::settled(self.spec.etcd.replicas),
+            operator_namespace: Some("nestor-system"),
         }
     }
 }
