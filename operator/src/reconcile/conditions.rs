@@ -57,6 +57,8 @@ pub mod reason {
     pub const PROBE_FAILED: &str = "ProbeFailed";
     /// etcd is being scaled to `spec.etcd.replicas`, one member at a time.
     pub const SCALING: &str = "Scaling";
+    /// The controller-manager waits at 0 replicas until an apiserver replica is available.
+    pub const WAITING_FOR_API_SERVER: &str = "WaitingForAPIServer";
 }
 
 /// Source of "now", injected so condition tests are deterministic.

@@ -111,12 +111,7 @@ pub fn component_conditions(
             health.apiserver.as_ref(),
         ),
         with_probe(
-            workload_condition(
-                types::CONTROLLER_MANAGER_READY,
-                "kube-controller-manager Deployment",
-                observation.controller_manager.as_ref(),
-                true,
-            ),
+            controller_manager_condition(observation.controller_manager.as_ref()),
             health.controller_manager.as_ref(),
         ),
         secrets_condition(types::KUBECONFIG_READY, &kubeconfig_secrets(names), observation),
@@ -173,6 +168,26 @@ fn secrets_condition(type_: &'static str, required: &[String], observation: &Obs
 /// update with every wanted replica ready still serves and stays True. A StatefulSet
 /// deletes each member before recreating it; counting it ready between two members
 /// would only make the condition flap.
+/// ControllerManagerReady: the workload's readiness, except while the Deployment waits
+/// at 0 replicas for the apiserver (see [`crate::desired::controller_manager_replicas`]),
+/// which 0 of 0 replicas ready would otherwise call Ready.
+fn controller_manager_condition(readiness: Option<&WorkloadReadiness>) -> ConditionUpdate {
+    match readiness {
+        Some(readiness) if readiness.desired == 0 => ConditionUpdate::new(
+            types::CONTROLLER_MANAGER_READY,
+            ConditionStatus::False,
+            reason::WAITING_FOR_API_SERVER,
+            "scaled to 0 until a kube-apiserver replica is available".to_string(),
+        ),
+        readiness => workload_condition(
+            types::CONTROLLER_MANAGER_READY,
+            "kube-controller-manager Deployment",
+            readiness,
+            true,
+        ),
+    }
+}
+
 fn workload_condition(
     type_: &'static str,
     what: &str,
@@ -361,7 +376,12 @@ mod tests {
     }
 
     fn rolled_out(version: &str) -> Option<DeploymentVersion> {
-        Some(DeploymentVersion { template: Some(version.into()), rolled_out: Some(version.into()) })
+        Some(DeploymentVersion {
+            template: Some(version.into()),
+            rolled_out: Some(version.into()),
+            replicas: 1,
+            available: 1,
+        })
     }
 
     fn healthy_observation() -> Observation {
@@ -406,6 +426,17 @@ mod tests {
         // First appearance of conditions is not an Event; the first phase is.
         assert_eq!(changes, [StatusChange::PhaseChanged { from: None, to: Phase::Provisioning }]);
         assert_eq!(status.version, None);
+    }
+
+    #[test]
+    fn a_controller_manager_at_zero_replicas_waits_for_the_apiserver_and_is_not_ready() {
+        let mut observation = healthy_observation();
+        observation.controller_manager =
+            Some(WorkloadReadiness { desired: 0, ready: 0, updated: 0, observed_latest: true });
+        let (status, _) = pass(&tenant(None), &observation, at(0));
+        let condition = find_condition(&status.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "WaitingForAPIServer"));
+        assert_ne!(status.phase, Some(Phase::Ready));
     }
 
     #[test]
@@ -556,8 +587,12 @@ mod tests {
         let mut rolling = healthy_observation();
         rolling.apiserver =
             Some(WorkloadReadiness { desired: 2, ready: 3, updated: 1, observed_latest: true });
-        rolling.rollout.apiserver =
-            Some(DeploymentVersion { template: Some("1.35.4".into()), rolled_out: None });
+        rolling.rollout.apiserver = Some(DeploymentVersion {
+            template: Some("1.35.4".into()),
+            rolled_out: None,
+            replicas: 1,
+            available: 1,
+        });
         let (first, changes) = pass(&bumped, &rolling, at(10));
         assert_eq!(
             changes,
@@ -578,8 +613,12 @@ mod tests {
         seen.status = Some(first);
         let mut apiserver_done = healthy_observation();
         apiserver_done.rollout.apiserver = rolled_out("1.35.4");
-        apiserver_done.rollout.controller_manager =
-            Some(DeploymentVersion { template: Some("1.35.4".into()), rolled_out: None });
+        apiserver_done.rollout.controller_manager = Some(DeploymentVersion {
+            template: Some("1.35.4".into()),
+            rolled_out: None,
+            replicas: 1,
+            available: 1,
+        });
         let (second, changes) = pass(&seen, &apiserver_done, at(40));
         assert!(changes.is_empty(), "announced once: {changes:?}");
         assert_eq!(second.version.as_deref(), Some("1.34.2"), "the controller-manager still rolls");

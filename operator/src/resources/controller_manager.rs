@@ -86,14 +86,14 @@ struct DeploymentContext {
     credential_files: Vec<ProjectedFile>,
 }
 
-/// Deployment `names.controller_manager()`: `spec.controllerManager.replicas` pods,
-/// one of which leads at a time.
+/// Deployment `names.controller_manager()`: `controller_manager_replicas` pods (the
+/// spec's, once an apiserver serves), one of which leads at a time.
 pub fn controller_manager_deployment(input: &TenantInputs<'_>) -> Result<Deployment, ResourceError> {
     let names = input.names();
     let context = DeploymentContext {
         metadata: input.owner.metadata(names.controller_manager(), Component::ControllerManager),
         selector: names.selector_labels(Component::ControllerManager),
-        replicas: input.spec.controller_manager.replicas,
+        replicas: input.controller_manager_replicas,
         config_hash: input.config_hashes.controller_manager.clone(),
         image: input.images.controller_manager.clone(),
         args: controller_manager_args(input),

@@ -46,6 +46,7 @@ impl Fixture {
             config_hashes: &self.config_hashes,
             etcd_members: super::EtcdMembers::settled(self.spec.etcd.replicas),
             operator_namespace: Some("nestor-system"),
+            controller_manager_replicas: self.spec.controller_manager.replicas,
         }
     }
 }
