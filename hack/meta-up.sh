@@ -41,7 +41,8 @@ ensure_packages() {
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  command -v go >/dev/null || die "Go is required to build the upstream binaries (go 1.24 or newer)"
+  command -v go >/dev/null || die "Go is required to build the upstream binaries: Go 1.25 or newer" \
+    "(k8s.io/kubernetes $KUBERNETES_UPGRADE_VERSION declares go 1.25.0; the build runs with GOTOOLCHAIN=local)"
 }
 
 # start COMPONENT COMMAND...: runs a host process in its own session, logging
