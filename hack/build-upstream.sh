@@ -74,6 +74,10 @@ wrapper_module() {
   local src="$NESTOR_CACHE/src/$name-$version"
   rm -rf "$src"
   mkdir -p "$src"
+  # `go 1.24` is only a floor: `go get` raises it to the required module's own go line
+  # (go 1.25.0 for k8s.io/kubernetes v1.35.4, 1.26.0 for kwok v0.8.0), and with
+  # GOTOOLCHAIN=local an installed Go older than that fails there. Raising the floor
+  # would change the language version and GODEBUG defaults of components that declare less.
   printf 'module nestor.dev/upstream-build/%s\n\ngo 1.24\n' "$name" >"$src/go.mod"
   echo "$src"
 }
@@ -187,7 +191,9 @@ build_kwok() {
 
 components=("$@")
 [[ ${#components[@]} -gt 0 ]] || components=(etcd coredns local-path-provisioner kubernetes kubernetes-upgrade)
-command -v go >/dev/null || die "go is not installed; the upstream build needs Go 1.24 or newer"
+command -v go >/dev/null || die "go is not installed; the upstream build needs Go 1.25 or newer" \
+  "(k8s.io/kubernetes $KUBERNETES_UPGRADE_VERSION declares go 1.25.0, kwok $KWOK_VERSION 1.26.0;" \
+  "GOTOOLCHAIN=local never downloads a newer toolchain)"
 for component in "${components[@]}"; do
   case $component in
     kubernetes) build_kubernetes ;;

@@ -46,6 +46,10 @@ META_ETCD_CLIENT_PORT=12379
 META_ETCD_PEER_PORT=12380
 META_IPTABLES_CHAIN=NESTOR-META-FORWARD
 META_CONTAINERD_SOCKET="$META_RUN_DIR/containerd/containerd.sock"
+# containerd's registry hosts directory, whose _default/hosts.toml sends every image pull
+# to REGISTRY_FENCE, a closed loopback port (see write_containerd_config in meta-up).
+REGISTRY_HOSTS_DIR="$META_DIR/containerd/certs.d"
+REGISTRY_FENCE=https://127.0.0.1:9
 
 k8s_bin() { echo "$(upstream_bin_dir kubernetes "$KUBERNETES_VERSION")/$1"; }
 etcd_bin() { echo "$(upstream_bin_dir etcd "$ETCD_VERSION")/$1"; }

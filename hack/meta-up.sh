@@ -41,7 +41,8 @@ ensure_packages() {
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  command -v go >/dev/null || die "Go is required to build the upstream binaries (go 1.24 or newer)"
+  command -v go >/dev/null || die "Go is required to build the upstream binaries: Go 1.25 or newer" \
+    "(k8s.io/kubernetes $KUBERNETES_UPGRADE_VERSION declares go 1.25.0; the build runs with GOTOOLCHAIN=local)"
 }
 
 # start COMPONENT COMMAND...: runs a host process in its own session, logging
@@ -212,19 +213,26 @@ EOF
     --bind-address=127.0.0.1 --leader-elect=false --profiling=false
 }
 
-start_containerd() {
-  mkdir -p "$META_DIR/containerd" "$META_RUN_DIR/containerd" "$META_DIR/cni/net.d"
-  cat >"$META_DIR/cni/net.d/10-nestor-meta.conflist" <<EOF
-{
-  "cniVersion": "0.4.0",
-  "name": "nestor-meta",
-  "plugins": [{
-    "type": "bridge", "bridge": "$META_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-    "ipam": {"type": "host-local", "dataDir": "$META_RUN_DIR/cni/networks",
-             "ranges": [[{"subnet": "$META_NODE_POD_SUBNET", "rangeStart": "${META_NODE_IP%.*}.10", "gateway": "$META_NODE_IP"}]],
-             "routes": [{"dst": "0.0.0.0/0"}]}
-  }]
-}
+# Every image the meta cluster runs is imported from $NESTOR_CACHE/images (nestor.local/...,
+# and the pause image the CRI uses as sandbox image), and every pod asks for it with
+# imagePullPolicy IfNotPresent, so the CRI never needs a registry. A pod naming any other
+# image (a TenantCluster left at imageRepository registry.k8s.io, a typo) would make
+# containerd pull it from the internet. So every registry host falls back to the
+# `_default` hosts.toml under the CRI's registry config_path (read by Debian 12's
+# containerd 1.6.20), whose only endpoint is a closed loopback port: such a pull fails at
+# once with "connection refused" and no packet, not even a DNS query for the registry's
+# name, leaves the machine.
+# (`ctr images pull` resolves in the ctr process and ignores this unless given --hosts-dir.)
+# REGISTRY_HOSTS_DIR and REGISTRY_FENCE are in lib.sh: tests/meta/smoke.sh checks the fence.
+write_containerd_config() {
+  mkdir -p "$META_DIR/containerd" "$REGISTRY_HOSTS_DIR/_default"
+  # containerd 1.6 rejects a hosts.toml without a [host] table ("invalid `host` tree")
+  # and then silently uses the registry itself, so the endpoint is named twice.
+  cat >"$REGISTRY_HOSTS_DIR/_default/hosts.toml" <<EOF
+# Any registry not configured otherwise (all of them): a dead loopback endpoint.
+server = "$REGISTRY_FENCE"
+[host."$REGISTRY_FENCE"]
+  capabilities = ["pull", "resolve"]
 EOF
   cat >"$META_DIR/containerd/config.toml" <<EOF
 version = 2
@@ -254,7 +262,26 @@ state = "$META_RUN_DIR/containerd/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$META_DIR/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$REGISTRY_HOSTS_DIR"
 EOF
+}
+
+start_containerd() {
+  mkdir -p "$META_DIR/containerd" "$META_RUN_DIR/containerd" "$META_DIR/cni/net.d"
+  cat >"$META_DIR/cni/net.d/10-nestor-meta.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "nestor-meta",
+  "plugins": [{
+    "type": "bridge", "bridge": "$META_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+    "ipam": {"type": "host-local", "dataDir": "$META_RUN_DIR/cni/networks",
+             "ranges": [[{"subnet": "$META_NODE_POD_SUBNET", "rangeStart": "${META_NODE_IP%.*}.10", "gateway": "$META_NODE_IP"}]],
+             "routes": [{"dst": "0.0.0.0/0"}]}
+  }]
+}
+EOF
+  write_containerd_config
   start containerd containerd --config "$META_DIR/containerd/config.toml"
   wait_until "containerd" 30 ctr --address "$META_CONTAINERD_SOCKET" version
   local archive

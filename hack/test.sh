@@ -31,8 +31,11 @@ if [[ " ${failures[*]} " == *" meta cluster up "* ]]; then
   log "the meta cluster did not start; skipping the tiers that need it (logs: $META_LOG_DIR)"
 else
   export KUBECONFIG=$META_KUBECONFIG
-  # Integration test binaries run one after another; tests inside one binary in parallel,
-  # each with its own namespace and namespace-scoped operator.
+  # Integration test binaries run one after another. Inside a binary, tests that use the
+  # harness's in_namespace (operator/tests/support) also run one at a time: it holds a
+  # process-wide lock for the whole test, each test with its own namespace and
+  # namespace-scoped operator. Only admission.rs, which starts no operator and has its
+  # own in_namespace without the lock, runs its tests in parallel.
   tier "integration and e2e tests" cargo test --locked --no-fail-fast --test '*'
   tier "meta cluster smoke test" "$REPO_ROOT/tests/meta/smoke.sh"
 fi

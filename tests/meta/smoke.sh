@@ -3,7 +3,9 @@
 # StatefulSet from the locally built image, with a headless Service and
 # local-path PVCs, forms a cluster; pod DNS names resolve from another pod; a
 # ClusterIP Service answers from a pod and a NodePort from the host; a deleted
-# member pod is recreated and rejoins with its data.
+# member pod is recreated and rejoins with its data; a pod whose image was never
+# imported makes containerd pull it, and that pull ends at once at the dead loopback
+# endpoint of the registry fence (hack/meta-up.sh), not at a registry.
 # Prints one line per check and a closing "N passed, N failed" line.
 set -uo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -123,6 +125,53 @@ all_members_healthy() {
   k exec etcd-0 -- etcdctl --endpoints="http://etcd-0.etcd.$NS.svc:2379,http://etcd-1.etcd.$NS.svc:2379,http://etcd-2.etcd.$NS.svc:2379" \
     endpoint health 2>&1 | grep -c "is healthy" | grep -qx 3
 }
+
+# The registry fence. The pod is created only when the running containerd's CRI started
+# with the fence (its startup log line names the hosts directory) and the image is really
+# not imported, so this never makes an unfenced (older) cluster pull from the internet.
+FENCED_IMAGE="registry.k8s.io/kube-apiserver:$KUBERNETES_VERSION"
+FENCE_ERROR="dial tcp ${REGISTRY_FENCE#https://}: connect: connection refused"
+fence_configured() {
+  grep -a 'Start cri plugin with config' "$META_LOG_DIR/containerd.log" 2>/dev/null | tail -n 1 |
+    grep -qF "Registry:{ConfigPath:$REGISTRY_HOSTS_DIR " &&
+    grep -qxF "server = \"$REGISTRY_FENCE\"" "$REGISTRY_HOSTS_DIR/_default/hosts.toml"
+}
+image_not_local() {
+  [[ -z $(ctr --address "$META_CONTAINERD_SOCKET" -n k8s.io images ls -q "name==$FENCED_IMAGE") ]]
+}
+pull_failures() {
+  k get events --field-selector involvedObject.name=fenced,reason=Failed -o jsonpath='{.items[*].message}'
+}
+pull_refused() { pull_failures | grep -qF "$FENCE_ERROR"; }
+fence_detail=""
+fenced_pull() {
+  fence_configured ||
+    { fence_detail="containerd did not start with the registry fence; no pull attempted"; return 1; }
+  image_not_local || { fence_detail="$FENCED_IMAGE is imported locally; nothing would be pulled"; return 1; }
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: fenced}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: fenced
+    image: $FENCED_IMAGE
+    imagePullPolicy: IfNotPresent
+EOF
+  local started
+  started=$(date +%s)
+  # Bounded: a pull that went anywhere but the closed loopback port would hang in a dial or
+  # fail with another message; either way the wait ends here.
+  if wait_until "pull of $FENCED_IMAGE refused" 45 pull_refused; then
+    fence_detail="refused $(( $(date +%s) - started ))s after the pod was created: $FENCE_ERROR"
+  else
+    fence_detail="no refusal by the fence within 45s; pull failures: $(pull_failures | tail -c 400)"
+    return 1
+  fi
+}
+check "a pull of a non-local image ends at the loopback registry fence" fenced_pull
+echo "     ($fence_detail)"
 
 started=$(date +%s)
 check "3-member etcd StatefulSet with PVCs becomes Ready" wait_until "etcd StatefulSet Ready" 180 statefulset_ready
