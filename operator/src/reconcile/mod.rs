@@ -50,7 +50,7 @@ use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, OPERATOR_NAMESPACE_ENV, Te
 use crate::reconcile::apply::{ApplyOutcome, Existing, patch_status};
 use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
 use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
-use crate::reconcile::observe::{read_rollout, read_tenant_secrets};
+use crate::reconcile::observe::{OwnedCache, read, read_rollout, read_tenant_secrets};
 use crate::reconcile::status::{StatusChange, component_conditions, compute_status};
 
 /// `reportingController` of the Events Nestor publishes.
@@ -112,6 +112,9 @@ pub struct Context {
     /// meanwhile would only start the join over.
     pub member_repairs:
         std::sync::Mutex<std::collections::HashMap<ObjectRef<TenantCluster>, jiff::Timestamp>>,
+    /// The owned objects as the running controller's watches see them; replaced each
+    /// time [`run`] starts (a stale store would compare against objects long gone).
+    owned: std::sync::RwLock<Option<OwnedCache>>,
 }
 
 impl Context {
@@ -138,7 +141,15 @@ impl Context {
             probe_access: ProbeAccessCache::default(),
             concurrency: DEFAULT_CONCURRENCY,
             member_repairs: Default::default(),
+            owned: std::sync::RwLock::new(None),
         }
+    }
+
+    /// The owned-object cache of the running controller, once every store is filled;
+    /// `None` outside a controller run (reads go to the API then).
+    async fn owned_cache(&self) -> Option<OwnedCache> {
+        let cache = self.owned.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
+        cache.ready().await.then_some(cache)
     }
 
     /// The same context with another bound on passes in flight (at least one).
@@ -162,21 +173,39 @@ async fn apply_object(
     object: &DesiredObject,
     desired: &DesiredState,
     listed_secrets: &[Secret],
+    cache: Option<&OwnedCache>,
     ctx: &Context,
 ) -> Result<ApplyOutcome> {
     let (client, metrics) = (&ctx.client, ctx.metrics.as_ref());
     let existing =
         if desired.loaded_key_secrets.contains(object.name()) { Existing::Only } else { Existing::OrCreate };
+    let (namespace, name) = (object.metadata().namespace.as_deref().unwrap_or_default(), object.name());
     let outcome = match object {
         DesiredObject::Secret(object) => {
             let live = listed_secrets.iter().find(|secret| secret.metadata.name == object.metadata.name);
             apply::apply_over(client, object, live, existing, metrics).await
         }
-        DesiredObject::ConfigMap(object) => apply::apply(client, object, existing, metrics).await,
-        DesiredObject::Service(object) => apply::apply(client, object, existing, metrics).await,
-        DesiredObject::StatefulSet(object) => apply::apply(client, object, existing, metrics).await,
-        DesiredObject::Deployment(object) => apply::apply(client, object, existing, metrics).await,
-        DesiredObject::NetworkPolicy(object) => apply::apply(client, object, existing, metrics).await,
+        DesiredObject::ConfigMap(object) => {
+            let live = read(client, cache.map(|cache| &cache.config_maps), namespace, name);
+            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+        }
+        DesiredObject::Service(object) => {
+            let live = read(client, cache.map(|cache| &cache.services), namespace, name);
+            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+        }
+        DesiredObject::StatefulSet(object) => {
+            let live = read(client, cache.map(|cache| &cache.statefulsets), namespace, name);
+            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+        }
+        DesiredObject::Deployment(object) => {
+            let live = read(client, cache.map(|cache| &cache.deployments), namespace, name);
+            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+        }
+        DesiredObject::NetworkPolicy(object) => {
+            let store = cache.map(|cache| &cache.network_policies);
+            let live = read(client, store, namespace, name);
+            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+        }
     }?;
     if outcome == ApplyOutcome::Missing {
         return Err(Error::KeyMaterialGone { secret: object.name().to_string() });
@@ -209,14 +238,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let owned = || watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR);
     // The health monitor asks for passes through this channel (see [`monitor`]).
     let (probe_trigger, probe_requests) = futures::channel::mpsc::unbounded();
+    let (config_maps, config_map_events) = cached_watch::<ConfigMap>(&client, namespace);
+    let (services, service_events) = cached_watch::<Service>(&client, namespace);
+    let (statefulsets, statefulset_events) = cached_watch::<StatefulSet>(&client, namespace);
+    let (deployments, deployment_events) = cached_watch::<Deployment>(&client, namespace);
+    let (network_policies, network_policy_events) = cached_watch::<NetworkPolicy>(&client, namespace);
+    *ctx.owned.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(OwnedCache { config_maps, services, statefulsets, deployments, network_policies });
     let controller =
         Controller::new(scoped_api::<TenantCluster>(&client, namespace), watcher::Config::default())
             .owns(scoped_api::<Secret>(&client, namespace), owned())
-            .owns(scoped_api::<ConfigMap>(&client, namespace), owned())
-            .owns(scoped_api::<Service>(&client, namespace), owned())
-            .owns(scoped_api::<StatefulSet>(&client, namespace), owned())
-            .owns(scoped_api::<Deployment>(&client, namespace), owned())
-            .owns(scoped_api::<NetworkPolicy>(&client, namespace), owned())
+            .owns_stream(config_map_events)
+            .owns_stream(service_events)
+            .owns_stream(statefulset_events)
+            .owns_stream(deployment_events)
+            .owns_stream(network_policy_events)
             .with_config(controller::Config::default().concurrency(ctx.concurrency))
             .reconcile_on(probe_requests)
             .graceful_shutdown_on(shutdown);
@@ -239,6 +275,35 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         })
         .await;
     monitor.abort();
+}
+
+/// A watch of the owned objects of kind `K` that keeps them in a store (see
+/// [`OwnedCache`]) and yields each change, to trigger the owner's pass: the store is
+/// updated before the change is yielded, so that pass reads the new object.
+fn cached_watch<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let config = watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR);
+    let events = watcher(scoped_api::<K>(client, namespace), config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (reader, events)
 }
 
 /// An Api over one namespace, or over all of them.
@@ -322,7 +387,8 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     if !tenant.spec.paused {
         validate(tenant)?;
     }
-    let etcd_workload = observe::observe_etcd(&ctx.client, &names).await?;
+    let cache = ctx.owned_cache().await;
+    let etcd_workload = observe::observe_etcd(&ctx.client, cache.as_ref(), &names).await?;
     let report = probe_health(tenant, &names, &etcd_workload, ctx).await;
     let plan = scaling::plan(
         &names,
@@ -340,7 +406,7 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     } else {
         let listed_secrets = read_tenant_secrets(&ctx.client, &names).await?;
         let observed = ObservedSecrets::from_secrets(&listed_secrets);
-        let rollout = read_rollout(&ctx.client, &names).await?;
+        let rollout = read_rollout(&ctx.client, cache.as_ref(), &names).await?;
         let desired = desired_state_with_etcd(
             tenant,
             &observed,
@@ -362,7 +428,7 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
             );
         }
         for object in &desired.objects {
-            apply_object(object, &desired, &listed_secrets, ctx).await?;
+            apply_object(object, &desired, &listed_secrets, cache.as_ref(), ctx).await?;
         }
         Some(desired)
     };
@@ -372,7 +438,7 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     if let (Some(step), false, false) = (&plan.step, repaired, tenant.spec.paused) {
         run_scaling_step(tenant, &names, step, ctx).await;
     }
-    let observation = observe::observe(&ctx.client, &names).await?;
+    let observation = observe::observe(&ctx.client, cache.as_ref(), &names).await?;
     let updates = component_conditions(&names, &observation, &health, plan.progress.as_ref());
     let running_version = observation.rollout.control_plane_version();
     let (mut status, changes) = compute_status(tenant, &updates, running_version, None, ctx.clock.now());
