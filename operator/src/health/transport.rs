@@ -71,6 +71,15 @@ pub enum TransportError {
     },
 }
 
+/// How long a TCP connection may take, within the request's timeout. Every probe target
+/// is a pod or a Service on the meta cluster's own network, where the kernel completes a
+/// handshake in well under a millisecond even when the node is saturated (a stopped
+/// process still has its listen backlog). A SYN with no answer means the packet went
+/// nowhere, for example a Service whose endpoints are unroutable: waiting the whole
+/// request timeout for it held every pass of such a tenant 5 s (the scale benchmark's
+/// simulated pods), which held the reconcile slots of every other tenant.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A TLS client configuration: the CA to trust and the client certificate to present.
 #[derive(Clone)]
 pub struct TlsClient {
@@ -154,8 +163,15 @@ impl TlsClient {
     ) -> Result<Response, TransportError> {
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|_| TransportError::ServerName(server_name.to_string()))?;
-        let tcp = TcpStream::connect(address)
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
+            .map_err(|_| TransportError::Connect {
+                address,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {}s", CONNECT_TIMEOUT.as_secs()),
+                ),
+            })?
             .map_err(|source| TransportError::Connect { address, source })?;
         let tls = TlsConnector::from(self.config.clone())
             .connect(name, tcp)
