@@ -179,32 +179,25 @@ async fn apply_object(
     let (client, metrics) = (&ctx.client, ctx.metrics.as_ref());
     let existing =
         if desired.loaded_key_secrets.contains(object.name()) { Existing::Only } else { Existing::OrCreate };
-    let (namespace, name) = (object.metadata().namespace.as_deref().unwrap_or_default(), object.name());
     let outcome = match object {
         DesiredObject::Secret(object) => {
             let live = listed_secrets.iter().find(|secret| secret.metadata.name == object.metadata.name);
             apply::apply_over(client, object, live, existing, metrics).await
         }
         DesiredObject::ConfigMap(object) => {
-            let live = read(client, cache.map(|cache| &cache.config_maps), namespace, name);
-            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+            apply_read(client, cache.map(|c| &c.config_maps), object, existing, metrics).await
         }
         DesiredObject::Service(object) => {
-            let live = read(client, cache.map(|cache| &cache.services), namespace, name);
-            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+            apply_read(client, cache.map(|c| &c.services), object, existing, metrics).await
         }
         DesiredObject::StatefulSet(object) => {
-            let live = read(client, cache.map(|cache| &cache.statefulsets), namespace, name);
-            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+            apply_read(client, cache.map(|c| &c.statefulsets), object, existing, metrics).await
         }
         DesiredObject::Deployment(object) => {
-            let live = read(client, cache.map(|cache| &cache.deployments), namespace, name);
-            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+            apply_read(client, cache.map(|c| &c.deployments), object, existing, metrics).await
         }
         DesiredObject::NetworkPolicy(object) => {
-            let store = cache.map(|cache| &cache.network_policies);
-            let live = read(client, store, namespace, name);
-            apply::apply_over(client, object, live.await?.as_ref(), existing, metrics).await
+            apply_read(client, cache.map(|c| &c.network_policies), object, existing, metrics).await
         }
     }?;
     if outcome == ApplyOutcome::Missing {
@@ -377,6 +370,29 @@ async fn reconcile_with_finalizer(tenant: Arc<TenantCluster>, ctx: &Context) -> 
         ctx.metrics.record_write("TenantCluster", WriteVerb::PatchFinalizer);
     }
     result.map_err(Error::from)
+}
+
+/// [`apply::apply_over`] of `object` against its live copy: from `store` when the
+/// controller caches the kind, else read by a GET (see [`read`]).
+async fn apply_read<K>(
+    client: &Client,
+    store: Option<&kube::runtime::reflector::Store<K>>,
+    object: &K,
+    existing: Existing,
+    metrics: &Metrics,
+) -> Result<ApplyOutcome>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace =
+        object.meta().namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let name = object.meta().name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let live = read(client, store, namespace, name).await?;
+    apply::apply_over(client, object, live.as_ref(), existing, metrics).await
 }
 
 /// validate → probe → build → apply → heal and scale → observe → status, for a live
