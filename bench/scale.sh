@@ -183,6 +183,25 @@ objects_per_tenant() {
     | {by_kind: ., every_tenant_complete: (to_entries | all(.value.tenants == $tenants and .value.min == .value.max))}'
 }
 
+# meta_apiserver_sample: JSON {at, cpu_ticks, requests: {"VERB resource[/subresource]": count}}
+# of the meta apiserver: its CPU from /proc and its apiserver_request_total (every client,
+# watches left out), so the run shows what the apiserver spends its time on and how much
+# of it is Nestor's (SSA "APPLY" and the TenantCluster status are only Nestor's).
+meta_apiserver_sample() {
+  local pid
+  pid=$(cat "$(pid_file kube-apiserver)")
+  kc get --raw /metrics | grep '^apiserver_request_total{' | jq -Rsc \
+    --argjson at "$(now)" --argjson ticks "$(awk '{print $14 + $15}' "/proc/$pid/stat")" '
+    [split("\n")[] | select(length > 0)
+     | capture("verb=\"(?<verb>[A-Z]+)\"") as $v
+     | select($v.verb != "WATCH")
+     | {key: ($v.verb + " " + (capture("resource=\"(?<r>[^\"]*)\"").r)
+              + ((capture("subresource=\"(?<s>[^\"]+)\"") | "/" + .s) // "")),
+        value: (split(" ") | last | tonumber)}]
+    | group_by(.key) | map({key: .[0].key, value: (map(.value) | add)}) | from_entries
+    | {at: $at, cpu_ticks: $ticks, requests: .}'
+}
+
 pods_summary() {
   kc -n "$NAMESPACE" get pods -o json | jq -c --arg node "$KWOK_NODE" '
     {pods: (.items | length), on_fake_node: ([.items[] | select(.spec.nodeName == $node)] | length),
@@ -199,11 +218,12 @@ main() {
   create_namespace
   start_operator "$NAMESPACE" "$WORK/operator.log" "${OPERATOR_FLAGS[@]}"
   sleep 5 # the initial lists and watches
-  local idle before started i first last
+  local idle before meta_before meta_applied started i first last
   idle=$(operator_sample)
 
   log "scale: creating $TENANTS tenants ($PARALLEL creates of $BATCH at a time)"
   before=$(operator_sample)
+  meta_before=$(meta_apiserver_sample)
   started=$(now)
   # Its own process group, so the clean-up can stop every create still running.
   export TENANTS BATCH PARALLEL
@@ -235,6 +255,7 @@ main() {
   wait "$creator" || log "warning: some creates failed"
   local applied_sample
   applied_sample=$(tail -n1 "$WORK/samples.jsonl" | jq -c .operator)
+  meta_applied=$(meta_apiserver_sample)
   local objects pods
   objects=$(objects_per_tenant)
   pods=$(pods_summary)
@@ -253,6 +274,7 @@ main() {
     --argjson idle "$idle" --argjson before "$before" --argjson applied "$applied_sample" \
     --argjson steady_start "$steady_start" --argjson steady_end "$steady_end" \
     --argjson objects "$objects" --argjson pods "$pods" --argjson final "$final_counts" \
+    --argjson meta_before "$meta_before" --argjson meta_applied "$meta_applied" \
     --argjson hz "$CLOCK_TICKS" --slurpfile samples "$WORK/samples.jsonl" \
     --arg operator "$NESTOR_BIN" --arg flags "${SCALE_OPERATOR_FLAGS:-}" '
     def r(n): (. * pow(10; n) | round) / pow(10; n);
@@ -280,6 +302,15 @@ main() {
       operator_flags: $flags,
       operator_idle_before: {rss_mib: ($idle.rss_kib / 1024 | r(1))},
       apply_phase: window($before; $applied),
+      meta_apiserver_apply_phase: (($meta_applied.at - $meta_before.at) as $s | {
+        seconds: ($s | r(1)),
+        cpu_mcpu: (($meta_applied.cpu_ticks - $meta_before.cpu_ticks) / $hz / $s * 1000 | r(0)),
+        requests_per_s: ([$meta_applied.requests | to_entries[]
+          | .value - ($meta_before.requests[.key] // 0)] | add / $s | r(1)),
+        top_requests_per_s: ($meta_applied.requests | to_entries
+          | map({key, value: ((.value - ($meta_before.requests[.key] // 0)) / $s | r(2))})
+          | sort_by(-.value) | .[:20] | from_entries)
+      }),
       peak_rss_mib: ([$samples[].operator.rss_kib] + [$steady_end.rss_kib] | max / 1024 | r(1)),
       steady: (window($steady_start; $steady_end) + {applied_at_end: $final.applied}),
       objects: $objects,

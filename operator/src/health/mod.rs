@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
@@ -313,28 +312,62 @@ impl ProbeAccess {
     async fn read(meta: &Client, names: &TenantNames) -> Self {
         let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
         let services: Api<Service> = Api::namespaced(meta.clone(), &names.namespace);
-        let admin = secret_value(&secrets, &names.admin_kubeconfig_secret(), KUBECONFIG_KEY).await.map(
-            |kubeconfig| {
-                std::str::from_utf8(&kubeconfig)
-                    .ok()
-                    .and_then(|yaml| ClientCredentials::from_kubeconfig(yaml).ok())
-                    .and_then(|credentials| {
-                        TlsClient::new(
-                            credentials.ca_pem.as_bytes(),
-                            credentials.client_cert_pem.as_bytes(),
-                            credentials.client_key_pem.as_bytes(),
-                        )
-                        .ok()
-                    })
-                    .map(|tls| AdminAccess { kubeconfig: kubeconfig.clone(), tls })
-                    .ok_or_else(|| "admin kubeconfig is unusable".to_string())
-            },
-        );
-        let service = match services.get_opt(&names.apiserver()).await {
-            Ok(service) => Ok(service.as_ref().and_then(service_address)),
-            Err(error) => Err(format!("cannot read the apiserver Service: {error}")),
+        let (admin, etcd, service) =
+            (names.admin_kubeconfig_secret(), names.etcd_healthcheck_client_secret(), names.apiserver());
+        let (admin, etcd, service) =
+            futures::join!(secrets.get_opt(&admin), secrets.get_opt(&etcd), services.get_opt(&service));
+        let secrets: Vec<Secret> =
+            [admin, etcd].into_iter().filter_map(|secret| secret.ok().flatten()).collect();
+        let service = service.map_err(|error| format!("cannot read the apiserver Service: {error}"));
+        Self::from_objects(names, &secrets, service.as_ref().map(Option::as_ref).map_err(Clone::clone))
+    }
+
+    /// Builds the access from objects already read: the tenant's Secrets (only the
+    /// admin kubeconfig and the etcd healthcheck client are used) and its apiserver
+    /// Service, or why that could not be read.
+    fn from_objects(
+        names: &TenantNames,
+        secrets: &[Secret],
+        service: Result<Option<&Service>, String>,
+    ) -> Self {
+        let value = |name: &str, key: &str| {
+            secrets
+                .iter()
+                .find(|secret| secret.metadata.name.as_deref() == Some(name))
+                .and_then(|secret| secret.data.as_ref()?.get(key))
+                .map(|bytes| bytes.0.as_slice())
         };
-        Self { etcd: etcd_tls(&secrets, names).await, admin, service }
+        let admin = value(&names.admin_kubeconfig_secret(), KUBECONFIG_KEY).map(|kubeconfig| {
+            std::str::from_utf8(kubeconfig)
+                .ok()
+                .and_then(|yaml| ClientCredentials::from_kubeconfig(yaml).ok())
+                .and_then(|credentials| {
+                    TlsClient::new(
+                        credentials.ca_pem.as_bytes(),
+                        credentials.client_cert_pem.as_bytes(),
+                        credentials.client_key_pem.as_bytes(),
+                    )
+                    .ok()
+                })
+                .map(|tls| AdminAccess { kubeconfig: kubeconfig.to_vec(), tls })
+                .ok_or_else(|| "admin kubeconfig is unusable".to_string())
+        });
+        let healthcheck = names.etcd_healthcheck_client_secret();
+        let etcd = match (
+            value(&healthcheck, CA_CERT_KEY),
+            value(&healthcheck, TLS_CERT_KEY),
+            value(&healthcheck, TLS_PRIVATE_KEY_KEY),
+        ) {
+            (Some(ca), Some(cert), Some(key)) => match TlsClient::new(ca, cert, key) {
+                Ok(tls) => Some(tls),
+                Err(error) => {
+                    tracing::warn!(%error, "etcd healthcheck client certificate is unusable");
+                    None
+                }
+            },
+            _ => None,
+        };
+        Self { etcd, admin, service: service.map(|service| service.and_then(service_address)) }
     }
 
     /// Whether every part was there and usable, so caching it saves its reads.
@@ -357,6 +390,19 @@ impl ProbeAccessCache {
     /// Drops what is cached for the tenant of `names`.
     pub fn forget(&self, names: &TenantNames) {
         self.lock().remove(&(names.namespace.clone(), names.tenant.clone()));
+    }
+
+    /// Replaces what is cached for the tenant of `names` with what a pass just read:
+    /// its Secrets (listed with their data anyway) and its apiserver Service. Kept
+    /// only when complete; otherwise forgotten, and the next probe reads afresh.
+    pub fn refresh(&self, names: &TenantNames, secrets: &[Secret], service: Option<&Service>) {
+        let access = ProbeAccess::from_objects(names, secrets, Ok(service));
+        let key = (names.namespace.clone(), names.tenant.clone());
+        if access.complete() {
+            self.lock().insert(key, access);
+        } else {
+            self.lock().remove(&key);
+        }
     }
 
     /// Keeps only the tenants (namespace, name) for which `keep` says so: the health
@@ -392,25 +438,21 @@ impl ProbeAccessCache {
     }
 }
 
-/// Probes one tenant's etcd, apiserver and controller manager (reads the meta
-/// cluster, then HTTPS to the tenant's pods). Never fails: every problem becomes an
-/// outcome, since a failed probe is exactly what this function is meant to report.
+/// Probes one tenant's etcd, apiserver and controller manager: HTTPS to the tenant's
+/// pods and Service, with the credentials of `access` (read from the meta cluster
+/// when not cached). `tenant_pods` are the tenant's pods, or why they could not be
+/// read. Never fails: every problem becomes an outcome, since a failed probe is
+/// exactly what this function is meant to report.
 pub async fn probe_tenant(
     meta: &Client,
     names: &TenantNames,
     access: &ProbeAccessCache,
+    tenant_pods: Result<Vec<Pod>, String>,
     etcd_probe: EtcdProbe,
     now: Timestamp,
     timeout: Duration,
 ) -> ProbeReport {
     let access = access.get(meta, names).await;
-    // One list for every component's pods.
-    let pods: Api<Pod> = Api::namespaced(meta.clone(), &names.namespace);
-    let tenant_pods = pods
-        .list(&ListParams::default().labels(&names.tenant_selector()))
-        .await
-        .map(|list| list.items)
-        .map_err(|error| error.to_string());
     let of = |component: Component| -> Result<Vec<Pod>, String> {
         let label = component.label();
         tenant_pods.as_ref().map_err(Clone::clone).map(|pods| {
@@ -561,11 +603,6 @@ async fn etcd_tls(secrets: &Api<Secret>, names: &TenantNames) -> Option<TlsClien
             None
         }
     }
-}
-
-async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Option<Vec<u8>> {
-    let secret = secrets.get_opt(name).await.ok()??;
-    secret.data?.remove(key).map(|bytes| bytes.0)
 }
 
 /// The probe target of a pod that should answer: Running, every container started

@@ -118,21 +118,15 @@ impl TlsClient {
             .collect::<Result<Vec<_>, _>>()
             .map_err(credentials("client certificate"))?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(credentials("client key"))?;
-        // The provider is named rather than taken from the process default, so the probes
-        // work whatever else installed (or did not install) a default provider.
-        let config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|error| TransportError::Credentials {
-                    what: "TLS setup",
-                    reason: error.to_string(),
-                })?
-                .with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)
-                .map_err(|error| TransportError::Credentials {
-                    what: "client certificate",
-                    reason: error.to_string(),
-                })?;
+        let config = ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| TransportError::Credentials { what: "TLS setup", reason: error.to_string() })?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|error| TransportError::Credentials {
+                what: "client certificate",
+                reason: error.to_string(),
+            })?;
         Ok(Self { config: Arc::new(config) })
     }
 
@@ -227,6 +221,15 @@ impl Response {
         }
         summary
     }
+}
+
+/// The probes' crypto provider, named rather than taken from the process default, so
+/// the probes work whatever else installed (or did not install) a default provider.
+/// One for the process: every tenant holds two [`TlsClient`]s.
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: std::sync::LazyLock<Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::LazyLock::new(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    PROVIDER.clone()
 }
 
 #[cfg(test)]

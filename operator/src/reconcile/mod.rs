@@ -82,6 +82,16 @@ const SCALING_RESYNC: Duration = Duration::from_secs(2);
 /// flat; 16 passes in flight still keep the meta apiserver busy.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
 
+/// Every requested pass waits this long before it may start. Not for coalescing: it
+/// keeps passes in the order they were asked for. kube-runtime's scheduler keeps a
+/// request due *now* on a last-in-first-out stack (tokio's `DelayQueue` stores an
+/// already-expired entry there), so while every slot is busy the newest requests ran
+/// first and the oldest waited without bound: in the scale benchmark tenants created
+/// first had their second pass only minutes later, behind the watch echoes of tenants
+/// created after them. A request due a little later goes into the timer wheel, which
+/// yields entries in deadline order.
+const PASS_ORDERING_DELAY: Duration = Duration::from_millis(50);
+
 /// Everything a reconcile needs besides the object.
 pub struct Context {
     /// Client for the meta cluster.
@@ -236,19 +246,32 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let (statefulsets, statefulset_events) = cached_watch::<StatefulSet>(&client, namespace);
     let (deployments, deployment_events) = cached_watch::<Deployment>(&client, namespace);
     let (network_policies, network_policy_events) = cached_watch::<NetworkPolicy>(&client, namespace);
+    let (pods, pod_watch) = pruned_pod_watch(&client, namespace);
+    let (claims, claim_watch) = claim_metadata_watch(&client, namespace);
+    let cache_watches = [tokio::spawn(pod_watch), tokio::spawn(claim_watch)];
     *ctx.owned.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some(OwnedCache { config_maps, services, statefulsets, deployments, network_policies });
-    let controller =
-        Controller::new(scoped_api::<TenantCluster>(&client, namespace), watcher::Config::default())
-            .owns(scoped_api::<Secret>(&client, namespace), owned())
-            .owns_stream(config_map_events)
-            .owns_stream(service_events)
-            .owns_stream(statefulset_events)
-            .owns_stream(deployment_events)
-            .owns_stream(network_policy_events)
-            .with_config(controller::Config::default().concurrency(ctx.concurrency))
-            .reconcile_on(probe_requests)
-            .graceful_shutdown_on(shutdown);
+        Some(OwnedCache { config_maps, services, statefulsets, deployments, network_policies, pods, claims });
+    let (tenants, tenant_writer) = kube::runtime::reflector::store();
+    let tenant_changes = {
+        use kube::runtime::WatchStreamExt;
+        watcher(scoped_api::<TenantCluster>(&client, namespace), watcher::Config::default())
+            .default_backoff()
+            // Nothing reads them, and every tenant carries one entry per writer.
+            .modify(|tenant| tenant.managed_fields_mut().clear())
+            .reflect(tenant_writer)
+            .applied_objects()
+            .predicate_filter(pass_inputs, Default::default())
+    };
+    let controller = Controller::for_stream(tenant_changes, tenants)
+        .owns(scoped_api::<Secret>(&client, namespace), owned())
+        .owns_stream(config_map_events)
+        .owns_stream(service_events)
+        .owns_stream(statefulset_events)
+        .owns_stream(deployment_events)
+        .owns_stream(network_policy_events)
+        .with_config(controller::Config::default().concurrency(ctx.concurrency).debounce(PASS_ORDERING_DELAY))
+        .reconcile_on(probe_requests)
+        .graceful_shutdown_on(shutdown);
     ctx.metrics.watch_tenants(controller.store());
     ctx.health.watch_tenants(controller.store());
     let monitor = tokio::spawn(monitor::run(ctx.clone(), controller.store(), probe_trigger));
@@ -268,6 +291,68 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         })
         .await;
     monitor.abort();
+    for watch in cache_watches {
+        watch.abort();
+    }
+}
+
+/// What a pass reads of its TenantCluster besides the status it writes itself: a
+/// change to any of these triggers a pass, a status-only change does not. Without
+/// this filter every status write came back as one more pass of the same tenant,
+/// which at 1000 tenants was a large share of all passes. Deletion bumps the
+/// generation; it is hashed too so the finalizer runs even if that ever changes.
+fn pass_inputs(tenant: &TenantCluster) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = tenant.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// A watch of the tenants' pods (all pods with the tenant label) into a store, pruned
+/// to what the probes read (see [`observe::prune_pod`]). It triggers no pass: pod
+/// changes reach the reconciler through their StatefulSet's or Deployment's status,
+/// and the health monitor probes on its own clock. The future runs the watch.
+fn pruned_pod_watch(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (kube::runtime::reflector::Store<Pod>, impl Future<Output = ()> + Send + 'static) {
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let config = watcher::Config::default().labels(crate::names::TENANT_LABEL);
+    let watch = watcher(scoped_api::<Pod>(client, namespace), config)
+        .default_backoff()
+        .modify(observe::prune_pod)
+        .reflect(writer)
+        .for_each(|_| futures::future::ready(()));
+    (reader, watch)
+}
+
+/// A metadata-only watch of the tenants' volume claims into a store, for etcd
+/// scaling (see [`observe::observe_etcd`]). Triggers no pass.
+fn claim_metadata_watch(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    kube::runtime::reflector::Store<kube::api::PartialObjectMeta<PersistentVolumeClaim>>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let config = watcher::Config::default().labels(crate::names::TENANT_LABEL);
+    let claims: Api<kube::api::PartialObjectMeta<PersistentVolumeClaim>> = match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    let watch = watcher(claims, config)
+        .default_backoff()
+        .modify(|claim| claim.metadata.managed_fields = None)
+        .reflect(writer)
+        .for_each(|_| futures::future::ready(()));
+    (reader, watch)
 }
 
 /// A watch of the owned objects of kind `K` that keeps them in a store (see
@@ -352,7 +437,7 @@ async fn reconcile_with_finalizer(tenant: Arc<TenantCluster>, ctx: &Context) -> 
     let has_finalizer = tenant.finalizers().iter().any(|name| name == FINALIZER);
     let deleting = tenant.meta().deletion_timestamp.is_some();
 
-    let result = finalizer(&api, FINALIZER, tenant, |event| async move {
+    let result = finalizer(&api, FINALIZER, tenant.clone(), |event| async move {
         match event {
             finalizer::Event::Apply(tenant) => apply_tenant(&tenant, ctx).await,
             finalizer::Event::Cleanup(tenant) => cleanup_tenant(&tenant, ctx).await,
@@ -369,7 +454,14 @@ async fn reconcile_with_finalizer(tenant: Arc<TenantCluster>, ctx: &Context) -> 
     if finalizer_written {
         ctx.metrics.record_write("TenantCluster", WriteVerb::PatchFinalizer);
     }
-    result.map_err(Error::from)
+    let action = result.map_err(Error::from)?;
+    // A new tenant: `finalizer` only added the finalizer and would wait for the watch
+    // to bring the tenant back. The finalizer is stored now, so the pass goes on: one
+    // pass for a new tenant instead of two, which halves the work of a burst.
+    if !has_finalizer && !deleting {
+        return apply_tenant(&tenant, ctx).await;
+    }
+    Ok(action)
 }
 
 /// [`apply::apply_over`] of `object` against its live copy: from `store` when the
@@ -407,8 +499,11 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
         validate(tenant)?;
     }
     let cache = ctx.owned_cache().await;
+    // The one read of the tenant's Secrets with their data: the build keeps what
+    // exists, the apply compares with it, the probes take their credentials from it.
+    let listed_secrets = read_tenant_secrets(&ctx.client, &names).await?;
     let etcd_workload = observe::observe_etcd(&ctx.client, cache.as_ref(), &names).await?;
-    let report = probe_health(tenant, &names, &etcd_workload, ctx).await;
+    let report = probe_health(tenant, &names, &etcd_workload, &listed_secrets, cache.as_ref(), ctx).await?;
     let plan = scaling::plan(
         &names,
         &ScalingInput {
@@ -423,7 +518,6 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
         tracing::debug!("paused, observing only");
         None
     } else {
-        let listed_secrets = read_tenant_secrets(&ctx.client, &names).await?;
         let observed = ObservedSecrets::from_secrets(&listed_secrets);
         let rollout = read_rollout(&ctx.client, cache.as_ref(), &names).await?;
         let desired = desired_state_with_etcd(
@@ -457,7 +551,9 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     if let (Some(step), false, false) = (&plan.step, repaired, tenant.spec.paused) {
         run_scaling_step(tenant, &names, step, ctx).await;
     }
-    let observation = observe::observe(&ctx.client, cache.as_ref(), &names).await?;
+    let observation =
+        observe::observe(&ctx.client, cache.as_ref(), &names, secret_names(&listed_secrets, built.as_ref()))
+            .await?;
     let updates = component_conditions(&names, &observation, &health, plan.progress.as_ref());
     let running_version = observation.rollout.control_plane_version();
     let (mut status, changes) = compute_status(tenant, &updates, running_version, None, ctx.clock.now());
@@ -495,34 +591,50 @@ fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
     Duration::try_from(remaining).unwrap_or_default().max(Duration::from_secs(1))
 }
 
+/// The names of the tenant's Secrets after the apply stage: those listed at the start
+/// of the pass and those it applied.
+fn secret_names(listed: &[Secret], built: Option<&DesiredState>) -> std::collections::BTreeSet<String> {
+    let applied = built.into_iter().flat_map(|desired| &desired.objects).filter_map(|object| match object {
+        DesiredObject::Secret(secret) => secret.metadata.name.clone(),
+        _ => None,
+    });
+    listed.iter().filter_map(|secret| secret.metadata.name.clone()).chain(applied).collect()
+}
+
 /// Probes the tenant (see [`probe_tenant`]); `None` when probes are off. etcd members
 /// are probed up to the larger of the spec and the live StatefulSet, so a scaling sees
-/// the members it adds and removes.
+/// the members it adds and removes. The probe credentials come from `listed_secrets`,
+/// and replace what the monitor's probes reuse (see [`ProbeAccessCache`]).
 async fn probe_health(
     tenant: &TenantCluster,
     names: &TenantNames,
     etcd: &observe::EtcdWorkload,
+    listed_secrets: &[Secret],
+    cache: Option<&OwnedCache>,
     ctx: &Context,
-) -> Option<ProbeReport> {
+) -> Result<Option<ProbeReport>> {
     if ctx.health_settings.interval.is_none() {
         ctx.health.forget(&ObjectRef::from_obj(tenant));
-        return None;
+        return Ok(None);
     }
     let wanted = tenant.spec.etcd.replicas;
     let running = etcd.statefulset_replicas.unwrap_or(wanted);
-    // A pass reads afresh what the monitor's probes reuse (see [`ProbeAccessCache`]).
-    ctx.probe_access.forget(names);
+    let service =
+        read(&ctx.client, cache.map(|cache| &cache.services), &names.namespace, &names.apiserver()).await?;
+    ctx.probe_access.refresh(names, listed_secrets, service.as_ref());
+    let pods = observe::tenant_pods(&ctx.client, cache, names).await.map_err(|error| error.to_string());
     let report = probe_tenant(
         &ctx.client,
         names,
         &ctx.probe_access,
+        pods,
         EtcdProbe { members: wanted.max(running), expected: running },
         ctx.clock.now(),
         ctx.health_settings.timeout,
     )
     .await;
     tracing::debug!(?report, "probed");
-    Some(report)
+    Ok(Some(report))
 }
 
 /// Feeds a probe pass to the tenant's debounce state and, unless the tenant is
@@ -909,6 +1021,40 @@ mod tests {
         let (key, value) = OWNED_OBJECTS_SELECTOR.split_once('=').expect("key=value");
         let labels = TenantNames::new("team-a", "tenants").labels(Component::Etcd);
         assert_eq!(labels.get(key).map(String::as_str), Some(value));
+    }
+
+    #[test]
+    fn status_changes_alone_do_not_trigger_a_pass() {
+        let mut before = tenant("team-a");
+        before.metadata.generation = Some(1);
+        let mut status_only = before.clone();
+        status_only.status =
+            Some(crate::api::TenantClusterStatus { observed_generation: Some(1), ..Default::default() });
+        status_only.metadata.resource_version = Some("2".into());
+        assert_eq!(pass_inputs(&before), pass_inputs(&status_only));
+
+        let mut spec_changed = before.clone();
+        spec_changed.metadata.generation = Some(2);
+        assert_ne!(pass_inputs(&before), pass_inputs(&spec_changed));
+        let mut deleting = before.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert_ne!(pass_inputs(&before), pass_inputs(&deleting));
+        let mut annotated = before.clone();
+        annotated.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
+        assert_ne!(pass_inputs(&before), pass_inputs(&annotated));
+    }
+
+    #[test]
+    fn secret_names_are_the_listed_and_the_applied() {
+        let secret = |name: &str| Secret {
+            metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
+            ..Secret::default()
+        };
+        let listed = [secret("old"), secret("kept")];
+        assert_eq!(
+            secret_names(&listed, None),
+            ["kept".to_string(), "old".to_string()].into_iter().collect()
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! reads every owned object (about 20 requests) to find, nearly always, that nothing
 //! changed; with many tenants those passes took every concurrency slot, and tenants
 //! not applied yet waited behind them (the scale benchmark stalled at ~150 of 1000).
-//! A probe alone is 5 reads of the meta cluster plus the tenant's own endpoints.
+//! A probe reads nothing of the meta cluster: the pods come from the controller's
+//! cache and the credentials from the last pass; it only calls the tenant's endpoints.
 //!
 //! The monitor only reads. Every decision that acts (debouncing, restarting a
 //! wedged apiserver pod, replacing an etcd member, writing status) stays in the
@@ -24,6 +25,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use super::conditions::{ConditionStatus, find_condition, types};
+use super::observe::tenant_pods;
 use super::{Context, names_of};
 use crate::api::{TenantCluster, TenantClusterStatus};
 use crate::health::{EtcdProbe, ProbeOutcome, ProbeReport, membership, probe_tenant};
@@ -81,10 +83,13 @@ async fn check(tenant: Arc<TenantCluster>, ctx: &Context) -> Option<ObjectRef<Te
     }
     let names = names_of(&tenant).ok()?;
     let members = status.etcd_members.unwrap_or(tenant.spec.etcd.replicas);
+    let cache = ctx.owned_cache().await;
+    let pods = tenant_pods(&ctx.client, cache.as_ref(), &names).await.map_err(|error| error.to_string());
     let report = probe_tenant(
         &ctx.client,
         &names,
         &ctx.probe_access,
+        pods,
         EtcdProbe { members, expected: members },
         ctx.clock.now(),
         ctx.health_settings.timeout,
