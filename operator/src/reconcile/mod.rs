@@ -11,6 +11,11 @@
 //!
 //! The pure stages live elsewhere: [`crate::api::validation`] checks the spec and
 //! [`crate::desired`] builds every object from the spec and the Secrets observed.
+//!
+//! What brings a pass: a change to the TenantCluster other than its status (see
+//! [`pass_inputs`] for the status facts that count), a change to any owned object, the
+//! health monitor ([`monitor`]), and the pass's own requeue. Pods and volume claims are
+//! watched into caches but bring no pass: their workloads' status does.
 
 pub mod apply;
 pub mod backoff;
@@ -78,19 +83,11 @@ const SCALING_RESYNC: Duration = Duration::from_secs(2);
 /// Default bound on passes in flight. Unbounded, 1000 new tenants start 1000 passes at
 /// once: each holds its desired state in memory and a share of the apiserver, so all of
 /// them finish late and together (the scale benchmark saw 34 of 530 tenants applied after
-/// 140 s, RSS 183 MiB and climbing). Bounded, tenants finish in order and memory stays
-/// flat; 16 passes in flight still keep the meta apiserver busy.
+/// 140 s, RSS 183 MiB and climbing). Bounded, memory stays flat and 16 passes in flight
+/// still keep the meta apiserver busy. Bounded passes do not run in the order they were
+/// asked for: while every slot is busy, kube-runtime's runner keeps the requests that
+/// fell due in a hash set and takes them from it in no particular order.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
-
-/// Every requested pass waits this long before it may start. Not for coalescing: it
-/// keeps passes in the order they were asked for. kube-runtime's scheduler keeps a
-/// request due *now* on a last-in-first-out stack (tokio's `DelayQueue` stores an
-/// already-expired entry there), so while every slot is busy the newest requests ran
-/// first and the oldest waited without bound: in the scale benchmark tenants created
-/// first had their second pass only minutes later, behind the watch echoes of tenants
-/// created after them. A request due a little later goes into the timer wheel, which
-/// yields entries in deadline order.
-const PASS_ORDERING_DELAY: Duration = Duration::from_millis(50);
 
 /// Everything a reconcile needs besides the object.
 pub struct Context {
@@ -238,7 +235,6 @@ pub fn validate(tenant: &TenantCluster) -> Result<()> {
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let namespace = ctx.watch_namespace.as_deref();
-    let owned = || watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR);
     // The health monitor asks for passes through this channel (see [`monitor`]).
     let (probe_trigger, probe_requests) = futures::channel::mpsc::unbounded();
     let (config_maps, config_map_events) = cached_watch::<ConfigMap>(&client, namespace);
@@ -263,13 +259,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .predicate_filter(pass_inputs, Default::default())
     };
     let controller = Controller::for_stream(tenant_changes, tenants)
-        .owns(scoped_api::<Secret>(&client, namespace), owned())
+        .owns_stream(secret_changes(&client, namespace))
         .owns_stream(config_map_events)
         .owns_stream(service_events)
         .owns_stream(statefulset_events)
         .owns_stream(deployment_events)
         .owns_stream(network_policy_events)
-        .with_config(controller::Config::default().concurrency(ctx.concurrency).debounce(PASS_ORDERING_DELAY))
+        .with_config(controller::Config::default().concurrency(ctx.concurrency))
         .reconcile_on(probe_requests)
         .graceful_shutdown_on(shutdown);
     ctx.metrics.watch_tenants(controller.store());
@@ -296,11 +292,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     }
 }
 
-/// What a pass reads of its TenantCluster besides the status it writes itself: a
-/// change to any of these triggers a pass, a status-only change does not. Without
+/// What a pass reads of its TenantCluster: a change to any of these triggers a pass,
+/// a change to the rest of the status (conditions, phase, messages) does not. Without
 /// this filter every status write came back as one more pass of the same tenant,
 /// which at 1000 tenants was a large share of all passes. Deletion bumps the
 /// generation; it is hashed too so the finalizer runs even if that ever changes.
+///
+/// Three status facts are inputs of the next pass, so a pass that records one brings
+/// the next at once: the etcd size settled at (the apiserver's `--etcd-servers` follow
+/// it at the end of a scale-up), etcd's cluster ID (members join instead of
+/// bootstrapping) and the proof that the PKI was established (see
+/// [`crate::desired::pki_was_established`]).
 fn pass_inputs(tenant: &TenantCluster) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = tenant.meta();
@@ -309,7 +311,27 @@ fn pass_inputs(tenant: &TenantCluster) -> Option<u64> {
     meta.deletion_timestamp.is_some().hash(&mut hasher);
     meta.labels.hash(&mut hasher);
     meta.annotations.hash(&mut hasher);
+    let status = tenant.status.as_ref();
+    status.and_then(|status| status.etcd_members).hash(&mut hasher);
+    status.and_then(|status| status.etcd_cluster_id.as_deref()).hash(&mut hasher);
+    crate::desired::pki_was_established(tenant).hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// Changes to the owned Secrets, metadata only: a change triggers its owner's pass,
+/// which lists the Secrets with their data itself. The meta apiserver then sends
+/// about 300 bytes per event instead of the whole certificate and key, and the
+/// operator parses no key material it would drop.
+fn secret_changes(
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl futures::Stream<Item = Result<kube::api::PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
+{
+    use kube::runtime::WatchStreamExt;
+    let secrets = scoped_api::<kube::api::PartialObjectMeta<Secret>>(client, namespace);
+    watcher(secrets, watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR))
+        .default_backoff()
+        .touched_objects()
 }
 
 /// A watch of the tenants' pods (all pods with the tenant label) into a store, pruned
@@ -343,10 +365,7 @@ fn claim_metadata_watch(
     use kube::runtime::WatchStreamExt;
     let (reader, writer) = kube::runtime::reflector::store();
     let config = watcher::Config::default().labels(crate::names::TENANT_LABEL);
-    let claims: Api<kube::api::PartialObjectMeta<PersistentVolumeClaim>> = match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
+    let claims = scoped_api::<kube::api::PartialObjectMeta<PersistentVolumeClaim>>(client, namespace);
     let watch = watcher(claims, config)
         .default_backoff()
         .modify(|claim| claim.metadata.managed_fields = None)
@@ -1042,6 +1061,19 @@ mod tests {
         let mut annotated = before.clone();
         annotated.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
         assert_ne!(pass_inputs(&before), pass_inputs(&annotated));
+
+        // The status facts the next pass builds from do trigger one.
+        let with = |change: fn(&mut crate::api::TenantClusterStatus)| {
+            let mut tenant = status_only.clone();
+            change(tenant.status.as_mut().expect("status"));
+            tenant
+        };
+        let settled = with(|status| status.etcd_members = Some(3));
+        assert_ne!(pass_inputs(&status_only), pass_inputs(&settled), "etcd size settled");
+        let formed = with(|status| status.etcd_cluster_id = Some("c1".into()));
+        assert_ne!(pass_inputs(&status_only), pass_inputs(&formed), "etcd cluster ID recorded");
+        let established = with(|status| status.kubeconfig_secret_name = Some("team-a-kubeconfig".into()));
+        assert_ne!(pass_inputs(&status_only), pass_inputs(&established), "PKI established");
     }
 
     #[test]
