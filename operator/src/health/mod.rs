@@ -376,22 +376,17 @@ impl ProbeAccess {
     }
 }
 
-/// Each tenant's [`ProbeAccess`], so a probe between reconciliations costs one pod
-/// list instead of four reads. The reconciler forgets a tenant's entry at the start
-/// of every pass (see [`ProbeAccessCache::forget`]), and every change to an owned
-/// Secret or Service brings a pass: a renewed certificate is never used stale for
-/// longer than it takes that pass to start.
+/// Each tenant's [`ProbeAccess`], so a probe between reconciliations reads nothing of
+/// the meta cluster. Every pass replaces its tenant's entry with what it just listed
+/// (see [`ProbeAccessCache::refresh`]), and every change to an owned Secret or Service
+/// brings a pass: a renewed certificate is never used stale for longer than it takes
+/// that pass to start.
 #[derive(Default)]
 pub struct ProbeAccessCache {
     tenants: Mutex<HashMap<(String, String), ProbeAccess>>,
 }
 
 impl ProbeAccessCache {
-    /// Drops what is cached for the tenant of `names`.
-    pub fn forget(&self, names: &TenantNames) {
-        self.lock().remove(&(names.namespace.clone(), names.tenant.clone()));
-    }
-
     /// Replaces what is cached for the tenant of `names` with what a pass just read:
     /// its Secrets (listed with their data anyway) and its apiserver Service. Kept
     /// only when complete; otherwise forgotten, and the next probe reads afresh.
