@@ -353,20 +353,10 @@ impl ProbeAccess {
                 .ok_or_else(|| "admin kubeconfig is unusable".to_string())
         });
         let healthcheck = names.etcd_healthcheck_client_secret();
-        let etcd = match (
-            value(&healthcheck, CA_CERT_KEY),
-            value(&healthcheck, TLS_CERT_KEY),
-            value(&healthcheck, TLS_PRIVATE_KEY_KEY),
-        ) {
-            (Some(ca), Some(cert), Some(key)) => match TlsClient::new(ca, cert, key) {
-                Ok(tls) => Some(tls),
-                Err(error) => {
-                    tracing::warn!(%error, "etcd healthcheck client certificate is unusable");
-                    None
-                }
-            },
-            _ => None,
-        };
+        let etcd = secrets
+            .iter()
+            .find(|secret| secret.metadata.name.as_deref() == Some(healthcheck.as_str()))
+            .and_then(etcd_tls_of);
         Self { etcd, admin, service: service.map(|service| service.and_then(service_address)) }
     }
 
@@ -589,7 +579,13 @@ pub async fn scale_etcd(
 /// TLS client of the etcd healthcheck certificate; `None` when the Secret is not there (yet).
 async fn etcd_tls(secrets: &Api<Secret>, names: &TenantNames) -> Option<TlsClient> {
     let secret = secrets.get_opt(&names.etcd_healthcheck_client_secret()).await.ok()??;
-    let data = secret.data?;
+    etcd_tls_of(&secret)
+}
+
+/// TLS client of the etcd healthcheck client certificate in `secret`; `None` when a
+/// key is missing or the certificate is unusable (logged).
+fn etcd_tls_of(secret: &Secret) -> Option<TlsClient> {
+    let data = secret.data.as_ref()?;
     let value = |key: &str| data.get(key).map(|bytes| bytes.0.as_slice());
     match TlsClient::new(value(CA_CERT_KEY)?, value(TLS_CERT_KEY)?, value(TLS_PRIVATE_KEY_KEY)?) {
         Ok(tls) => Some(tls),
