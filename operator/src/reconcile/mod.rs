@@ -33,11 +33,11 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Preconditions};
 use kube::runtime::controller::{self, Action, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -51,7 +51,7 @@ use crate::health::{
     probe_tenant, replace_etcd_member, scale_etcd,
 };
 use crate::metrics::{Metrics, WriteVerb};
-use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, OPERATOR_NAMESPACE_ENV, TenantNames};
+use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, OPERATOR_NAMESPACE_ENV, TENANT_LABEL, TenantNames};
 use crate::reconcile::apply::{ApplyOutcome, Existing, patch_status};
 use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
 use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
@@ -237,14 +237,23 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let namespace = ctx.watch_namespace.as_deref();
     // The health monitor asks for passes through this channel (see [`monitor`]).
     let (probe_trigger, probe_requests) = futures::channel::mpsc::unbounded();
-    let (config_maps, config_map_events) = cached_watch::<ConfigMap>(&client, namespace);
-    let (services, service_events) = cached_watch::<Service>(&client, namespace);
-    let (statefulsets, statefulset_events) = cached_watch::<StatefulSet>(&client, namespace);
-    let (deployments, deployment_events) = cached_watch::<Deployment>(&client, namespace);
-    let (network_policies, network_policy_events) = cached_watch::<NetworkPolicy>(&client, namespace);
-    let (pods, pod_watch) = pruned_pod_watch(&client, namespace);
-    let (claims, claim_watch) = claim_metadata_watch(&client, namespace);
-    let cache_watches = [tokio::spawn(pod_watch), tokio::spawn(claim_watch)];
+    let (config_maps, config_map_events) = owned_watch::<ConfigMap>(&client, namespace);
+    let (services, service_events) = owned_watch::<Service>(&client, namespace);
+    let (statefulsets, statefulset_events) = owned_watch::<StatefulSet>(&client, namespace);
+    let (deployments, deployment_events) = owned_watch::<Deployment>(&client, namespace);
+    let (network_policies, network_policy_events) = owned_watch::<NetworkPolicy>(&client, namespace);
+    // Pods and claims trigger no pass. Pod changes reach the reconciler through their
+    // StatefulSet's or Deployment's status and the health monitor probes on its own
+    // clock; the pods are pruned to what the probes read (see [`observe::prune_pod`]).
+    // Claims are kept as metadata, for etcd scaling (see [`observe::observe_etcd`]).
+    let (pods, pod_changes) = reflected_watch(&client, namespace, TENANT_LABEL, observe::prune_pod);
+    let (claims, claim_changes) = reflected_watch(
+        &client,
+        namespace,
+        TENANT_LABEL,
+        clear_managed_fields::<PartialObjectMeta<PersistentVolumeClaim>>,
+    );
+    let cache_watches = [keep_current(pod_changes), keep_current(claim_changes)];
     *ctx.owned.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
         Some(OwnedCache { config_maps, services, statefulsets, deployments, network_policies, pods, claims });
     let (tenants, tenant_writer) = kube::runtime::reflector::store();
@@ -325,85 +334,84 @@ fn pass_inputs(tenant: &TenantCluster) -> Option<u64> {
 fn secret_changes(
     client: &Client,
     namespace: Option<&str>,
-) -> impl futures::Stream<Item = Result<kube::api::PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
-{
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
     use kube::runtime::WatchStreamExt;
-    let secrets = scoped_api::<kube::api::PartialObjectMeta<Secret>>(client, namespace);
+    let secrets = scoped_api::<PartialObjectMeta<Secret>>(client, namespace);
     watcher(secrets, watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR))
         .default_backoff()
         .touched_objects()
 }
 
-/// A watch of the tenants' pods (all pods with the tenant label) into a store, pruned
-/// to what the probes read (see [`observe::prune_pod`]). It triggers no pass: pod
-/// changes reach the reconciler through their StatefulSet's or Deployment's status,
-/// and the health monitor probes on its own clock. The future runs the watch.
-fn pruned_pod_watch(
-    client: &Client,
-    namespace: Option<&str>,
-) -> (kube::runtime::reflector::Store<Pod>, impl Future<Output = ()> + Send + 'static) {
-    use kube::runtime::WatchStreamExt;
-    let (reader, writer) = kube::runtime::reflector::store();
-    let config = watcher::Config::default().labels(crate::names::TENANT_LABEL);
-    let watch = watcher(scoped_api::<Pod>(client, namespace), config)
-        .default_backoff()
-        .modify(observe::prune_pod)
-        .reflect(writer)
-        .for_each(|_| futures::future::ready(()));
-    (reader, watch)
-}
-
-/// A metadata-only watch of the tenants' volume claims into a store, for etcd
-/// scaling (see [`observe::observe_etcd`]). Triggers no pass.
-fn claim_metadata_watch(
-    client: &Client,
-    namespace: Option<&str>,
-) -> (
-    kube::runtime::reflector::Store<kube::api::PartialObjectMeta<PersistentVolumeClaim>>,
-    impl Future<Output = ()> + Send + 'static,
-) {
-    use kube::runtime::WatchStreamExt;
-    let (reader, writer) = kube::runtime::reflector::store();
-    let config = watcher::Config::default().labels(crate::names::TENANT_LABEL);
-    let claims = scoped_api::<kube::api::PartialObjectMeta<PersistentVolumeClaim>>(client, namespace);
-    let watch = watcher(claims, config)
-        .default_backoff()
-        .modify(|claim| claim.metadata.managed_fields = None)
-        .reflect(writer)
-        .for_each(|_| futures::future::ready(()));
-    (reader, watch)
-}
-
 /// A watch of the owned objects of kind `K` that keeps them in a store (see
-/// [`OwnedCache`]) and yields each change, to trigger the owner's pass: the store is
-/// updated before the change is yielded, so that pass reads the new object.
-fn cached_watch<K>(
+/// [`OwnedCache`]) and yields each change, to trigger the owner's pass.
+fn owned_watch<K>(
     client: &Client,
     namespace: Option<&str>,
-) -> (
-    kube::runtime::reflector::Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
+    K: CachedKind,
+{
+    // The apply stage compares only the fields Nestor sets; managedFields are about a
+    // third of each cached object.
+    reflected_watch(client, namespace, OWNED_OBJECTS_SELECTOR, clear_managed_fields::<K>)
+}
+
+/// A watch of the objects of kind `K` whose labels match `selector`, kept in a store
+/// after `prune` dropped what no reader of the store needs. The stream yields each
+/// change once the store holds it, so a pass it triggers reads the new object; it
+/// must be polled for the store to stay current (see [`keep_current`]).
+fn reflected_watch<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    selector: &str,
+    prune: impl FnMut(&mut K) + Send + 'static,
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: CachedKind,
+{
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let config = watcher::Config::default().labels(selector);
+    let changes = watcher(scoped_api::<K>(client, namespace), config)
+        .default_backoff()
+        .modify(prune)
+        .reflect(writer)
+        .touched_objects();
+    (reader, changes)
+}
+
+/// Runs a watch whose changes trigger no pass, only to keep its store current.
+fn keep_current<K>(
+    changes: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(changes.for_each(|_| futures::future::ready(())))
+}
+
+fn clear_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// What the operator can keep in a watch-fed store.
+trait CachedKind:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> CachedKind for K where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
-    use kube::runtime::WatchStreamExt;
-    let (reader, writer) = kube::runtime::reflector::store();
-    let config = watcher::Config::default().labels(OWNED_OBJECTS_SELECTOR);
-    let events = watcher(scoped_api::<K>(client, namespace), config)
-        .default_backoff()
-        // The apply stage compares only the fields Nestor sets; managedFields are about a
-        // third of each cached object.
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects();
-    (reader, events)
 }
 
 /// An Api over one namespace, or over all of them.
@@ -487,7 +495,7 @@ async fn reconcile_with_finalizer(tenant: Arc<TenantCluster>, ctx: &Context) -> 
 /// controller caches the kind, else read by a GET (see [`read`]).
 async fn apply_read<K>(
     client: &Client,
-    store: Option<&kube::runtime::reflector::Store<K>>,
+    store: Option<&Store<K>>,
     object: &K,
     existing: Existing,
     metrics: &Metrics,
