@@ -43,8 +43,9 @@ start() {
   start_operator "$NAMESPACE" "$WORK/operator.log"
 }
 
-# footprint TENANTS SECONDS: JSON with RSS (MiB, at the end of the window), CPU (mCPU
-# averaged over the window) and writes (per minute) of the idle operator.
+# footprint TENANTS SECONDS: JSON with RSS and its anonymous part (MiB, at the end of
+# the window), CPU (mCPU averaged over the window) and writes (per minute) of the idle
+# operator.
 footprint() {
   local tenants=$1 window=$2 ticks_before writes_before started ticks_after writes_after ended
   log "footprint: operator idle with $tenants Ready tenant(s) for ${window}s"
@@ -53,11 +54,12 @@ footprint() {
   ticks_after=$(cpu_ticks); writes_after=$(api_writes); ended=$(now)
   local elapsed; elapsed=$(seconds "$started" "$ended")
   jq -n --argjson tenants "$tenants" --argjson window "$elapsed" --argjson rss_kib "$(rss_kib)" \
-    --argjson ticks $((ticks_after - ticks_before)) --argjson hz "$CLOCK_TICKS" \
+    --argjson rss_anon_kib "$(rss_anon_kib)" --argjson ticks $((ticks_after - ticks_before)) --argjson hz "$CLOCK_TICKS" \
     --argjson writes $((writes_after - writes_before)) '{
       tenants: $tenants,
       window_s: $window,
       rss_mib: (($rss_kib / 1024 * 100 | round) / 100),
+      rss_anon_mib: (($rss_anon_kib / 1024 * 100 | round) / 100),
       cpu_mcpu: (($ticks / $hz) / $window * 1000 * 10 | round / 10),
       api_writes: $writes,
       api_writes_per_min: (($writes / $window * 60 * 100 | round) / 100)
@@ -267,6 +269,8 @@ main() {
           idle: ([$zero, $f1[0], $many] | map(select(. != null))),
           per_tenant: (if $many.tenants > 0 then {
             rss_mib: ((($many.rss_mib - $zero.rss_mib) / $many.tenants * 1000 | round) / 1000),
+            rss_anon_mib: (if $zero.rss_anon_mib == null then null
+                           else ((($many.rss_anon_mib - $zero.rss_anon_mib) / $many.tenants * 1000 | round) / 1000) end),
             cpu_mcpu: ((($many.cpu_mcpu - $zero.cpu_mcpu) / $many.tenants * 100 | round) / 100),
             derived_from: "(idle with \($many.tenants) tenants - idle with 0) / \($many.tenants)"
           } else null end)

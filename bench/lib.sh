@@ -66,6 +66,9 @@ stop_operator() {
 # command name in field 2 is "(nestor)", without spaces, so plain splitting works).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$OPERATOR_PID/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$OPERATOR_PID/status"; }
+# The anonymous part of the RSS: the operator's heap and stacks, its state. The rest of
+# the RSS is file-backed, mostly the binary's own pages, paged in once as code paths run.
+rss_anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$OPERATOR_PID/status"; }
 # metric_sum NAME: the operator's metric NAME summed over its labels (0 when absent).
 metric_sum() {
   curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" |

@@ -212,21 +212,6 @@ pub fn controller_manager_version(spec_version: &str, rollout: &ObservedRollout)
     rollout.controller_manager.as_ref().and_then(|controller_manager| controller_manager.template.clone())
 }
 
-/// Replicas of the controller-manager Deployment on this pass.
-///
-/// A new tenant's controller-manager waits at 0 until an apiserver replica is available:
-/// started earlier it cannot reach the apiserver, exits, and the kubelet's crash-loop
-/// backoff (10 s, 20 s, 40 s ...) then delays it well past the apiserver's start; in a
-/// burst of 10 tenants the controller-managers started a median 11 s after their
-/// apiservers were Ready, and their restarts took CPU the apiservers needed. Once it
-/// runs, it keeps its replicas through any later apiserver outage: scaling it down
-/// then would only add churn to the outage.
-pub fn controller_manager_replicas(spec_replicas: i32, rollout: &ObservedRollout) -> i32 {
-    let started = rollout.controller_manager.as_ref().is_some_and(|deployment| deployment.replicas > 0);
-    let apiserver_serves = rollout.apiserver.as_ref().is_some_and(|deployment| deployment.available > 0);
-    if started || apiserver_serves { spec_replicas } else { 0 }
-}
-
 /// Whether the TenantCluster's status proves its PKI existed at some point. A
 /// `PKIReady=True` condition says so directly; `kubeconfigSecretName` and
 /// `certificatesExpireAt` are written only once the PKI Secrets exist, and stay
@@ -681,7 +666,6 @@ pub fn desired_state_with_etcd(
         config_hashes: &config_hashes,
         etcd_members: etcd,
         operator_namespace,
-        controller_manager_replicas: controller_manager_replicas(spec.controller_manager.replicas, rollout),
     };
     let manifests = control_plane_manifests(&inputs)?;
     // Recorded by the reconciler the first time etcd answered healthy; never cleared,
@@ -1832,40 +1816,15 @@ mod tests {
     }
 
     #[test]
-    fn a_new_controller_manager_waits_at_zero_replicas_for_the_first_available_apiserver() {
+    fn a_new_controller_manager_starts_with_its_apiserver_at_the_spec_replicas() {
         let names = names();
         let tenant = tenant(spec(serde_json::json!({"controllerManager": {"replicas": 2}})));
-        let replicas = |state: &DesiredState| {
-            deployment(state, &names.controller_manager())
-                .and_then(|deployment| deployment.spec.as_ref()?.replicas)
-                .expect("controller-manager built")
-        };
         let first = build(&tenant, &ObservedSecrets::new());
-        assert_eq!(replicas(&first), 0, "no apiserver Deployment yet");
-        let secrets = observed(&first);
-        let live =
-            |name: &str, available| with_status(deployment(&first, name).expect("built"), 2, 1, 1, available);
-        let apiserver_starting = ObservedRollout::from_deployments(
-            Some(&live(&names.apiserver(), 0)),
-            Some(&live(&names.controller_manager(), 0)),
+        let built = deployment(&first, &names.controller_manager()).expect("controller-manager built");
+        assert_eq!(
+            built.spec.as_ref().and_then(|spec| spec.replicas),
+            Some(2),
+            "no apiserver Deployment yet"
         );
-        let starting =
-            desired_state(&tenant, &secrets, &apiserver_starting, now(), OPERATOR_NAMESPACE).expect("builds");
-        assert_eq!(replicas(&starting), 0, "the apiserver has no available replica");
-        let apiserver_serving = ObservedRollout::from_deployments(
-            Some(&live(&names.apiserver(), 1)),
-            Some(&live(&names.controller_manager(), 0)),
-        );
-        let serving =
-            desired_state(&tenant, &secrets, &apiserver_serving, now(), OPERATOR_NAMESPACE).expect("builds");
-        assert_eq!(replicas(&serving), 2);
-
-        // Started once, it keeps its replicas when the apiserver goes away again.
-        let outage = ObservedRollout::from_deployments(
-            Some(&live(&names.apiserver(), 0)),
-            Some(&with_status(deployment(&serving, &names.controller_manager()).expect("built"), 2, 2, 2, 2)),
-        );
-        assert_eq!(controller_manager_replicas(2, &outage), 2);
-        assert_eq!(controller_manager_replicas(2, &ObservedRollout::default()), 0);
     }
 }

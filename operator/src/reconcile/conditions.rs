@@ -57,8 +57,10 @@ pub mod reason {
     pub const PROBE_FAILED: &str = "ProbeFailed";
     /// etcd is being scaled to `spec.etcd.replicas`, one member at a time.
     pub const SCALING: &str = "Scaling";
-    /// The controller-manager waits at 0 replicas until an apiserver replica is available.
-    pub const WAITING_FOR_API_SERVER: &str = "WaitingForAPIServer";
+    /// The controller-manager Deployment is at 0 replicas: left so by an older operator,
+    /// which held a new tenant's at 0 until its apiserver served, or scaled down by hand.
+    /// The next pass scales it back to `spec.controllerManager.replicas`.
+    pub const SCALED_TO_ZERO: &str = "ScaledToZero";
 }
 
 /// Source of "now", injected so condition tests are deterministic.

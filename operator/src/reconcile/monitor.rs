@@ -1,6 +1,6 @@
-//! The health monitor: probes every tenant on the probe interval, between
-//! reconciliations, and asks for a reconciliation only when a probe disagrees with
-//! the tenant's status or something may need healing.
+//! The health monitor: probes every tenant on the probe interval, and the tenants
+//! coming up every second, between reconciliations; asks for a reconciliation only
+//! when a probe disagrees with the tenant's status or something may need healing.
 //!
 //! Why a loop of its own: a wedged component changes no object, so no watch event
 //! brings its tenant back to the reconciler, and something must look on a timer.
@@ -24,7 +24,7 @@ use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
-use super::conditions::{ConditionStatus, find_condition, types};
+use super::conditions::{ConditionStatus, find_condition, is_condition_true, types};
 use super::observe::tenant_pods;
 use super::{Context, names_of};
 use crate::api::{TenantCluster, TenantClusterStatus};
@@ -35,27 +35,43 @@ use crate::health::{EtcdProbe, ProbeOutcome, ProbeReport, membership, probe_tena
 /// bound; low enough that 1000 tenants do not open 1000 connections at once.
 pub const PROBE_CONCURRENCY: usize = 32;
 
+/// How often a tenant that is coming up (see [`coming_up`]) is probed.
+pub const COMING_UP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after its creation a tenant that is not Ready counts as coming up. Past
+/// it, a tenant still not Ready is failing, and is probed at the usual interval.
+pub const COMING_UP_WINDOW: Duration = Duration::from_secs(300);
+
 /// Runs until the task is dropped: every `interval` (the probe interval; nothing
 /// runs when probes are off), probes each tenant in `store` and sends the ones that
-/// need a reconciliation to `trigger`.
+/// need a reconciliation to `trigger`. Between those rounds, probes the tenants that
+/// are coming up every [`COMING_UP_INTERVAL`].
 pub async fn run(
     ctx: Arc<Context>,
     store: Store<TenantCluster>,
     trigger: UnboundedSender<ObjectRef<TenantCluster>>,
 ) {
     let Some(interval) = ctx.health_settings.interval else { return };
-    let mut ticker = tokio::time::interval(interval);
-    // A round slower than the interval (thousands of tenants) delays the next one
-    // rather than starting rounds back to back.
+    let mut ticker = tokio::time::interval(interval.min(COMING_UP_INTERVAL));
+    // A round slower than the tick (thousands of tenants) delays the next one rather
+    // than starting rounds back to back.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_full_round: Option<tokio::time::Instant> = None;
     loop {
-        ticker.tick().await;
-        let tenants = store.state();
-        let live: std::collections::HashSet<(String, String)> = tenants
-            .iter()
-            .map(|tenant| (tenant.namespace().unwrap_or_default(), tenant.name_any()))
-            .collect();
-        ctx.probe_access.retain(|namespace, name| live.contains(&(namespace.to_string(), name.to_string())));
+        let tick = ticker.tick().await;
+        let full_round = last_full_round.is_none_or(|at| tick.duration_since(at) >= interval);
+        let mut tenants = store.state();
+        if full_round {
+            last_full_round = Some(tick);
+            let live: std::collections::HashSet<(String, String)> = tenants
+                .iter()
+                .map(|tenant| (tenant.namespace().unwrap_or_default(), tenant.name_any()))
+                .collect();
+            ctx.probe_access
+                .retain(|namespace, name| live.contains(&(namespace.to_string(), name.to_string())));
+        } else {
+            let now = ctx.clock.now();
+            tenants.retain(|tenant| coming_up(tenant, now));
+        }
         futures::stream::iter(tenants)
             .map(|tenant| check(tenant, &ctx))
             .buffer_unordered(PROBE_CONCURRENCY)
@@ -68,6 +84,23 @@ pub async fn run(
             })
             .await;
     }
+}
+
+/// Whether `tenant` is coming up: created less than [`COMING_UP_WINDOW`] ago and not
+/// Ready yet (pure). Its components turn healthy one after another within seconds,
+/// and some of those steps change no object the operator watches: an apiserver
+/// behind its Service becomes reachable a moment after its pod is Ready, and a
+/// controller manager wins its first election seconds after the apiserver serves.
+/// Probed only on the usual interval, a new tenant waited up to that interval for
+/// its `Ready`. A probe costs no request to the meta cluster, and a pass follows only
+/// when it finds something the status does not say yet.
+pub fn coming_up(tenant: &TenantCluster, now: jiff::Timestamp) -> bool {
+    let young = tenant.meta().creation_timestamp.as_ref().is_some_and(|created| {
+        Duration::try_from(now.duration_since(created.0)).unwrap_or_default() < COMING_UP_WINDOW
+    });
+    let ready =
+        tenant.status.as_ref().is_some_and(|status| is_condition_true(&status.conditions, types::READY));
+    young && !ready && tenant.meta().deletion_timestamp.is_none()
 }
 
 /// Probes one tenant; returns its key when it needs a reconciliation.
@@ -193,6 +226,30 @@ mod tests {
             apiserver_pods: vec![PodProbe { name: "a".into(), uid: "a".into(), livez: Ok(()) }],
             etcd_members: None,
         }
+    }
+
+    #[test]
+    fn a_tenant_is_coming_up_while_young_and_not_ready() {
+        let at = |second: i64| jiff::Timestamp::from_second(1_750_000_000 + second).expect("valid");
+        let tenant = |ready: Option<bool>| {
+            let mut tenant = TenantCluster::new(
+                "team-a",
+                serde_json::from_value(serde_json::json!({"version": "1.34.2"})).expect("spec"),
+            );
+            tenant.metadata.creation_timestamp = Some(Time(at(0)));
+            tenant.status = ready.map(|ready| TenantClusterStatus {
+                conditions: vec![condition(types::READY, ready)],
+                ..TenantClusterStatus::default()
+            });
+            tenant
+        };
+        assert!(coming_up(&tenant(None), at(5)), "no status yet");
+        assert!(coming_up(&tenant(Some(false)), at(5)));
+        assert!(!coming_up(&tenant(Some(true)), at(5)), "Ready");
+        assert!(!coming_up(&tenant(Some(false)), at(300)), "past the window: failing, not coming up");
+        let mut deleted = tenant(Some(false));
+        deleted.metadata.deletion_timestamp = Some(Time(at(4)));
+        assert!(!coming_up(&deleted, at(5)), "being deleted");
     }
 
     #[test]

@@ -168,16 +168,16 @@ fn secrets_condition(type_: &'static str, required: &[String], observation: &Obs
 /// update with every wanted replica ready still serves and stays True. A StatefulSet
 /// deletes each member before recreating it; counting it ready between two members
 /// would only make the condition flap.
-/// ControllerManagerReady: the workload's readiness, except while the Deployment waits
-/// at 0 replicas for the apiserver (see [`crate::desired::controller_manager_replicas`]),
-/// which 0 of 0 replicas ready would otherwise call Ready.
+/// ControllerManagerReady: the workload's readiness, except at 0 replicas, which 0 of 0
+/// replicas ready would otherwise call Ready: a cluster without a controller-manager
+/// reconciles nothing.
 fn controller_manager_condition(readiness: Option<&WorkloadReadiness>) -> ConditionUpdate {
     match readiness {
         Some(readiness) if readiness.desired == 0 => ConditionUpdate::new(
             types::CONTROLLER_MANAGER_READY,
             ConditionStatus::False,
-            reason::WAITING_FOR_API_SERVER,
-            "scaled to 0 until a kube-apiserver replica is available".to_string(),
+            reason::SCALED_TO_ZERO,
+            "kube-controller-manager Deployment scaled to 0 replicas".to_string(),
         ),
         readiness => workload_condition(
             types::CONTROLLER_MANAGER_READY,
@@ -429,13 +429,13 @@ mod tests {
     }
 
     #[test]
-    fn a_controller_manager_at_zero_replicas_waits_for_the_apiserver_and_is_not_ready() {
+    fn a_controller_manager_at_zero_replicas_is_not_ready() {
         let mut observation = healthy_observation();
         observation.controller_manager =
             Some(WorkloadReadiness { desired: 0, ready: 0, updated: 0, observed_latest: true });
         let (status, _) = pass(&tenant(None), &observation, at(0));
         let condition = find_condition(&status.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
-        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "WaitingForAPIServer"));
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "ScaledToZero"));
         assert_ne!(status.phase, Some(Phase::Ready));
     }
 

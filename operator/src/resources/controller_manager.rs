@@ -1,6 +1,12 @@
 //! The tenant's kube-controller-manager Deployment. Flags follow kubeadm; it signs
 //! kubelet certificates with the cluster CA and service-account tokens with the
 //! service-account key. `spec.controllerManager.extraArgs` overrides any flag.
+//!
+//! It starts together with the apiserver, not after it. Given both client CA files (as
+//! kubeadm gives them), it never reads them from the `extension-apiserver-authentication`
+//! ConfigMap at start-up; without them that read is fatal while the apiserver is still
+//! starting, and the kubelet's crash-loop backoff then starts it seconds late. With them
+//! it serves `/healthz` at once and waits in leader election until the apiserver answers.
 
 use std::collections::BTreeMap;
 
@@ -21,16 +27,19 @@ const CREDENTIALS_MOUNT_PATH: &str = "/etc/kubernetes/controller-manager";
 const KUBECONFIG: &str = "controller-manager.conf";
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
+const FRONT_PROXY_CA_CERT: &str = "front-proxy-ca.crt";
 const SERVICE_ACCOUNT_PRIVATE_KEY: &str = "sa.key";
 
 /// Every Secret file the controller-manager mounts: its kubeconfig, the cluster CA
-/// pair (it signs kubelet certificates) and the service-account signing key.
+/// pair (it signs kubelet certificates), the front-proxy CA certificate (it
+/// authenticates requests proxied by the apiserver) and the service-account signing key.
 pub(crate) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
     let cluster_ca = names.cluster_ca_secret();
     vec![
         ProjectedFile::new(names.controller_manager_kubeconfig_secret(), KUBECONFIG_KEY, KUBECONFIG),
         ProjectedFile::new(cluster_ca.clone(), TLS_CERT_KEY, CA_CERT),
         ProjectedFile::new(cluster_ca, TLS_PRIVATE_KEY_KEY, CA_KEY),
+        ProjectedFile::new(names.front_proxy_ca_secret(), TLS_CERT_KEY, FRONT_PROXY_CA_CERT),
         ProjectedFile::new(
             names.service_account_key_secret(),
             SERVICE_ACCOUNT_PRIVATE_KEY_KEY,
@@ -46,6 +55,9 @@ fn controller_manager_args(input: &TenantInputs<'_>) -> Vec<String> {
         ("kubeconfig", credential(KUBECONFIG)),
         ("authentication-kubeconfig", credential(KUBECONFIG)),
         ("authorization-kubeconfig", credential(KUBECONFIG)),
+        // Both given, so start-up needs no apiserver (see the module doc).
+        ("client-ca-file", credential(CA_CERT)),
+        ("requestheader-client-ca-file", credential(FRONT_PROXY_CA_CERT)),
         // Reachable from the kubelet's probe, which runs outside the pod's loopback.
         ("bind-address", "0.0.0.0".to_string()),
         ("secure-port", CONTROLLER_MANAGER_PORT.to_string()),
@@ -86,14 +98,14 @@ struct DeploymentContext {
     credential_files: Vec<ProjectedFile>,
 }
 
-/// Deployment `names.controller_manager()`: `controller_manager_replicas` pods (the
-/// spec's, once an apiserver serves), one of which leads at a time.
+/// Deployment `names.controller_manager()`: `spec.controllerManager.replicas` pods, one
+/// of which leads at a time.
 pub fn controller_manager_deployment(input: &TenantInputs<'_>) -> Result<Deployment, ResourceError> {
     let names = input.names();
     let context = DeploymentContext {
         metadata: input.owner.metadata(names.controller_manager(), Component::ControllerManager),
         selector: names.selector_labels(Component::ControllerManager),
-        replicas: input.controller_manager_replicas,
+        replicas: input.spec.controller_manager.replicas,
         config_hash: input.config_hashes.controller_manager.clone(),
         image: input.images.controller_manager.clone(),
         args: controller_manager_args(input),
@@ -125,6 +137,8 @@ mod tests {
             "kubeconfig",
             "authentication-kubeconfig",
             "authorization-kubeconfig",
+            "client-ca-file",
+            "requestheader-client-ca-file",
             "cluster-signing-cert-file",
             "cluster-signing-key-file",
             "root-ca-file",

@@ -250,10 +250,6 @@ pub struct TenantInputs<'a> {
     /// the client port; `None` when unknown (an operator run as a host process), and then
     /// the operator's pod label is admitted from any namespace.
     pub operator_namespace: Option<&'a str>,
-    /// Replicas of the controller-manager Deployment: `spec.controllerManager.replicas`,
-    /// or 0 while it waits for the first apiserver (see
-    /// [`crate::desired::controller_manager_replicas`]).
-    pub controller_manager_replicas: i32,
 }
 
 impl TenantInputs<'_> {

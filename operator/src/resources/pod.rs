@@ -163,6 +163,7 @@ mod tests {
         let mut controller_manager = vec![
             names.cluster_ca_secret(),
             names.controller_manager_kubeconfig_secret(),
+            names.front_proxy_ca_secret(),
             names.service_account_key_secret(),
         ];
         controller_manager.sort();

@@ -46,7 +46,6 @@ impl Fixture {
             config_hashes: &self.config_hashes,
             etcd_members: super::EtcdMembers::settled(self.spec.etcd.replicas),
             operator_namespace: Some("nestor-system"),
-            controller_manager_replicas: self.spec.controller_manager.replicas,
         }
     }
 }
