@@ -3,13 +3,15 @@
 //! A controller manager that runs but cannot renew (wedged, or cut off from the
 //! apiserver) stops reconciling the tenant's workloads; its pod still looks Ready.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use hyper::{Method, StatusCode};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client};
 
 use super::ProbeOutcome;
+use super::transport::{Response, TlsClient};
 
 /// Namespace of the controller manager's Lease in the tenant.
 pub const LEASE_NAMESPACE: &str = "kube-system";
@@ -52,18 +54,44 @@ pub fn freshness(lease: &Lease, now: Timestamp) -> ProbeOutcome {
     }
 }
 
-/// Reads the Lease through `tenant` and judges it. Failing to reach the tenant
+/// The Lease's path on the tenant apiserver.
+const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager";
+
+/// Reads the Lease from the tenant apiserver's Service at `address` as the admin user
+/// (`admin`: the credentials of the admin kubeconfig) and judges it. One plain HTTPS
+/// GET on the probes' own transport: building a Kubernetes client from the kubeconfig
+/// for every probe parsed it, built a TLS configuration and a pooled HTTP client, and
+/// dropped them all ten seconds later, for every tenant. Failing to reach the tenant
 /// apiserver is inconclusive: that is the apiserver's failure, already reported by
 /// its own probe, and says nothing about the controller manager.
-pub async fn probe(tenant: &Client, now: Timestamp, timeout: Duration) -> ProbeOutcome {
-    let leases: Api<Lease> = Api::namespaced(tenant.clone(), LEASE_NAMESPACE);
-    match tokio::time::timeout(timeout, leases.get_opt(LEASE_NAME)).await {
-        Err(_) => ProbeOutcome::Inconclusive(format!("tenant apiserver did not answer within {timeout:?}")),
-        Ok(Err(error)) => ProbeOutcome::Inconclusive(format!("cannot read the leader Lease: {error}")),
-        Ok(Ok(None)) => {
+pub async fn probe(
+    admin: &TlsClient,
+    address: SocketAddr,
+    server_name: &str,
+    now: Timestamp,
+    timeout: Duration,
+) -> ProbeOutcome {
+    match admin.request(address, server_name, Method::GET, LEASE_PATH, None, timeout).await {
+        Err(error) => ProbeOutcome::Inconclusive(format!("cannot read the leader Lease: {error}")),
+        Ok(response) => judge_response(&response, now),
+    }
+}
+
+/// The verdict on the apiserver's answer to the Lease GET (pure).
+fn judge_response(response: &Response, now: Timestamp) -> ProbeOutcome {
+    match response.status {
+        StatusCode::OK => match serde_json::from_slice::<Lease>(&response.body) {
+            Ok(lease) => freshness(&lease, now),
+            Err(error) => ProbeOutcome::Inconclusive(format!("cannot read the leader Lease: {error}")),
+        },
+        StatusCode::NOT_FOUND => {
             ProbeOutcome::Unhealthy("no leader Lease: the controller manager never became leader".into())
         }
-        Ok(Ok(Some(lease))) => freshness(&lease, now),
+        status => ProbeOutcome::Inconclusive(format!(
+            "cannot read the leader Lease: HTTP {}: {}",
+            status.as_u16(),
+            response.summary()
+        )),
     }
 }
 
@@ -88,6 +116,32 @@ mod tests {
             }),
             ..Lease::default()
         }
+    }
+
+    fn response(status: StatusCode, body: &str) -> Response {
+        Response { status, body: hyper::body::Bytes::from(body.to_string()) }
+    }
+
+    #[test]
+    fn the_apiserver_answer_decides_between_fresh_missing_and_unknown() {
+        let lease = serde_json::to_string(&lease(Some(0), Some(15))).expect("serializes");
+        assert!(matches!(judge_response(&response(StatusCode::OK, &lease), at(3)), ProbeOutcome::Healthy(_)));
+        assert!(matches!(
+            judge_response(&response(StatusCode::OK, &lease), at(60)),
+            ProbeOutcome::Unhealthy(_)
+        ));
+        assert_eq!(
+            judge_response(&response(StatusCode::NOT_FOUND, "{}"), at(3)),
+            ProbeOutcome::Unhealthy("no leader Lease: the controller manager never became leader".into())
+        );
+        assert_eq!(
+            judge_response(&response(StatusCode::FORBIDDEN, "forbidden\n"), at(3)),
+            ProbeOutcome::Inconclusive("cannot read the leader Lease: HTTP 403: forbidden".into())
+        );
+        assert!(matches!(
+            judge_response(&response(StatusCode::OK, "not json"), at(3)),
+            ProbeOutcome::Inconclusive(_)
+        ));
     }
 
     #[test]

@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
@@ -301,9 +300,9 @@ struct ProbeAccess {
     service: Result<Option<SocketAddr>, String>,
 }
 
+/// The admin kubeconfig's credentials, as the probes' TLS client.
 #[derive(Clone)]
 struct AdminAccess {
-    kubeconfig: Vec<u8>,
     tls: TlsClient,
 }
 
@@ -349,7 +348,7 @@ impl ProbeAccess {
                     )
                     .ok()
                 })
-                .map(|tls| AdminAccess { kubeconfig: kubeconfig.to_vec(), tls })
+                .map(|tls| AdminAccess { tls })
                 .ok_or_else(|| "admin kubeconfig is unusable".to_string())
         });
         let healthcheck = names.etcd_healthcheck_client_secret();
@@ -528,11 +527,7 @@ async fn probe_apiserver_and_controller_manager(
     let (service, pod_probes) = futures::join!(service, pod_probes);
 
     let controller_manager = match (service.is_healthy(), service_address) {
-        (true, Some(address)) => match tenant_client(&admin.kubeconfig, address, &server_name, timeout).await
-        {
-            Ok(client) => lease::probe(&client, now, timeout).await,
-            Err(error) => ProbeOutcome::Inconclusive(format!("cannot build a tenant client: {error}")),
-        },
+        (true, Some(address)) => lease::probe(&admin.tls, address, &server_name, now, timeout).await,
         _ => ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into()),
     };
     (Some(apiserver::verdict(&service, &pod_probes)), pod_probes, Some(controller_manager))
@@ -615,27 +610,6 @@ pub fn probe_target(pod: &Pod) -> Option<apiserver::PodTarget> {
         uid: pod.metadata.uid.clone()?,
         ip: status.pod_ip.as_deref()?.parse().ok()?,
     })
-}
-
-/// A client for the tenant apiserver at `address`, as the admin kubeconfig's user.
-async fn tenant_client(
-    kubeconfig: &[u8],
-    address: SocketAddr,
-    server_name: &str,
-    timeout: Duration,
-) -> Result<Client, String> {
-    let yaml = std::str::from_utf8(kubeconfig).map_err(|error| error.to_string())?;
-    let kubeconfig = Kubeconfig::from_yaml(yaml).map_err(|error| error.to_string())?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|error| error.to_string())?;
-    config.cluster_url = format!("https://{address}")
-        .parse()
-        .map_err(|error: hyper::http::uri::InvalidUri| error.to_string())?;
-    config.tls_server_name = Some(server_name.to_string());
-    config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
-    Client::try_from(config).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]
