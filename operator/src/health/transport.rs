@@ -18,6 +18,7 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
+use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
@@ -80,6 +81,13 @@ pub enum TransportError {
 /// simulated pods), which held the reconcile slots of every other tenant.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Server names a [`TlsClient`] keeps TLS sessions for, to resume them: one per etcd
+/// member (at most 5) for the etcd client, the apiserver's Service name for the admin
+/// client. rustls' default is 256, and its session store allocates room for all of them
+/// up front. Measured on a fresh heap, 500 configurations: 7.4 KiB resident each with
+/// 256, 2.0 KiB with 8 (most of the larger table is never touched, so not resident).
+const RESUMPTION_SERVER_NAMES: usize = 8;
+
 /// A TLS client configuration: the CA to trust and the client certificate to present.
 #[derive(Clone)]
 pub struct TlsClient {
@@ -118,7 +126,7 @@ impl TlsClient {
             .collect::<Result<Vec<_>, _>>()
             .map_err(credentials("client certificate"))?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(credentials("client key"))?;
-        let config = ClientConfig::builder_with_provider(crypto_provider())
+        let mut config = ClientConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(|error| TransportError::Credentials { what: "TLS setup", reason: error.to_string() })?
             .with_root_certificates(roots)
@@ -127,6 +135,7 @@ impl TlsClient {
                 what: "client certificate",
                 reason: error.to_string(),
             })?;
+        config.resumption = Resumption::in_memory_sessions(RESUMPTION_SERVER_NAMES);
         Ok(Self { config: Arc::new(config) })
     }
 
