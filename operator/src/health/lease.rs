@@ -55,7 +55,9 @@ pub fn freshness(lease: &Lease, now: Timestamp) -> ProbeOutcome {
 }
 
 /// The Lease's path on the tenant apiserver.
-const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager";
+fn lease_path() -> String {
+    format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{LEASE_NAME}")
+}
 
 /// Reads the Lease from the tenant apiserver's Service at `address` as the admin user
 /// (`admin`: the credentials of the admin kubeconfig) and judges it. One plain HTTPS
@@ -71,7 +73,7 @@ pub async fn probe(
     now: Timestamp,
     timeout: Duration,
 ) -> ProbeOutcome {
-    match admin.request(address, server_name, Method::GET, LEASE_PATH, None, timeout).await {
+    match admin.request(address, server_name, Method::GET, &lease_path(), None, timeout).await {
         Err(error) => ProbeOutcome::Inconclusive(format!("cannot read the leader Lease: {error}")),
         Ok(response) => judge_response(&response, now),
     }
@@ -120,6 +122,14 @@ mod tests {
 
     fn response(status: StatusCode, body: &str) -> Response {
         Response { status, body: hyper::body::Bytes::from(body.to_string()) }
+    }
+
+    #[test]
+    fn the_path_names_the_controller_managers_lease() {
+        assert_eq!(
+            lease_path(),
+            "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
+        );
     }
 
     #[test]
