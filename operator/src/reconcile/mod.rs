@@ -32,7 +32,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Preconditions};
 use kube::runtime::controller::{self, Action, Error as ControllerError};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -74,7 +74,8 @@ const READY_RESYNC: Duration = Duration::from_secs(600);
 const STATEFULSET_DELETION_TIMEOUT: Duration = Duration::from_secs(60);
 /// After an etcd member replacement, no other for this many broken-member thresholds.
 const MEMBER_REPAIR_COOLDOWN_FACTOR: u32 = 3;
-/// Re-check interval while a tenant is still converging.
+/// Shortest re-check interval of a tenant that is still converging; see
+/// [`converging_resync`] for how it grows.
 const CONVERGING_RESYNC: Duration = Duration::from_secs(30);
 /// Re-check interval while etcd is being scaled: each step is one quick etcd call,
 /// and the next one waits for this pass's result.
@@ -262,7 +263,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         watcher(scoped_api::<TenantCluster>(&client, namespace), watcher::Config::default())
             .default_backoff()
             // Nothing reads them, and every tenant carries one entry per writer.
-            .modify(|tenant| tenant.managed_fields_mut().clear())
+            .modify(clear_managed_fields::<TenantCluster>)
             .reflect(tenant_writer)
             .applied_objects()
             .predicate_filter(pass_inputs, Default::default())
@@ -600,7 +601,7 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     let resync = match status.phase {
         Some(Phase::Ready) => READY_RESYNC,
         _ if tenant.spec.paused => READY_RESYNC,
-        _ => CONVERGING_RESYNC,
+        _ => converging_resync(&status.conditions, ctx.clock.now()),
     };
     let renewal = built.as_ref().map(|desired| until(desired.renewal_due_at, ctx.clock.now()));
     let resync = renewal.map_or(resync, |renewal| resync.min(renewal));
@@ -610,6 +611,28 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
     // Probes between passes are the health monitor's (see [`monitor`]): it asks for a
     // pass when one finds something this status does not say.
     Ok(Action::requeue(resync))
+}
+
+/// Re-check interval of a tenant that is not Ready: as long as its conditions have
+/// stood still, between [`CONVERGING_RESYNC`] and [`READY_RESYNC`] (pure). A condition's
+/// `lastTransitionTime` moves only when its value flips, so the newest one says when
+/// the tenant last changed.
+///
+/// Why it grows: this requeue is a safety net, not what moves a tenant along. A change
+/// to an owned object (a workload's ready count included) brings a pass through the
+/// watches, and the health monitor asks for one when a probe disagrees with a
+/// condition. A tenant that has not changed for ten minutes is waiting on something
+/// outside Nestor (an image, a node, a volume), and re-reading it every 30 s finds the
+/// same. At scale those re-reads were most of the work: 817 tenants that never become
+/// Ready (the scale benchmark's simulated pods) asked for 27 passes/s, more than the
+/// operator completes, and new tenants waited behind them. Growing with the stillness,
+/// a stuck tenant is re-read 30, 60, 120, 240, 480 and 960 s after its last change,
+/// then every 600 s like a Ready one.
+fn converging_resync(conditions: &[Condition], now: jiff::Timestamp) -> Duration {
+    let last_change = conditions.iter().map(|condition| condition.last_transition_time.0).max();
+    let still = last_change
+        .map_or(Duration::ZERO, |at| Duration::try_from(now.duration_since(at)).unwrap_or_default());
+    still.clamp(CONVERGING_RESYNC, READY_RESYNC)
 }
 
 /// Time from `now` until `at`, at least one second (a due renewal is retried, not spun on).
@@ -1028,6 +1051,34 @@ mod tests {
     use super::*;
     use crate::api::TenantClusterSpec;
     use crate::names::Component;
+
+    #[test]
+    fn a_converging_tenant_is_resynced_as_long_as_it_has_stood_still() {
+        let at = |second: i64| jiff::Timestamp::from_second(1_750_000_000 + second).expect("valid");
+        let changed_at = |seconds: &[i64]| -> Vec<Condition> {
+            seconds
+                .iter()
+                .map(|&second| Condition {
+                    type_: "EtcdReady".into(),
+                    status: "False".into(),
+                    reason: "Test".into(),
+                    message: String::new(),
+                    observed_generation: Some(1),
+                    last_transition_time: Time(at(second)),
+                })
+                .collect()
+        };
+        assert_eq!(converging_resync(&[], at(0)), CONVERGING_RESYNC, "no status yet");
+        assert_eq!(converging_resync(&changed_at(&[0]), at(5)), CONVERGING_RESYNC, "just changed");
+        assert_eq!(converging_resync(&changed_at(&[0]), at(120)), Duration::from_secs(120));
+        assert_eq!(
+            converging_resync(&changed_at(&[0, 100]), at(120)),
+            CONVERGING_RESYNC,
+            "the newest change counts"
+        );
+        assert_eq!(converging_resync(&changed_at(&[0]), at(86_400)), READY_RESYNC, "capped");
+        assert_eq!(converging_resync(&changed_at(&[60]), at(0)), CONVERGING_RESYNC, "clock behind");
+    }
 
     fn tenant(name: &str) -> TenantCluster {
         let spec: TenantClusterSpec =
