@@ -61,8 +61,9 @@ pub enum Error {
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
 
-    /// An object Nestor built could not be serialized; a bug, retrying will not help.
-    #[error("cannot serialize {kind}: {source}")]
+    /// An object Nestor built could not be serialized, or a cached one parsed again
+    /// (see [`crate::reconcile::compact`]); a bug, retrying will not help.
+    #[error("cannot convert {kind} to or from JSON: {source}")]
     Serialization {
         /// Kind of the object.
         kind: String,

@@ -19,6 +19,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod compact;
 pub mod conditions;
 pub mod monitor;
 pub mod observe;
@@ -54,6 +55,7 @@ use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, OPERATOR_NAMESPACE_ENV, TENANT_LABEL, TenantNames};
 use crate::reconcile::apply::{ApplyOutcome, Existing, patch_status};
 use crate::reconcile::backoff::{PERMANENT_ERROR_REQUEUE, RetryBackoff};
+use crate::reconcile::compact::Compact;
 use crate::reconcile::conditions::{Clock, ConditionStatus, ConditionUpdate, types};
 use crate::reconcile::observe::{OwnedCache, read, read_rollout, read_tenant_secrets};
 use crate::reconcile::status::{StatusChange, component_conditions, compute_status};
@@ -343,18 +345,19 @@ fn secret_changes(
         .touched_objects()
 }
 
-/// A watch of the owned objects of kind `K` that keeps them in a store (see
-/// [`OwnedCache`]) and yields each change, to trigger the owner's pass.
+/// A watch of the owned objects of kind `K` that keeps them in a store, in compact
+/// form (see [`OwnedCache`] and [`Compact`]), and yields each change, to trigger the
+/// owner's pass.
 fn owned_watch<K>(
     client: &Client,
     namespace: Option<&str>,
-) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+) -> (Store<Compact<K>>, impl futures::Stream<Item = Result<Compact<K>, watcher::Error>> + Send + 'static)
 where
-    K: CachedKind,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Send + Sync + 'static,
 {
     // The apply stage compares only the fields Nestor sets; managedFields are about a
     // third of each cached object.
-    reflected_watch(client, namespace, OWNED_OBJECTS_SELECTOR, clear_managed_fields::<K>)
+    reflected_watch(client, namespace, OWNED_OBJECTS_SELECTOR, clear_managed_fields::<Compact<K>>)
 }
 
 /// A watch of the objects of kind `K` whose labels match `selector`, kept in a store
@@ -496,7 +499,7 @@ async fn reconcile_with_finalizer(tenant: Arc<TenantCluster>, ctx: &Context) -> 
 /// controller caches the kind, else read by a GET (see [`read`]).
 async fn apply_read<K>(
     client: &Client,
-    store: Option<&Store<K>>,
+    store: Option<&Store<Compact<K>>>,
     object: &K,
     existing: Existing,
     metrics: &Metrics,

@@ -14,8 +14,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+use super::compact::Compact;
 use crate::desired::ObservedRollout;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::names::{TENANT_LABEL, TenantNames};
 
 /// Rollout state of one workload (StatefulSet or Deployment).
@@ -115,15 +116,15 @@ pub struct Observation {
 #[derive(Clone)]
 pub struct OwnedCache {
     /// ConfigMaps carrying the managed-by label.
-    pub config_maps: Store<ConfigMap>,
+    pub config_maps: Store<Compact<ConfigMap>>,
     /// Services carrying the managed-by label.
-    pub services: Store<Service>,
+    pub services: Store<Compact<Service>>,
     /// StatefulSets carrying the managed-by label.
-    pub statefulsets: Store<StatefulSet>,
+    pub statefulsets: Store<Compact<StatefulSet>>,
     /// Deployments carrying the managed-by label.
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<Compact<Deployment>>,
     /// NetworkPolicies carrying the managed-by label.
-    pub network_policies: Store<NetworkPolicy>,
+    pub network_policies: Store<Compact<NetworkPolicy>>,
     /// Pods carrying the tenant label, pruned to what the probes read (see
     /// [`prune_pod`]).
     pub pods: Store<Pod>,
@@ -216,10 +217,11 @@ pub async fn tenant_pods(
     }
 }
 
-/// The object `namespace/name` from `store` when there is one, else by a GET.
+/// The object `namespace/name` from `store` when there is one (parsed again, see
+/// [`Compact`]), else by a GET.
 pub async fn read<K>(
     client: &Client,
-    store: Option<&Store<K>>,
+    store: Option<&Store<Compact<K>>>,
     namespace: &str,
     name: &str,
 ) -> Result<Option<K>>
@@ -227,7 +229,11 @@ where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
     match store {
-        Some(store) => Ok(store.get(&ObjectRef::new(name).within(namespace)).map(|object| (*object).clone())),
+        Some(store) => store
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|object| object.decode())
+            .transpose()
+            .map_err(|source| Error::Serialization { kind: K::kind(&()).into_owned(), source }),
         None => Ok(Api::<K>::namespaced(client.clone(), namespace).get_opt(name).await?),
     }
 }
