@@ -25,7 +25,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use super::conditions::{ConditionStatus, find_condition, is_condition_true, types};
-use super::observe::tenant_pods;
+use super::observe::{PodsByTenant, tenant_pods};
 use super::{Context, names_of};
 use crate::api::{TenantCluster, TenantClusterStatus};
 use crate::health::{EtcdProbe, ProbeOutcome, ProbeReport, membership, probe_tenant};
@@ -72,8 +72,10 @@ pub async fn run(
             let now = ctx.clock.now();
             tenants.retain(|tenant| coming_up(tenant, now));
         }
+        let cache = ctx.owned_cache().await;
+        let pods = cache.as_ref().map(|cache| PodsByTenant::from_store(&cache.pods));
         futures::stream::iter(tenants)
-            .map(|tenant| check(tenant, &ctx))
+            .map(|tenant| check(tenant, pods.as_ref(), &ctx))
             .buffer_unordered(PROBE_CONCURRENCY)
             .for_each(|due| {
                 if let Some(key) = due {
@@ -103,8 +105,13 @@ pub fn coming_up(tenant: &TenantCluster, now: jiff::Timestamp) -> bool {
     young && !ready && tenant.meta().deletion_timestamp.is_none()
 }
 
-/// Probes one tenant; returns its key when it needs a reconciliation.
-async fn check(tenant: Arc<TenantCluster>, ctx: &Context) -> Option<ObjectRef<TenantCluster>> {
+/// Probes one tenant; returns its key when it needs a reconciliation. Its pods come
+/// from `pods` (the round's cache, grouped), or from a list outside a controller run.
+async fn check(
+    tenant: Arc<TenantCluster>,
+    pods: Option<&PodsByTenant>,
+    ctx: &Context,
+) -> Option<ObjectRef<TenantCluster>> {
     if tenant.meta().deletion_timestamp.is_some() {
         return None;
     }
@@ -116,8 +123,10 @@ async fn check(tenant: Arc<TenantCluster>, ctx: &Context) -> Option<ObjectRef<Te
     }
     let names = names_of(&tenant).ok()?;
     let members = status.etcd_members.unwrap_or(tenant.spec.etcd.replicas);
-    let cache = ctx.owned_cache().await;
-    let pods = tenant_pods(&ctx.client, cache.as_ref(), &names).await.map_err(|error| error.to_string());
+    let pods = match pods {
+        Some(pods) => Ok(pods.of(&names)),
+        None => tenant_pods(&ctx.client, None, &names).await.map_err(|error| error.to_string()),
+    };
     let report = probe_tenant(
         &ctx.client,
         &names,

@@ -2,8 +2,9 @@
 //! which of its Secrets exist and how ready its workloads are. Reads only; the
 //! result feeds the pure status computation in [`super::status`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -217,6 +218,32 @@ pub async fn tenant_pods(
     }
 }
 
+/// The cached pods grouped by tenant, for a round of probes over many tenants: one
+/// pass over the pod store instead of one per tenant. With 1000 tenants coming up,
+/// probed every second, the per-tenant scans read 3000 pods 1000 times a second.
+pub struct PodsByTenant(HashMap<(String, String), Vec<Arc<Pod>>>);
+
+impl PodsByTenant {
+    /// Groups the pods in `store` by namespace and tenant label.
+    pub fn from_store(store: &Store<Pod>) -> Self {
+        let mut by_tenant: HashMap<(String, String), Vec<Arc<Pod>>> = HashMap::new();
+        for pod in store.state() {
+            let namespace = pod.metadata.namespace.clone();
+            let tenant = pod.metadata.labels.as_ref().and_then(|labels| labels.get(TENANT_LABEL)).cloned();
+            if let (Some(namespace), Some(tenant)) = (namespace, tenant) {
+                by_tenant.entry((namespace, tenant)).or_default().push(pod);
+            }
+        }
+        Self(by_tenant)
+    }
+
+    /// The pods of the tenant of `names`: what [`tenant_pods`] reads from the cache.
+    pub fn of(&self, names: &TenantNames) -> Vec<Pod> {
+        let key = (names.namespace.clone(), names.tenant.clone());
+        self.0.get(&key).map(|pods| pods.iter().map(|pod| (**pod).clone()).collect()).unwrap_or_default()
+    }
+}
+
 /// The object `namespace/name` from `store` when there is one (parsed again, see
 /// [`Compact`]), else by a GET.
 pub async fn read<K>(
@@ -406,6 +433,39 @@ mod tests {
             crate::health::membership::MemberPod::from_pod(&pod)
         );
         let _ = PodStatus::default();
+    }
+
+    #[test]
+    fn pods_are_grouped_by_namespace_and_tenant() {
+        let pod = |namespace: &str, name: &str, tenant: Option<&str>| Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                labels: tenant.map(|tenant| [(TENANT_LABEL.to_string(), tenant.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        let (store, mut writer) = kube::runtime::reflector::store();
+        for pod in [
+            pod("tenants", "team-a-etcd-0", Some("team-a")),
+            pod("tenants", "team-a-apiserver-x", Some("team-a")),
+            pod("tenants", "team-b-etcd-0", Some("team-b")),
+            pod("other", "team-a-etcd-0", Some("team-a")),
+            pod("tenants", "unlabelled", None),
+        ] {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod));
+        }
+        let grouped = PodsByTenant::from_store(&store);
+        let mut team_a: Vec<_> = grouped
+            .of(&TenantNames::new("team-a", "tenants"))
+            .into_iter()
+            .filter_map(|pod| pod.metadata.name)
+            .collect();
+        team_a.sort();
+        assert_eq!(team_a, ["team-a-apiserver-x", "team-a-etcd-0"]);
+        assert_eq!(grouped.of(&TenantNames::new("team-a", "other")).len(), 1, "another namespace");
+        assert!(grouped.of(&TenantNames::new("team-c", "tenants")).is_empty());
     }
 
     #[test]
