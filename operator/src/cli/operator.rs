@@ -52,7 +52,8 @@ pub struct OperatorArgs {
     pub health_interval: Duration,
 
     /// Reconciliations in flight at most: bounds the operator's memory and its share of the
-    /// meta apiserver when many tenants change at once.
+    /// meta apiserver when many tenants change at once. Waiting ones run first come, first
+    /// served.
     #[arg(long, env = "NESTOR_MAX_CONCURRENT_RECONCILES", default_value_t = reconcile::DEFAULT_CONCURRENCY)]
     pub max_concurrent_reconciles: u16,
 

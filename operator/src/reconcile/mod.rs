@@ -87,9 +87,8 @@ const SCALING_RESYNC: Duration = Duration::from_secs(2);
 /// once: each holds its desired state in memory and a share of the apiserver, so all of
 /// them finish late and together (the scale benchmark saw 34 of 530 tenants applied after
 /// 140 s, RSS 183 MiB and climbing). Bounded, memory stays flat and 16 passes in flight
-/// still keep the meta apiserver busy. Bounded passes do not run in the order they were
-/// asked for: while every slot is busy, kube-runtime's runner keeps the requests that
-/// fell due in a hash set and takes them from it in no particular order.
+/// still keep the meta apiserver busy. The bound is Nestor's own, first come first
+/// served: see [`Context::passes`].
 pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// Everything a reconcile needs besides the object.
@@ -115,8 +114,16 @@ pub struct Context {
     pub health: HealthTracker,
     /// Credentials and addresses the probes use, read once between passes.
     pub probe_access: ProbeAccessCache,
-    /// Passes in flight at most (see [`DEFAULT_CONCURRENCY`]).
-    pub concurrency: u16,
+    /// Bounds the passes in flight (see [`DEFAULT_CONCURRENCY`]), in the order they
+    /// were asked for: tokio's semaphore hands out permits first come first served.
+    /// kube-runtime's own bound does not: while every slot is busy it keeps the passes
+    /// that fell due in a hash set and takes the first in the set's iteration order,
+    /// so under a steady stream of new requests a tenant whose key sits late in that
+    /// order waits as long as the stream lasts. The scale benchmark showed tenants whose
+    /// status had not been written since their first pass, minutes earlier, while
+    /// their workloads' changes had long asked for a pass. Closed when [`run`] shuts
+    /// down, so a context serves one controller run.
+    passes: tokio::sync::Semaphore,
     /// When each tenant last had an etcd member replaced: a replaced member needs time
     /// to join (its pod may crash-loop once or twice first), and replacing it again
     /// meanwhile would only start the join over.
@@ -125,6 +132,9 @@ pub struct Context {
     /// The owned objects as the running controller's watches see them; replaced each
     /// time [`run`] starts (a stale store would compare against objects long gone).
     owned: std::sync::RwLock<Option<OwnedCache>>,
+    /// The TenantClusters as the running controller's watch sees them; replaced each
+    /// time [`run`] starts.
+    tenants: std::sync::RwLock<Option<Store<TenantCluster>>>,
 }
 
 impl Context {
@@ -149,9 +159,21 @@ impl Context {
             health_settings: HealthSettings::default(),
             health: HealthTracker::default(),
             probe_access: ProbeAccessCache::default(),
-            concurrency: DEFAULT_CONCURRENCY,
+            passes: tokio::sync::Semaphore::new(DEFAULT_CONCURRENCY.into()),
             member_repairs: Default::default(),
             owned: std::sync::RwLock::new(None),
+            tenants: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// The newest copy of `tenant` the running controller holds (`None`: it is gone),
+    /// or `tenant` itself outside a controller run. A pass may wait a while for its
+    /// turn (see [`Context::passes`]), and the tenant may change meanwhile.
+    fn newest(&self, tenant: Arc<TenantCluster>) -> Option<Arc<TenantCluster>> {
+        let store = self.tenants.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match store.as_ref() {
+            Some(store) => store.get(&ObjectRef::from_obj(tenant.as_ref())),
+            None => Some(tenant),
         }
     }
 
@@ -164,7 +186,7 @@ impl Context {
 
     /// The same context with another bound on passes in flight (at least one).
     pub fn with_concurrency(mut self, concurrency: u16) -> Self {
-        self.concurrency = concurrency.max(1);
+        self.passes = tokio::sync::Semaphore::new(concurrency.max(1).into());
         self
     }
 
@@ -236,6 +258,16 @@ pub fn validate(tenant: &TenantCluster) -> Result<()> {
 
 /// Runs the controller until `shutdown` resolves, then finishes in-flight reconciles.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    // Graceful shutdown waits for every pass kube-runtime started, and those include the
+    // passes waiting for their turn (see `Context::passes`): at scale, hundreds. Closing
+    // the semaphore drops the waiting ones and lets the running ones finish.
+    let shutdown = {
+        let ctx = ctx.clone();
+        async move {
+            shutdown.await;
+            ctx.passes.close();
+        }
+    };
     let client = ctx.client.clone();
     let namespace = ctx.watch_namespace.as_deref();
     // The health monitor asks for passes through this channel (see [`monitor`]).
@@ -260,6 +292,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     *ctx.owned.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
         Some(OwnedCache { config_maps, services, statefulsets, deployments, network_policies, pods, claims });
     let (tenants, tenant_writer) = kube::runtime::reflector::store();
+    *ctx.tenants.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tenants.clone());
     let tenant_changes = {
         use kube::runtime::WatchStreamExt;
         watcher(scoped_api::<TenantCluster>(&client, namespace), watcher::Config::default())
@@ -277,7 +310,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns_stream(statefulset_events)
         .owns_stream(deployment_events)
         .owns_stream(network_policy_events)
-        .with_config(controller::Config::default().concurrency(ctx.concurrency))
+        // Unbounded here: passes wait for their turn in `reconcile` (see `Context::passes`).
+        .with_config(controller::Config::default().concurrency(0))
         .reconcile_on(probe_requests)
         .graceful_shutdown_on(shutdown);
     ctx.metrics.watch_tenants(controller.store());
@@ -432,8 +466,16 @@ where
 /// One pass over one TenantCluster.
 #[tracing::instrument(skip_all, fields(namespace = tenant.namespace(), name = tenant.name_any()))]
 async fn reconcile(tenant: Arc<TenantCluster>, ctx: Arc<Context>) -> Result<Action> {
+    // Closed when the controller shuts down: a pass still waiting then is dropped.
+    let Ok(_turn) = ctx.passes.acquire().await else { return Ok(Action::await_change()) };
+    let Some(tenant) = ctx.newest(tenant) else {
+        // Deleted while this pass waited: its finalizer ran, nothing is left to do.
+        return Ok(Action::await_change());
+    };
     let started = Instant::now();
-    let result = reconcile_with_finalizer(tenant.clone(), &ctx).await;
+    // Boxed: the pipeline's future is large, and a pass waiting for its turn should
+    // hold no more than its tenant (1000 new tenants wait at once).
+    let result = Box::pin(reconcile_with_finalizer(tenant.clone(), &ctx)).await;
     ctx.metrics.record_reconcile(started.elapsed());
     match &result {
         Ok(_) => ctx.backoff.reset(&ObjectRef::from_obj(tenant.as_ref())),
