@@ -127,8 +127,11 @@ YAML
 # Undoes everything, in an order that leaves nothing stuck: the operator first (so it
 # does not fight the clean-up), then the finalizers (nobody is left to run them), then the
 # namespace while kwok still runs (it completes the fake pods' deletion), then kwok and
-# the node. Bounded: a namespace still Terminating after 2 minutes is left to finish on its
-# own (the pod garbage collector force-deletes pods bound to the deleted fake node).
+# the node. Bounded: a namespace still Terminating after 10 minutes is left to finish on its
+# own (the pod garbage collector force-deletes pods bound to the deleted fake node). With
+# 1000 tenants the meta controller-manager needs several minutes to delete ~25,000 objects;
+# whatever runs next on the meta cluster meanwhile finds it busy (a `make test` started two
+# minutes after a 1000-tenant run timed out deleting a test tenant's StatefulSet).
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
@@ -140,7 +143,7 @@ cleanup() {
       xargs -r -n 100 -P 4 "$(k8s_bin kubectl)" --kubeconfig "$META_KUBECONFIG" -n "$NAMESPACE" patch \
         --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
     kc delete namespace "$NAMESPACE" --wait=false >/dev/null 2>&1 || true
-    wait_until "namespace $NAMESPACE deleted" 120 namespace_gone ||
+    wait_until "namespace $NAMESPACE deleted" 600 namespace_gone ||
       log "namespace $NAMESPACE still Terminating; it finishes in the background"
   fi
   if [[ -n $KWOK_PID ]]; then kill "$KWOK_PID" 2>/dev/null && wait "$KWOK_PID" 2>/dev/null || true; fi
