@@ -5,6 +5,11 @@
 //! measurable side of "an unchanged tenant costs zero writes". Lease renewals of
 //! leader election are not counted: they happen whether or not tenants change.
 //!
+//! `nestor_reconciles_waiting` and `nestor_reconcile_wait_seconds` show a saturated
+//! operator: how many passes wait for their turn now, and how long each waited (see
+//! `reconcile::Context::passes`), as client-go's work queue depth and queue duration
+//! do for Go controllers.
+//!
 //! `nestor_api_requests_total` counts every request the operator's meta-cluster
 //! client sends, reads and watches included, by verb: it is the load the operator
 //! puts on the meta apiserver (the scale benchmark reads it), counted at the client
@@ -12,7 +17,7 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::http::{Method, Request, Uri};
 use kube::client::{Body, ClientBuilder};
@@ -120,6 +125,8 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
+    reconciles_waiting: Gauge,
+    reconcile_wait: Histogram,
     api_writes: Family<WriteLabels, Counter>,
     api_requests: Family<RequestLabels, Counter>,
     tenants: Family<PhaseLabels, Gauge>,
@@ -131,6 +138,27 @@ pub struct Metrics {
     /// leader has one). The phase gauge is computed from it at scrape time, which stays
     /// correct through deletes and restarts where incremental updates would drift.
     tenant_store: OnceLock<Store<TenantCluster>>,
+}
+
+/// A reconciliation waiting for its turn (see [`Metrics::pass_waiting`]). Dropped
+/// without [`WaitingPass::started`] (the operator stopped meanwhile), it only stops
+/// counting as waiting.
+pub struct WaitingPass<'a> {
+    metrics: &'a Metrics,
+    since: Instant,
+}
+
+impl WaitingPass<'_> {
+    /// The reconciliation got its turn: records how long it waited.
+    pub fn started(self) {
+        self.metrics.reconcile_wait.observe(self.since.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for WaitingPass<'_> {
+    fn drop(&mut self) {
+        self.metrics.reconciles_waiting.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -158,6 +186,20 @@ impl Metrics {
             "Duration of one reconciliation",
             Unit::Seconds,
             reconcile_duration.clone(),
+        );
+        let reconciles_waiting = Gauge::default();
+        registry.register(
+            "reconciles_waiting",
+            "Reconciliations waiting for their turn (the bound on reconciliations in flight)",
+            reconciles_waiting.clone(),
+        );
+        // 1 ms to ~9 min: no wait at all when idle, minutes when 1000 tenants arrive at once.
+        let reconcile_wait = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        registry.register_with_unit(
+            "reconcile_wait",
+            "Time a reconciliation waited for its turn before it started",
+            Unit::Seconds,
+            reconcile_wait.clone(),
         );
         let api_writes = Family::<WriteLabels, Counter>::default();
         registry.register(
@@ -190,6 +232,8 @@ impl Metrics {
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            reconciles_waiting,
+            reconcile_wait,
             api_writes,
             api_requests,
             tenants,
@@ -212,6 +256,13 @@ impl Metrics {
     pub fn record_reconcile(&self, duration: Duration) {
         self.reconciles.inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Counts a reconciliation as waiting for its turn until the returned guard is
+    /// dropped; [`WaitingPass::started`] records how long it waited.
+    pub fn pass_waiting(&self) -> WaitingPass<'_> {
+        self.reconciles_waiting.inc();
+        WaitingPass { metrics: self, since: Instant::now() }
     }
 
     /// Records a failed reconciliation under the error's `metric_label`.
@@ -305,6 +356,19 @@ mod tests {
         assert!(text.contains("nestor_tenants{phase=\"Unknown\"} 1\n"), "{text}");
         assert!(text.contains("nestor_tenants{phase=\"Degraded\"} 0\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_waiting_pass_counts_until_it_starts_or_is_dropped() {
+        let metrics = Metrics::new();
+        let first = metrics.pass_waiting();
+        let second = metrics.pass_waiting();
+        assert!(metrics.encode().expect("encodes").contains("nestor_reconciles_waiting 2\n"));
+        first.started();
+        drop(second);
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains("nestor_reconciles_waiting 0\n"), "{text}");
+        assert!(text.contains("nestor_reconcile_wait_seconds_count 1\n"), "one started, one dropped: {text}");
     }
 
     #[test]

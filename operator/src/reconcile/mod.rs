@@ -466,8 +466,10 @@ where
 /// One pass over one TenantCluster.
 #[tracing::instrument(skip_all, fields(namespace = tenant.namespace(), name = tenant.name_any()))]
 async fn reconcile(tenant: Arc<TenantCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let waiting = ctx.metrics.pass_waiting();
     // Closed when the controller shuts down: a pass still waiting then is dropped.
     let Ok(_turn) = ctx.passes.acquire().await else { return Ok(Action::await_change()) };
+    waiting.started();
     let Some(tenant) = ctx.newest(tenant) else {
         // Deleted while this pass waited: its finalizer ran, nothing is left to do.
         return Ok(Action::await_change());
