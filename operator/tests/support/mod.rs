@@ -516,7 +516,11 @@ impl Operator {
             .args(["--watch-namespace", namespace])
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig_path())
-            .env("RUST_LOG", "info,nestor=debug,kube=warn")
+            // kube_runtime::controller at debug logs the controller's start-up ("applier
+            // runner held until store is ready", "store is ready, starting runner"): an
+            // operator that never reconciles then shows whether its TenantCluster list
+            // ever completed.
+            .env("RUST_LOG", "info,nestor=debug,kube=warn,kube_runtime::controller=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log file handle"))
             .stderr(log)
