@@ -135,6 +135,13 @@ pub struct Context {
     /// The TenantClusters as the running controller's watch sees them; replaced each
     /// time [`run`] starts.
     tenants: std::sync::RwLock<Option<Store<TenantCluster>>>,
+    /// Whether every store of `owned` holds its first complete list: `None` while not
+    /// yet, `Some(false)` when a watch is gone. One task per run waits for the stores
+    /// and publishes it here, because kube-runtime's `Store::wait_until_ready` wakes
+    /// only the last task that polled it: with a pass and the health monitor both
+    /// waiting at start-up, the pass was never woken, and a restarted operator sat
+    /// idle with its tenant unreconciled (seen in `restarted_operator_neither_...`).
+    owned_filled: tokio::sync::watch::Sender<Option<bool>>,
 }
 
 impl Context {
@@ -163,6 +170,7 @@ impl Context {
             member_repairs: Default::default(),
             owned: std::sync::RwLock::new(None),
             tenants: std::sync::RwLock::new(None),
+            owned_filled: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -181,7 +189,9 @@ impl Context {
     /// `None` outside a controller run (reads go to the API then).
     async fn owned_cache(&self) -> Option<OwnedCache> {
         let cache = self.owned.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
-        cache.ready().await.then_some(cache)
+        let mut filled = self.owned_filled.subscribe();
+        let filled = *filled.wait_for(Option::is_some).await.ok()?;
+        filled.and_then(|filled| filled.then_some(cache))
     }
 
     /// The same context with another bound on passes in flight (at least one).
@@ -288,9 +298,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         TENANT_LABEL,
         clear_managed_fields::<PartialObjectMeta<PersistentVolumeClaim>>,
     );
-    let cache_watches = [keep_current(pod_changes), keep_current(claim_changes)];
-    *ctx.owned.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some(OwnedCache { config_maps, services, statefulsets, deployments, network_policies, pods, claims });
+    let owned =
+        OwnedCache { config_maps, services, statefulsets, deployments, network_policies, pods, claims };
+    ctx.owned_filled.send_replace(None);
+    let filled = {
+        let (ctx, owned) = (ctx.clone(), owned.clone());
+        tokio::spawn(async move {
+            let filled = owned.ready().await;
+            ctx.owned_filled.send_replace(Some(filled));
+        })
+    };
+    let cache_watches = [keep_current(pod_changes), keep_current(claim_changes), filled];
+    *ctx.owned.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(owned);
     let (tenants, tenant_writer) = kube::runtime::reflector::store();
     *ctx.tenants.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tenants.clone());
     let tenant_changes = {
