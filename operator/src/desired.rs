@@ -26,7 +26,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use crate::api::{ServiceType, TenantCluster};
+use crate::api::{ServiceType, TenantCluster, TenantClusterSpec};
 use crate::duration::parse_duration;
 use crate::kubeconfig::{ClientCredentials, KubeconfigError};
 use crate::names::{Component, TenantNames};
@@ -479,6 +479,18 @@ pub fn etcd_members(tenant: &TenantCluster, running: i32) -> EtcdMembers {
     EtcdMembers { running, serving: wanted.min(settled).max(1) }
 }
 
+/// What the PKI is planned from. The etcd certificates name every member that runs
+/// as well as every member wanted: a scale-down shrinks them only as members leave.
+/// etcd reads its certificate files again on each handshake and the kubelet refreshes
+/// a Secret volume within a minute, so certificates naming only the members that stay
+/// would cut the leaving ones off from their peers and from the probe before they are
+/// removed, and the scale-down would wait for their health for ever.
+fn pki_inputs(names: &TenantNames, spec: &TenantClusterSpec, etcd_running: i32) -> TenantPkiInputs {
+    let mut inputs = TenantPkiInputs::from_spec(names.clone(), spec);
+    inputs.etcd_replicas = inputs.etcd_replicas.max(etcd_running);
+    inputs
+}
+
 /// [`desired_state`] with `etcd_running` etcd members (see [`etcd_members`]), which
 /// differs from `spec.etcd.replicas` while etcd is being scaled.
 pub fn desired_state_with_etcd(
@@ -502,7 +514,7 @@ pub fn desired_state_with_etcd(
         Some(version) => images.with_controller_manager_at(spec, version),
         None => images,
     };
-    let plan = TenantPkiPlan::new(&TenantPkiInputs::from_spec(names.clone(), spec))
+    let plan = TenantPkiPlan::new(&pki_inputs(names, spec, etcd_running))
         .map_err(|error| plan_error(error, spec))?;
     let endpoint = endpoint(names, spec)?;
     let in_cluster_url = in_cluster_url(names);
@@ -1436,6 +1448,39 @@ mod tests {
         assert_eq!(second.config_hashes.apiserver, first.config_hashes.apiserver);
         assert_eq!(second.config_hashes.controller_manager, first.config_hashes.controller_manager);
         assert_chains(&second, &three.spec);
+    }
+
+    #[test]
+    fn a_scale_down_keeps_each_leaving_member_in_the_etcd_certificates_until_it_is_removed() {
+        let three = tenant(spec(serde_json::json!({"etcd": {"replicas": 3}})));
+        let one = tenant(spec(serde_json::json!({"etcd": {"replicas": 1}})));
+        let names = names();
+        let settled = build(&three, &ObservedSecrets::new());
+        let member_hosts = |state: &DesiredState| {
+            let (dns, _) = sans(&text(state, &names.etcd_peer_secret(), TLS_CERT_KEY));
+            (0..3).filter(|ordinal| dns.contains(&names.etcd_member_host(*ordinal))).count()
+        };
+        let scale_down = |previous: &DesiredState, running: i32| {
+            desired_state_with_etcd(
+                &one,
+                &observed(previous),
+                &ObservedRollout::default(),
+                now(),
+                running,
+                None,
+            )
+            .expect("builds")
+        };
+
+        // 3 -> 1 begins: all three still run, so nothing is re-issued.
+        let started = scale_down(&settled, 3);
+        assert!(started.issued.is_empty(), "{:?}", started.issued);
+        assert_eq!(member_hosts(&started), 3);
+        // Member 2 removed: the certificates drop it and keep member 1, which still runs.
+        let two_left = scale_down(&started, 2);
+        assert_eq!(member_hosts(&two_left), 2);
+        // Settled at one member.
+        assert_eq!(member_hosts(&scale_down(&two_left, 1)), 1);
     }
 
     /// StatefulSet replicas, the ConfigMap's initial cluster and state, and the

@@ -21,7 +21,8 @@ const SYSTEM_MASTERS: &str = "system:masters";
 pub struct TenantPkiInputs {
     /// Tenant name and namespace, the source of every Service and Secret name.
     pub names: TenantNames,
-    /// Current etcd member count: the etcd certificates name exactly these members.
+    /// etcd members the etcd certificates name, ordinals `0..etcd_replicas`. The desired
+    /// state passes the larger of the running and the wanted count (see `desired::pki_inputs`).
     pub etcd_replicas: i32,
     /// The tenant's own cluster domain (`kubernetes.default.svc.<domain>`).
     pub cluster_domain: String,

@@ -72,6 +72,10 @@ pub async fn run(
             let now = ctx.clock.now();
             tenants.retain(|tenant| coming_up(tenant, now));
         }
+        if tenants.is_empty() {
+            // Most fast rounds: no tenant is coming up, so no pod is worth grouping.
+            continue;
+        }
         let cache = ctx.owned_cache().await;
         let pods = cache.as_ref().map(|cache| PodsByTenant::from_store(&cache.pods));
         futures::stream::iter(tenants)

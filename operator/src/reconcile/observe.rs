@@ -10,6 +10,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
@@ -137,6 +138,10 @@ pub struct OwnedCache {
 impl OwnedCache {
     /// Waits until every store holds its first complete list. `false` when a watch is
     /// gone (the controller is stopping): the caller reads from the API instead.
+    ///
+    /// Awaited by one task per run only. kube-runtime's readiness wakes only the
+    /// last of several waiters, so everything else must go through
+    /// `Context::owned_cache`, which hears the answer on a watch channel.
     pub async fn ready(&self) -> bool {
         let (config_maps, services, statefulsets, deployments, network_policies, pods, claims) = futures::join!(
             self.config_maps.wait_until_ready(),
@@ -190,10 +195,16 @@ pub fn prune_pod(pod: &mut Pod) {
     }
 }
 
-/// Whether `object` is in the tenant of `names`: its namespace, its tenant label.
+/// The tenant an owned object belongs to, as (namespace, tenant): its namespace and
+/// its tenant label. The one statement of that rule, for [`tenant_pods`] and
+/// [`PodsByTenant`] alike.
+fn tenant_of(meta: &ObjectMeta) -> Option<(&str, &str)> {
+    Some((meta.namespace.as_deref()?, meta.labels.as_ref()?.get(TENANT_LABEL)?.as_str()))
+}
+
+/// Whether `object` is in the tenant of `names` (see [`tenant_of`]).
 fn in_tenant<K: Resource>(object: &K, names: &TenantNames) -> bool {
-    object.meta().namespace.as_deref() == Some(names.namespace.as_str())
-        && object.meta().labels.as_ref().and_then(|labels| labels.get(TENANT_LABEL)) == Some(&names.tenant)
+    tenant_of(object.meta()) == Some((names.namespace.as_str(), names.tenant.as_str()))
 }
 
 /// The tenant's pods: from the cache when there is one (pruned, see [`prune_pod`]),
@@ -224,15 +235,13 @@ pub async fn tenant_pods(
 pub struct PodsByTenant(HashMap<(String, String), Vec<Arc<Pod>>>);
 
 impl PodsByTenant {
-    /// Groups the pods in `store` by namespace and tenant label.
+    /// Groups the pods in `store` by tenant (see [`tenant_of`]).
     pub fn from_store(store: &Store<Pod>) -> Self {
         let mut by_tenant: HashMap<(String, String), Vec<Arc<Pod>>> = HashMap::new();
         for pod in store.state() {
-            let namespace = pod.metadata.namespace.clone();
-            let tenant = pod.metadata.labels.as_ref().and_then(|labels| labels.get(TENANT_LABEL)).cloned();
-            if let (Some(namespace), Some(tenant)) = (namespace, tenant) {
-                by_tenant.entry((namespace, tenant)).or_default().push(pod);
-            }
+            let Some((namespace, tenant)) = tenant_of(&pod.metadata) else { continue };
+            let key = (namespace.to_string(), tenant.to_string());
+            by_tenant.entry(key).or_default().push(pod);
         }
         Self(by_tenant)
     }
