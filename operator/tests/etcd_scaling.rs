@@ -134,6 +134,32 @@ async fn etcd_pods_and_claims(ns: &TestNamespace) -> (Vec<String>, Vec<String>) 
     (pods, claims)
 }
 
+/// Hosts of the members (`<pod>.<service>.<namespace>.svc`, ordinals 0 to 4) the
+/// etcd peer certificate names.
+async fn peer_certificate_members(ns: &TestNamespace) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+
+    let names = ns.names(TENANT);
+    let secret = ns.secret(&names.etcd_peer_secret()).await.expect("read").expect("Secret");
+    let pem = secret.data.expect("data").get(nestor::resources::TLS_CERT_KEY).expect("tls.crt").0.clone();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).expect("PEM");
+    let certificate = pem.parse_x509().expect("X.509");
+    let extension = certificate.subject_alternative_name().expect("one SAN extension").expect("SANs");
+    let dns: Vec<&str> = extension
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(*dns),
+            _ => None,
+        })
+        .collect();
+    (0..5)
+        .map(|ordinal| names.etcd_member_host(ordinal))
+        .filter(|host| dns.contains(&host.as_str()))
+        .collect()
+}
+
 /// The apiserver's `--etcd-servers`.
 async fn etcd_servers(ns: &TestNamespace) -> String {
     let deployment = ns.api::<Deployment>().get(&ns.names(TENANT).apiserver()).await.expect("Deployment");
@@ -335,6 +361,10 @@ async fn etcd_scales_from_one_to_three_and_back_while_the_tenant_api_answers() {
             if servers.split(',').count() != 3 {
                 return Err(format!("--etcd-servers={servers}"));
             }
+            let certified = peer_certificate_members(&ns).await;
+            if certified.len() != 3 {
+                return Err(format!("the etcd peer certificate names {certified:?}"));
+            }
             Ok(())
         })
         .await;
@@ -369,6 +399,11 @@ async fn etcd_scales_from_one_to_three_and_back_while_the_tenant_api_answers() {
             let servers = etcd_servers(&ns).await;
             if servers.split(',').count() != 1 {
                 return Err(format!("--etcd-servers={servers}"));
+            }
+            // Shrunk one member at a time, after each removal (see `desired::pki_inputs`).
+            let certified = peer_certificate_members(&ns).await;
+            if certified != [names.etcd_member_host(0)] {
+                return Err(format!("the etcd peer certificate names {certified:?}"));
             }
             Ok(())
         })

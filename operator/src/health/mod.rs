@@ -288,16 +288,17 @@ pub struct EtcdProbe {
     pub expected: i32,
 }
 
-/// What a probe needs of the meta cluster besides the pods: the etcd healthcheck
-/// client, the admin credentials and the apiserver Service's address.
+/// The credentials a probe needs, from two of the tenant's Secrets: the etcd
+/// healthcheck client and the admin kubeconfig. The apiserver Service's address is
+/// looked up per probe (see [`apiserver_address`]): it is in the owned-object cache.
 #[derive(Clone)]
-struct ProbeAccess {
+pub struct ProbeCredentials {
     /// `None` while the etcd healthcheck client Secret does not exist (yet).
     etcd: Option<TlsClient>,
     /// `None` while the admin kubeconfig Secret does not exist (yet).
     admin: Option<Result<AdminAccess, String>>,
-    /// The apiserver Service's ClusterIP and port; `Ok(None)` without a ClusterIP.
-    service: Result<Option<SocketAddr>, String>,
+    /// Of the two Secrets' data (see [`CredentialSecrets::fingerprint`]).
+    fingerprint: u64,
 }
 
 /// The admin kubeconfig's credentials, as the probes' TLS client.
@@ -306,87 +307,122 @@ struct AdminAccess {
     tls: TlsClient,
 }
 
-impl ProbeAccess {
-    /// Reads the two Secrets and the Service (three requests).
+impl ProbeCredentials {
+    /// Reads the two Secrets (two requests).
     async fn read(meta: &Client, names: &TenantNames) -> Self {
         let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
-        let services: Api<Service> = Api::namespaced(meta.clone(), &names.namespace);
-        let (admin, etcd, service) =
-            (names.admin_kubeconfig_secret(), names.etcd_healthcheck_client_secret(), names.apiserver());
-        let (admin, etcd, service) =
-            futures::join!(secrets.get_opt(&admin), secrets.get_opt(&etcd), services.get_opt(&service));
+        let (admin, etcd) = (names.admin_kubeconfig_secret(), names.etcd_healthcheck_client_secret());
+        let (admin, etcd) = futures::join!(secrets.get_opt(&admin), secrets.get_opt(&etcd));
         let secrets: Vec<Secret> =
             [admin, etcd].into_iter().filter_map(|secret| secret.ok().flatten()).collect();
-        let service = service.map_err(|error| format!("cannot read the apiserver Service: {error}"));
-        Self::from_objects(names, &secrets, service.as_ref().map(Option::as_ref).map_err(Clone::clone))
+        Self::from_secrets(names, &secrets)
     }
 
-    /// Builds the access from objects already read: the tenant's Secrets (only the
-    /// admin kubeconfig and the etcd healthcheck client are used) and its apiserver
-    /// Service, or why that could not be read.
-    fn from_objects(
-        names: &TenantNames,
-        secrets: &[Secret],
-        service: Result<Option<&Service>, String>,
-    ) -> Self {
-        let value = |name: &str, key: &str| {
-            secrets
-                .iter()
-                .find(|secret| secret.metadata.name.as_deref() == Some(name))
-                .and_then(|secret| secret.data.as_ref()?.get(key))
-                .map(|bytes| bytes.0.as_slice())
-        };
-        let admin = value(&names.admin_kubeconfig_secret(), KUBECONFIG_KEY).map(|kubeconfig| {
-            std::str::from_utf8(kubeconfig)
-                .ok()
-                .and_then(|yaml| ClientCredentials::from_kubeconfig(yaml).ok())
-                .and_then(|credentials| {
-                    TlsClient::new(
-                        credentials.ca_pem.as_bytes(),
-                        credentials.client_cert_pem.as_bytes(),
-                        credentials.client_key_pem.as_bytes(),
-                    )
+    /// Builds the credentials from Secrets already at hand: the tenant's (only the
+    /// admin kubeconfig and the etcd healthcheck client are used).
+    pub fn from_secrets<'a>(names: &TenantNames, secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
+        Self::build(CredentialSecrets::select(names, secrets))
+    }
+
+    fn build(sources: CredentialSecrets<'_>) -> Self {
+        let admin =
+            sources.admin.and_then(|secret| secret.data.as_ref()?.get(KUBECONFIG_KEY)).map(|kubeconfig| {
+                std::str::from_utf8(&kubeconfig.0)
                     .ok()
-                })
-                .map(|tls| AdminAccess { tls })
-                .ok_or_else(|| "admin kubeconfig is unusable".to_string())
-        });
-        let healthcheck = names.etcd_healthcheck_client_secret();
-        let etcd = secrets
-            .iter()
-            .find(|secret| secret.metadata.name.as_deref() == Some(healthcheck.as_str()))
-            .and_then(etcd_tls_of);
-        Self { etcd, admin, service: service.map(|service| service.and_then(service_address)) }
+                    .and_then(|yaml| ClientCredentials::from_kubeconfig(yaml).ok())
+                    .and_then(|credentials| {
+                        TlsClient::new(
+                            credentials.ca_pem.as_bytes(),
+                            credentials.client_cert_pem.as_bytes(),
+                            credentials.client_key_pem.as_bytes(),
+                        )
+                        .ok()
+                    })
+                    .map(|tls| AdminAccess { tls })
+                    .ok_or_else(|| "admin kubeconfig is unusable".to_string())
+            });
+        Self { etcd: sources.etcd.and_then(etcd_tls_of), admin, fingerprint: sources.fingerprint() }
     }
 
-    /// Whether every part was there and usable, so caching it saves its reads.
+    /// Whether both were there and usable, so caching them saves their reads.
     fn complete(&self) -> bool {
-        self.etcd.is_some() && matches!(self.admin, Some(Ok(_))) && matches!(self.service, Ok(Some(_)))
+        self.etcd.is_some() && matches!(self.admin, Some(Ok(_)))
     }
 }
 
-/// Each tenant's [`ProbeAccess`], so a probe between reconciliations reads nothing of
-/// the meta cluster. Every pass replaces its tenant's entry with what it just listed
-/// (see [`ProbeAccessCache::refresh`]), and every change to an owned Secret or Service
-/// brings a pass: a renewed certificate is never used stale for longer than it takes
-/// that pass to start.
-#[derive(Default)]
-pub struct ProbeAccessCache {
-    tenants: Mutex<HashMap<(String, String), ProbeAccess>>,
+/// The two Secrets credentials are built from, picked out of a tenant's Secrets.
+struct CredentialSecrets<'a> {
+    admin: Option<&'a Secret>,
+    etcd: Option<&'a Secret>,
 }
 
-impl ProbeAccessCache {
-    /// Replaces what is cached for the tenant of `names` with what a pass just read:
-    /// its Secrets (listed with their data anyway) and its apiserver Service. Kept
-    /// only when complete; otherwise forgotten, and the next probe reads afresh.
-    pub fn refresh(&self, names: &TenantNames, secrets: &[Secret], service: Option<&Service>) {
-        let access = ProbeAccess::from_objects(names, secrets, Ok(service));
+impl<'a> CredentialSecrets<'a> {
+    fn select(names: &TenantNames, secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
+        let (admin_name, etcd_name) =
+            (names.admin_kubeconfig_secret(), names.etcd_healthcheck_client_secret());
+        let mut selected = Self { admin: None, etcd: None };
+        for secret in secrets {
+            match secret.metadata.name.as_deref() {
+                Some(name) if name == admin_name => selected.admin = Some(secret),
+                Some(name) if name == etcd_name => selected.etcd = Some(secret),
+                _ => {}
+            }
+        }
+        selected
+    }
+
+    /// A hash of both Secrets' data: equal when the credentials would be the same, so
+    /// a pass keeps the TLS clients (and their resumable sessions) it already has
+    /// instead of parsing the keys and building them again.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for secret in [self.admin, self.etcd] {
+            let data = secret.and_then(|secret| secret.data.as_ref());
+            data.is_some().hash(&mut hasher);
+            for (key, value) in data.into_iter().flatten() {
+                key.hash(&mut hasher);
+                value.0.hash(&mut hasher);
+            }
+        }
+        hasher.finish()
+    }
+}
+
+/// Each tenant's [`ProbeCredentials`], so a probe between passes reads nothing of the
+/// meta cluster. Every pass refreshes its tenant's entry twice: from the Secrets it
+/// listed, then from those it applied (see [`ProbeCredentialsCache::refresh`]). So the
+/// first pass of a new tenant leaves complete credentials behind, and a renewed
+/// certificate is used from the pass that issued it on.
+#[derive(Default)]
+pub struct ProbeCredentialsCache {
+    tenants: Mutex<HashMap<(String, String), ProbeCredentials>>,
+}
+
+impl ProbeCredentialsCache {
+    /// The credentials in `secrets` (the tenant's Secrets as just listed, or as just
+    /// applied), which replace what is cached for the tenant of `names`: kept only
+    /// when complete, otherwise forgotten so that the next probe reads afresh. The
+    /// cached ones are returned unchanged when built from the same data.
+    pub fn refresh<'a>(
+        &self,
+        names: &TenantNames,
+        secrets: impl IntoIterator<Item = &'a Secret>,
+    ) -> ProbeCredentials {
+        let sources = CredentialSecrets::select(names, secrets);
         let key = (names.namespace.clone(), names.tenant.clone());
-        if access.complete() {
-            self.lock().insert(key, access);
+        if let Some(cached) =
+            self.lock().get(&key).filter(|cached| cached.fingerprint == sources.fingerprint())
+        {
+            return cached.clone();
+        }
+        let credentials = ProbeCredentials::build(sources);
+        if credentials.complete() {
+            self.lock().insert(key, credentials.clone());
         } else {
             self.lock().remove(&key);
         }
+        credentials
     }
 
     /// Keeps only the tenants (namespace, name) for which `keep` says so: the health
@@ -405,38 +441,44 @@ impl ProbeAccessCache {
         self.len() == 0
     }
 
-    async fn get(&self, meta: &Client, names: &TenantNames) -> ProbeAccess {
+    /// The tenant's credentials: cached, else read (two requests) and cached when complete.
+    pub async fn get(&self, meta: &Client, names: &TenantNames) -> ProbeCredentials {
         let key = (names.namespace.clone(), names.tenant.clone());
-        if let Some(access) = self.lock().get(&key) {
-            return access.clone();
+        if let Some(credentials) = self.lock().get(&key) {
+            return credentials.clone();
         }
-        let access = ProbeAccess::read(meta, names).await;
-        if access.complete() {
-            self.lock().insert(key, access.clone());
+        let credentials = ProbeCredentials::read(meta, names).await;
+        if credentials.complete() {
+            self.lock().insert(key, credentials.clone());
         }
-        access
+        credentials
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), ProbeAccess>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), ProbeCredentials>> {
         self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
+/// The probe target of the tenant's apiserver `service`: its ClusterIP and first
+/// port; `None` without a Service or without a ClusterIP.
+pub fn apiserver_address(service: Option<&Service>) -> Option<SocketAddr> {
+    service.and_then(service_address)
+}
+
 /// Probes one tenant's etcd, apiserver and controller manager: HTTPS to the tenant's
-/// pods and Service, with the credentials of `access` (read from the meta cluster
-/// when not cached). `tenant_pods` are the tenant's pods, or why they could not be
-/// read. Never fails: every problem becomes an outcome, since a failed probe is
-/// exactly what this function is meant to report.
+/// pods and to `apiserver_service` (see [`apiserver_address`], or why the Service
+/// could not be read), with `credentials`. `tenant_pods` are the tenant's pods, or why they could not be read. Sends nothing
+/// to the meta cluster. Never fails: every problem becomes an outcome, since a failed
+/// probe is exactly what this function is meant to report.
 pub async fn probe_tenant(
-    meta: &Client,
     names: &TenantNames,
-    access: &ProbeAccessCache,
+    credentials: &ProbeCredentials,
+    apiserver_service: Result<Option<SocketAddr>, String>,
     tenant_pods: Result<Vec<Pod>, String>,
     etcd_probe: EtcdProbe,
     now: Timestamp,
     timeout: Duration,
 ) -> ProbeReport {
-    let access = access.get(meta, names).await;
     let of = |component: Component| -> Result<Vec<Pod>, String> {
         let label = component.label();
         tenant_pods.as_ref().map_err(Clone::clone).map(|pods| {
@@ -451,7 +493,7 @@ pub async fn probe_tenant(
     };
 
     let etcd = async {
-        let tls = access.etcd.as_ref()?;
+        let tls = credentials.etcd.as_ref()?;
         let etcd_pods = match of(Component::Etcd) {
             Ok(list) => list,
             Err(error) => {
@@ -475,8 +517,14 @@ pub async fn probe_tenant(
     };
     let apiserver_targets =
         of(Component::ApiServer).map(|pods| pods.iter().filter_map(probe_target).collect());
-    let control_plane =
-        probe_apiserver_and_controller_manager(&access, apiserver_targets, names, now, timeout);
+    let control_plane = probe_apiserver_and_controller_manager(
+        credentials,
+        apiserver_service,
+        apiserver_targets,
+        names,
+        now,
+        timeout,
+    );
     let (etcd, (apiserver, apiserver_pods, controller_manager)) = futures::join!(etcd, control_plane);
     let (etcd, etcd_members) = match etcd {
         Some((outcome, observation)) => (Some(outcome), observation),
@@ -486,13 +534,14 @@ pub async fn probe_tenant(
 }
 
 async fn probe_apiserver_and_controller_manager(
-    access: &ProbeAccess,
+    credentials: &ProbeCredentials,
+    apiserver_service: Result<Option<SocketAddr>, String>,
     apiserver_pods: Result<Vec<apiserver::PodTarget>, String>,
     names: &TenantNames,
     now: Timestamp,
     timeout: Duration,
 ) -> (Option<ProbeOutcome>, Vec<PodProbe>, Option<ProbeOutcome>) {
-    let admin = match &access.admin {
+    let admin = match &credentials.admin {
         None => return (None, Vec::new(), None),
         Some(Ok(admin)) => admin,
         Some(Err(error)) => {
@@ -500,10 +549,10 @@ async fn probe_apiserver_and_controller_manager(
             return (Some(outcome.clone()), Vec::new(), Some(outcome));
         }
     };
-    let service_address = match &access.service {
-        Ok(address) => *address,
+    let service_address = match apiserver_service {
+        Ok(address) => address,
         Err(error) => {
-            let outcome = ProbeOutcome::Inconclusive(error.clone());
+            let outcome = ProbeOutcome::Inconclusive(error);
             return (Some(outcome.clone()), Vec::new(), Some(outcome));
         }
     };
@@ -646,6 +695,50 @@ mod tests {
             apiserver_pods: pods,
             etcd_members: None,
         }
+    }
+
+    #[test]
+    fn the_credentials_a_pass_applied_are_complete_and_replace_the_cached_ones() {
+        let mut tenant = TenantCluster::new("team-a", crate::resources::test_support::spec());
+        tenant.metadata.namespace = Some("tenants".into());
+        tenant.metadata.uid = Some("0c9d2b7e-uid".into());
+        let names = TenantNames::new("team-a", "tenants");
+        let desired = crate::desired::desired_state(
+            &tenant,
+            &crate::desired::ObservedSecrets::new(),
+            &crate::desired::ObservedRollout::default(),
+            at(0),
+            None,
+        )
+        .expect("desired state builds");
+        let cache = ProbeCredentialsCache::default();
+
+        // A new tenant's first pass lists no Secret: nothing to cache.
+        cache.refresh(&names, []);
+        assert!(cache.is_empty());
+        // Its apply leaves credentials the monitor uses without a read.
+        let applied = cache.refresh(&names, desired.secrets());
+        assert!(applied.complete());
+        assert_eq!(cache.len(), 1);
+        // The next pass lists the same data: the same credentials.
+        let listed: Vec<Secret> = desired.secrets().cloned().collect();
+        assert_eq!(cache.refresh(&names, &listed).fingerprint, applied.fingerprint);
+        // A renewed etcd client certificate is new data: built again.
+        let etcd_client = names.etcd_healthcheck_client_secret();
+        let mut renewed = listed.clone();
+        let secret =
+            renewed.iter_mut().find(|secret| secret.metadata.name.as_deref() == Some(etcd_client.as_str()));
+        let data = secret.and_then(|secret| secret.data.as_mut()).expect("data");
+        data.get_mut(CA_CERT_KEY).expect("ca.crt").0.push(b'\n');
+        let rebuilt = cache.refresh(&names, &renewed);
+        assert!(rebuilt.complete());
+        assert_ne!(rebuilt.fingerprint, applied.fingerprint);
+        // Only the two Secrets it needs count; without the etcd client it is incomplete
+        // and forgotten, so the next probe reads afresh.
+        let without_etcd_client =
+            desired.secrets().filter(|secret| secret.metadata.name.as_deref() != Some(etcd_client.as_str()));
+        cache.refresh(&names, without_etcd_client);
+        assert!(cache.is_empty());
     }
 
     #[test]

@@ -48,8 +48,8 @@ use crate::error::{Error, Result};
 use crate::health::membership::{self, MemberRepair, MembershipError};
 use crate::health::scaling::{self, ScalingInput, ScalingStep};
 use crate::health::{
-    EtcdProbe, HealthSettings, HealthTracker, HealthVerdicts, PodRestart, ProbeAccessCache, ProbeReport,
-    probe_tenant, replace_etcd_member, scale_etcd,
+    EtcdProbe, HealthSettings, HealthTracker, HealthVerdicts, PodRestart, ProbeCredentialsCache, ProbeReport,
+    apiserver_address, probe_tenant, replace_etcd_member, scale_etcd,
 };
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::{FINALIZER, MAX_TENANT_NAME_LENGTH, OPERATOR_NAMESPACE_ENV, TENANT_LABEL, TenantNames};
@@ -112,8 +112,8 @@ pub struct Context {
     pub health_settings: HealthSettings,
     /// Probe history (debounce state, failing pods) of every tenant.
     pub health: HealthTracker,
-    /// Credentials and addresses the probes use, read once between passes.
-    pub probe_access: ProbeAccessCache,
+    /// Credentials the probes use, kept from each pass for the monitor's probes.
+    pub probe_credentials: ProbeCredentialsCache,
     /// Bounds the passes in flight (see [`DEFAULT_CONCURRENCY`]), in the order they
     /// were asked for: tokio's semaphore hands out permits first come first served.
     /// kube-runtime's own bound does not: while every slot is busy it keeps the passes
@@ -165,7 +165,7 @@ impl Context {
             operator_namespace: std::env::var(OPERATOR_NAMESPACE_ENV).ok().filter(|ns| !ns.is_empty()),
             health_settings: HealthSettings::default(),
             health: HealthTracker::default(),
-            probe_access: ProbeAccessCache::default(),
+            probe_credentials: ProbeCredentialsCache::default(),
             passes: tokio::sync::Semaphore::new(DEFAULT_CONCURRENCY.into()),
             member_repairs: Default::default(),
             owned: std::sync::RwLock::new(None),
@@ -637,6 +637,9 @@ async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Result<Action> {
         for object in &desired.objects {
             apply_object(object, &desired, &listed_secrets, cache.as_ref(), ctx).await?;
         }
+        // What was just applied is what the meta cluster holds: the monitor's next
+        // probe needs no read, even after this tenant's very first pass.
+        ctx.probe_credentials.refresh(&names, desired.secrets());
         Some(desired)
     };
 
@@ -710,17 +713,16 @@ fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
 /// The names of the tenant's Secrets after the apply stage: those listed at the start
 /// of the pass and those it applied.
 fn secret_names(listed: &[Secret], built: Option<&DesiredState>) -> std::collections::BTreeSet<String> {
-    let applied = built.into_iter().flat_map(|desired| &desired.objects).filter_map(|object| match object {
-        DesiredObject::Secret(secret) => secret.metadata.name.clone(),
-        _ => None,
-    });
+    let applied =
+        built.into_iter().flat_map(DesiredState::secrets).filter_map(|secret| secret.metadata.name.clone());
     listed.iter().filter_map(|secret| secret.metadata.name.clone()).chain(applied).collect()
 }
 
 /// Probes the tenant (see [`probe_tenant`]); `None` when probes are off. etcd members
 /// are probed up to the larger of the spec and the live StatefulSet, so a scaling sees
 /// the members it adds and removes. The probe credentials come from `listed_secrets`,
-/// and replace what the monitor's probes reuse (see [`ProbeAccessCache`]).
+/// and replace what the monitor's probes reuse (see [`ProbeCredentialsCache`]); the
+/// pass reads nothing more for its probe.
 async fn probe_health(
     tenant: &TenantCluster,
     names: &TenantNames,
@@ -737,12 +739,12 @@ async fn probe_health(
     let running = etcd.statefulset_replicas.unwrap_or(wanted);
     let service =
         read(&ctx.client, cache.map(|cache| &cache.services), &names.namespace, &names.apiserver()).await?;
-    ctx.probe_access.refresh(names, listed_secrets, service.as_ref());
+    let credentials = ctx.probe_credentials.refresh(names, listed_secrets);
     let pods = observe::tenant_pods(&ctx.client, cache, names).await.map_err(|error| error.to_string());
     let report = probe_tenant(
-        &ctx.client,
         names,
-        &ctx.probe_access,
+        &credentials,
+        Ok(apiserver_address(service.as_ref())),
         pods,
         EtcdProbe { members: wanted.max(running), expected: running },
         ctx.clock.now(),

@@ -25,10 +25,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use super::conditions::{ConditionStatus, find_condition, is_condition_true, types};
-use super::observe::{PodsByTenant, tenant_pods};
+use super::observe::{OwnedCache, PodsByTenant, read, tenant_pods};
 use super::{Context, names_of};
 use crate::api::{TenantCluster, TenantClusterStatus};
-use crate::health::{EtcdProbe, ProbeOutcome, ProbeReport, membership, probe_tenant};
+use crate::health::{EtcdProbe, ProbeOutcome, ProbeReport, apiserver_address, membership, probe_tenant};
 
 /// Tenants probed at once. A probe is mostly waiting on the network (reads of the
 /// meta cluster, HTTPS to the tenant with a timeout), so more than the reconciler's
@@ -66,7 +66,7 @@ pub async fn run(
                 .iter()
                 .map(|tenant| (tenant.namespace().unwrap_or_default(), tenant.name_any()))
                 .collect();
-            ctx.probe_access
+            ctx.probe_credentials
                 .retain(|namespace, name| live.contains(&(namespace.to_string(), name.to_string())));
         } else {
             let now = ctx.clock.now();
@@ -79,7 +79,7 @@ pub async fn run(
         let cache = ctx.owned_cache().await;
         let pods = cache.as_ref().map(|cache| PodsByTenant::from_store(&cache.pods));
         futures::stream::iter(tenants)
-            .map(|tenant| check(tenant, pods.as_ref(), &ctx))
+            .map(|tenant| check(tenant, cache.as_ref(), pods.as_ref(), &ctx))
             .buffer_unordered(PROBE_CONCURRENCY)
             .for_each(|due| {
                 if let Some(key) = due {
@@ -110,9 +110,12 @@ pub fn coming_up(tenant: &TenantCluster, now: jiff::Timestamp) -> bool {
 }
 
 /// Probes one tenant; returns its key when it needs a reconciliation. Its pods come
-/// from `pods` (the round's cache, grouped), or from a list outside a controller run.
+/// from `pods` (the round's cache, grouped) and its apiserver Service from `cache`,
+/// or both by a request outside a controller run; its credentials are those the
+/// last pass left (see [`crate::health::ProbeCredentialsCache`]).
 async fn check(
     tenant: Arc<TenantCluster>,
+    cache: Option<&OwnedCache>,
     pods: Option<&PodsByTenant>,
     ctx: &Context,
 ) -> Option<ObjectRef<TenantCluster>> {
@@ -131,10 +134,15 @@ async fn check(
         Some(pods) => Ok(pods.of(&names)),
         None => tenant_pods(&ctx.client, None, &names).await.map_err(|error| error.to_string()),
     };
+    let credentials = ctx.probe_credentials.get(&ctx.client, &names).await;
+    let service = read(&ctx.client, cache.map(|cache| &cache.services), &names.namespace, &names.apiserver())
+        .await
+        .map(|service| apiserver_address(service.as_ref()))
+        .map_err(|error| format!("cannot read the apiserver Service: {error}"));
     let report = probe_tenant(
-        &ctx.client,
         &names,
-        &ctx.probe_access,
+        &credentials,
+        service,
         pods,
         EtcdProbe { members, expected: members },
         ctx.clock.now(),
