@@ -6,6 +6,11 @@
 #
 #   kubeconfig: /var/lib/nestor-meta/admin.kubeconfig   logs: /var/lib/nestor-meta/logs/
 #
+# NESTOR_META_PROFILING=true serves the meta kube-apiserver's /debug/pprof (off by
+# default, as kubeadm's hardening guides have it) to profile it under a benchmark:
+#   kubectl get --raw '/debug/pprof/profile?seconds=60' > apiserver.pprof
+# A running cluster keeps the setting it was started with: meta-down first.
+#
 # Idempotent: on a healthy cluster it does nothing. A cluster whose processes
 # were killed without meta-down (mounts, bridge, iptables left behind) is
 # cleaned up by hack/meta-down.sh and started afresh.
@@ -196,7 +201,7 @@ EOF
     --authorization-mode=Node,RBAC --allow-privileged=true \
     --enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction \
     --audit-policy-file="$META_DIR/audit-policy.yaml" --audit-log-path="$META_LOG_DIR/audit.log" \
-    --audit-log-maxsize=200 --audit-log-maxbackup=2 --profiling=false
+    --audit-log-maxsize=200 --audit-log-maxbackup=2 --profiling="${NESTOR_META_PROFILING:-false}"
   wait_until "kube-apiserver /readyz" 60 meta_kubectl get --raw /readyz
 
   start kube-controller-manager "$(k8s_bin kube-controller-manager)" \
