@@ -1008,6 +1008,23 @@ mod tests {
             .expect("desired state builds")
     }
 
+    /// [`build`] with `etcd_running` etcd members, as while etcd is being scaled.
+    fn build_with_etcd(
+        tenant: &TenantCluster,
+        observed: &ObservedSecrets,
+        etcd_running: i32,
+    ) -> DesiredState {
+        desired_state_with_etcd(
+            tenant,
+            observed,
+            &ObservedRollout::default(),
+            now(),
+            etcd_running,
+            OPERATOR_NAMESPACE,
+        )
+        .expect("desired state builds")
+    }
+
     fn observed(state: &DesiredState) -> ObservedSecrets {
         ObservedSecrets::from_secrets(state.secrets())
     }
@@ -1460,17 +1477,8 @@ mod tests {
             let (dns, _) = sans(&text(state, &names.etcd_peer_secret(), TLS_CERT_KEY));
             (0..3).filter(|ordinal| dns.contains(&names.etcd_member_host(*ordinal))).count()
         };
-        let scale_down = |previous: &DesiredState, running: i32| {
-            desired_state_with_etcd(
-                &one,
-                &observed(previous),
-                &ObservedRollout::default(),
-                now(),
-                running,
-                None,
-            )
-            .expect("builds")
-        };
+        let scale_down =
+            |previous: &DesiredState, running: i32| build_with_etcd(&one, &observed(previous), running);
 
         // 3 -> 1 begins: all three still run, so nothing is re-issued.
         let started = scale_down(&settled, 3);
@@ -1532,17 +1540,7 @@ mod tests {
         let three = spec(serde_json::json!({"etcd": {"replicas": 3}}));
         let one = spec(serde_json::json!({"etcd": {"replicas": 1}}));
         let render = |tenant: &TenantCluster, running: i32| {
-            etcd_rendering(
-                &desired_state_with_etcd(
-                    tenant,
-                    &observed,
-                    &ObservedRollout::default(),
-                    now(),
-                    running,
-                    OPERATOR_NAMESPACE,
-                )
-                .expect("builds"),
-            )
+            etcd_rendering(&build_with_etcd(tenant, &observed, running))
         };
 
         // 1 -> 3, member 1 just added: two members run, the apiserver still names one.
@@ -1557,15 +1555,8 @@ mod tests {
         let templates: Vec<_> = [1, 2, 3]
             .iter()
             .map(|running| {
-                let state = desired_state_with_etcd(
-                    &formed(three.clone(), 1),
-                    &observed,
-                    &ObservedRollout::default(),
-                    now(),
-                    *running,
-                    OPERATOR_NAMESPACE,
-                );
-                state.expect("builds").objects.into_iter().find_map(|object| match object {
+                let state = build_with_etcd(&formed(three.clone(), 1), &observed, *running);
+                state.objects.into_iter().find_map(|object| match object {
                     DesiredObject::StatefulSet(statefulset) => statefulset.spec.map(|spec| spec.template),
                     _ => None,
                 })

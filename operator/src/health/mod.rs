@@ -315,16 +315,12 @@ impl ProbeCredentials {
         let (admin, etcd) = futures::join!(secrets.get_opt(&admin), secrets.get_opt(&etcd));
         let secrets: Vec<Secret> =
             [admin, etcd].into_iter().filter_map(|secret| secret.ok().flatten()).collect();
-        Self::from_secrets(names, &secrets)
+        let sources = CredentialSecrets::select(names, &secrets);
+        Self::build(&sources, sources.fingerprint())
     }
 
-    /// Builds the credentials from Secrets already at hand: the tenant's (only the
-    /// admin kubeconfig and the etcd healthcheck client are used).
-    pub fn from_secrets<'a>(names: &TenantNames, secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
-        Self::build(CredentialSecrets::select(names, secrets))
-    }
-
-    fn build(sources: CredentialSecrets<'_>) -> Self {
+    /// Builds the credentials from the two Secrets, whose data hashes to `fingerprint`.
+    fn build(sources: &CredentialSecrets<'_>, fingerprint: u64) -> Self {
         let admin =
             sources.admin.and_then(|secret| secret.data.as_ref()?.get(KUBECONFIG_KEY)).map(|kubeconfig| {
                 std::str::from_utf8(&kubeconfig.0)
@@ -341,7 +337,7 @@ impl ProbeCredentials {
                     .map(|tls| AdminAccess { tls })
                     .ok_or_else(|| "admin kubeconfig is unusable".to_string())
             });
-        Self { etcd: sources.etcd.and_then(etcd_tls_of), admin, fingerprint: sources.fingerprint() }
+        Self { etcd: sources.etcd.and_then(etcd_tls_of), admin, fingerprint }
     }
 
     /// Whether both were there and usable, so caching them saves their reads.
@@ -410,19 +406,24 @@ impl ProbeCredentialsCache {
         secrets: impl IntoIterator<Item = &'a Secret>,
     ) -> ProbeCredentials {
         let sources = CredentialSecrets::select(names, secrets);
+        let fingerprint = sources.fingerprint();
         let key = (names.namespace.clone(), names.tenant.clone());
-        if let Some(cached) =
-            self.lock().get(&key).filter(|cached| cached.fingerprint == sources.fingerprint())
-        {
+        if let Some(cached) = self.lock().get(&key).filter(|cached| cached.fingerprint == fingerprint) {
             return cached.clone();
         }
-        let credentials = ProbeCredentials::build(sources);
+        let credentials = ProbeCredentials::build(&sources, fingerprint);
+        self.keep(key, &credentials);
+        credentials
+    }
+
+    /// Caches `credentials` under `key` when complete; otherwise forgets the key, so
+    /// that the next probe reads afresh.
+    fn keep(&self, key: (String, String), credentials: &ProbeCredentials) {
         if credentials.complete() {
             self.lock().insert(key, credentials.clone());
         } else {
             self.lock().remove(&key);
         }
-        credentials
     }
 
     /// Keeps only the tenants (namespace, name) for which `keep` says so: the health
@@ -448,9 +449,7 @@ impl ProbeCredentialsCache {
             return credentials.clone();
         }
         let credentials = ProbeCredentials::read(meta, names).await;
-        if credentials.complete() {
-            self.lock().insert(key, credentials.clone());
-        }
+        self.keep(key, &credentials);
         credentials
     }
 
@@ -467,9 +466,10 @@ pub fn apiserver_address(service: Option<&Service>) -> Option<SocketAddr> {
 
 /// Probes one tenant's etcd, apiserver and controller manager: HTTPS to the tenant's
 /// pods and to `apiserver_service` (see [`apiserver_address`], or why the Service
-/// could not be read), with `credentials`. `tenant_pods` are the tenant's pods, or why they could not be read. Sends nothing
-/// to the meta cluster. Never fails: every problem becomes an outcome, since a failed
-/// probe is exactly what this function is meant to report.
+/// could not be read), with `credentials`. `tenant_pods` are the tenant's pods, or
+/// why they could not be read. Sends nothing to the meta cluster. Never fails: every
+/// problem becomes an outcome, since a failed probe is exactly what this function is
+/// meant to report.
 pub async fn probe_tenant(
     names: &TenantNames,
     credentials: &ProbeCredentials,
