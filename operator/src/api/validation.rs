@@ -423,6 +423,10 @@ pub enum SpecError {
     EtcdReplicas(i32),
     #[error("{field} must be at least 1, not {value}")]
     ReplicasBelowOne { field: &'static str, value: i32 },
+    /// An `extraArgs` key that is empty or only dashes: rendered as `--=value`, which
+    /// the component refuses at start-up, so its pods would crash-loop instead.
+    #[error("{field}: an empty flag name is not a flag (key {key:?})")]
+    ExtraArgEmptyFlag { field: &'static str, key: String },
 }
 
 /// Field path of the leaf certificate lifetime.
@@ -451,6 +455,17 @@ pub fn validate(spec: &TenantClusterSpec) -> Result<(), Vec<SpecError>> {
     ] {
         if value < 1 {
             errors.push(SpecError::ReplicasBelowOne { field, value });
+        }
+    }
+
+    for (field, extra_args) in [
+        ("spec.apiServer.extraArgs", &spec.api_server.extra_args),
+        ("spec.controllerManager.extraArgs", &spec.controller_manager.extra_args),
+    ] {
+        // The builders strip leading dashes (`--v` and `v` are the same flag), so a key
+        // of dashes alone names no flag.
+        for key in extra_args.keys().filter(|key| key.trim_start_matches('-').is_empty()) {
+            errors.push(SpecError::ExtraArgEmptyFlag { field, key: key.clone() });
         }
     }
 
@@ -629,12 +644,42 @@ mod tests {
     }
 
     #[test]
+    fn rejects_extra_args_without_a_flag_name_naming_the_field() {
+        let mut tenant = spec("1.34.2");
+        tenant.api_server.extra_args =
+            [("".to_string(), "x".to_string()), ("v".to_string(), "2".to_string())].into();
+        tenant.controller_manager.extra_args =
+            [("--".to_string(), "x".to_string()), ("--v".to_string(), "2".to_string())].into();
+        let errors = validate(&tenant).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                SpecError::ExtraArgEmptyFlag { field: "spec.apiServer.extraArgs", key: "".into() },
+                SpecError::ExtraArgEmptyFlag { field: "spec.controllerManager.extraArgs", key: "--".into() },
+            ]
+        );
+        assert_eq!(
+            errors[0].to_string(),
+            "spec.apiServer.extraArgs: an empty flag name is not a flag (key \"\")"
+        );
+        assert_eq!(
+            errors[1].to_string(),
+            "spec.controllerManager.extraArgs: an empty flag name is not a flag (key \"--\")"
+        );
+
+        tenant.api_server.extra_args.remove("");
+        tenant.controller_manager.extra_args.remove("--");
+        assert_eq!(validate(&tenant), Ok(()), "named flags, with or without dashes, are fine");
+    }
+
+    #[test]
     fn error_messages_are_one_line() {
         let errors = [
             SpecError::VersionDowngrade { running: version("1.34.2"), desired: version("1.33.0") },
             SpecError::VersionSkipsMinor { running: version("1.33.2"), desired: version("1.35.0") },
             SpecError::RenewBeforeNotShorter { renew_before: "2h".into(), certificate_validity: "1h".into() },
             SpecError::EtcdReplicas(4),
+            SpecError::ExtraArgEmptyFlag { field: "spec.apiServer.extraArgs", key: "--".into() },
         ];
         for error in errors {
             let message = error.to_string();
