@@ -306,6 +306,23 @@ pub enum KeyAlgorithm {
     Rsa2048,
 }
 
+impl KeyAlgorithm {
+    /// The spec's spelling (the serde name above), as users write it in
+    /// `spec.pki.keyAlgorithm`; not the Rust variant name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "ECDSA-P256",
+            KeyAlgorithm::Rsa2048 => "RSA-2048",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Tenant PKI settings. CAs live ten years; these durations apply to leaf certificates.
 #[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -389,4 +406,20 @@ pub struct TenantClusterStatus {
     /// from this size, and the apiserver keeps naming at most this many members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_members: Option<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_algorithms_display_as_the_spec_spells_them() {
+        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
+            let serde_name = serde_json::to_value(algorithm).expect("serializes");
+            assert_eq!(serde_name.as_str(), Some(algorithm.as_str()), "{algorithm:?}");
+            assert_eq!(algorithm.to_string(), algorithm.as_str());
+        }
+        assert_eq!(KeyAlgorithm::EcdsaP256.to_string(), "ECDSA-P256");
+        assert_eq!(KeyAlgorithm::Rsa2048.to_string(), "RSA-2048");
+    }
 }

@@ -203,7 +203,7 @@ pub fn render_description(description: &Description, now: Timestamp) -> String {
         (
             "PKI",
             format!(
-                "{:?} keys, leaves valid {}, renewed {} before expiry",
+                "{} keys, leaves valid {}, renewed {} before expiry",
                 spec.pki.key_algorithm, spec.pki.certificate_validity, spec.pki.renew_before
             ),
         ),
@@ -494,6 +494,7 @@ mod tests {
             "Kubeconfig:           Secret team-a-kubeconfig (key value)\n",
             "Certificates expire:  2026-05-31T12:00:00Z (in 364 days)\n",
             "  etcd:               1 member(s), ephemeral (emptyDir)\n",
+            "  PKI:                ECDSA-P256 keys, leaves valid 8760h, renewed 720h before expiry\n",
             "  EtcdReady   True     Ready    90s   1/1 members ready\n",
             "  team-a-apiserver-serving   kube-apiserver   2026-05-31T12:00:00Z   364\n",
             "  missing: team-a-etcd-peer\n",
@@ -501,5 +502,6 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+        assert!(!text.contains("EcdsaP256"), "the key algorithm in the spec's spelling, not Rust's:\n{text}");
     }
 }
