@@ -19,7 +19,8 @@ pub mod types {
     pub const ETCD_READY: &str = "EtcdReady";
     /// The kube-apiserver Deployment has all replicas available.
     pub const API_SERVER_READY: &str = "APIServerReady";
-    /// The kube-controller-manager Deployment has all replicas available.
+    /// The kube-controller-manager Deployment has all replicas available, the apiserver
+    /// is Ready and (with probes on) a controller manager holds a fresh leader Lease.
     pub const CONTROLLER_MANAGER_READY: &str = "ControllerManagerReady";
     /// The admin kubeconfig Secret exists.
     pub const KUBECONFIG_READY: &str = "KubeconfigReady";
@@ -61,6 +62,11 @@ pub mod reason {
     /// which held a new tenant's at 0 until its apiserver served, or scaled down by hand.
     /// The next pass scales it back to `spec.controllerManager.replicas`.
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+    /// The controller manager waits for the apiserver to be Ready: it works only through it.
+    pub const WAITING_FOR_API_SERVER: &str = "WaitingForAPIServer";
+    /// The controller manager runs and the apiserver is Ready, but no controller manager
+    /// has led yet (a new tenant's first leader election), or its Lease was not probed yet.
+    pub const WAITING_FOR_LEADER: &str = "WaitingForLeader";
 }
 
 /// Source of "now", injected so condition tests are deterministic.

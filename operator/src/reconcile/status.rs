@@ -5,6 +5,7 @@
 //! Event. The reconciler writes the status only when it differs from the current
 //! one, so a steady tenant costs no writes.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
@@ -92,6 +93,20 @@ pub fn component_conditions(
     health: &HealthVerdicts,
     etcd_scaling: Option<&ScalingProgress>,
 ) -> Vec<ConditionUpdate> {
+    let apiserver = with_probe(
+        workload_condition(
+            types::API_SERVER_READY,
+            "kube-apiserver Deployment",
+            observation.apiserver.as_ref(),
+            true,
+        ),
+        health.apiserver.as_ref(),
+    );
+    let controller_manager = controller_manager_condition(
+        observation.controller_manager.as_ref(),
+        apiserver.status == ConditionStatus::True,
+        health,
+    );
     vec![
         secrets_condition(types::PKI_READY, &pki_secrets(names), observation),
         with_scaling(
@@ -101,22 +116,14 @@ pub fn component_conditions(
             ),
             etcd_scaling,
         ),
-        with_probe(
-            workload_condition(
-                types::API_SERVER_READY,
-                "kube-apiserver Deployment",
-                observation.apiserver.as_ref(),
-                true,
-            ),
-            health.apiserver.as_ref(),
-        ),
-        with_probe(
-            controller_manager_condition(observation.controller_manager.as_ref()),
-            health.controller_manager.as_ref(),
-        ),
+        apiserver,
+        controller_manager,
         secrets_condition(types::KUBECONFIG_READY, &kubeconfig_secrets(names), observation),
     ]
 }
+
+/// How [`with_probe`] starts the message of a ready workload whose probe fails.
+const PROBE_FAILED_PREFIX: &str = "probe failed: ";
 
 /// Combines a workload condition with the component's probe verdict: True needs
 /// both. A ready workload whose probe fails is False with reason `ProbeFailed` and
@@ -127,7 +134,7 @@ pub fn with_probe(mut update: ConditionUpdate, verdict: Option<&Verdict>) -> Con
     if update.status == ConditionStatus::True && !verdict.healthy {
         update.status = ConditionStatus::False;
         update.reason = reason::PROBE_FAILED;
-        update.message = format!("probe failed: {} ({})", verdict.message, update.message);
+        update.message = format!("{PROBE_FAILED_PREFIX}{} ({})", verdict.message, update.message);
     } else {
         let label = if verdict.healthy { "probe" } else { "probe failed" };
         update.message = format!("{}; {label}: {}", update.message, verdict.message);
@@ -164,30 +171,91 @@ fn secrets_condition(type_: &'static str, required: &[String], observation: &Obs
     }
 }
 
+/// ControllerManagerReady: True only for a controller manager that can be doing its
+/// work, which it does through the apiserver, as the leader of its Lease.
+///
+/// Its pods' readiness is their own `/healthz`, which says neither that they reached
+/// the apiserver nor that one leads. On the workload alone a new tenant's controller
+/// manager was Ready before its apiserver; the first Lease probe then found no Lease
+/// ("never became leader") and took it back with a Warning Event, until it led. So:
+///
+/// - not found, or at 0 replicas (`ScaledToZero`: 0 of 0 replicas ready would
+///   otherwise be Ready, and a cluster without a controller manager reconciles
+///   nothing), it is False;
+/// - while `apiserver_ready` is false it is False (`WaitingForAPIServer`);
+/// - then the Lease probe decides ([`with_probe`]): True once it saw a fresh Lease.
+///   While probes run (the apiserver has a verdict) but the Lease probe has not
+///   concluded yet, it is False (`WaitingForLeader`). With probes off (no verdicts
+///   at all) the workload decides.
+///
+/// A failing Lease probe of a controller manager that never led is start-up, not
+/// failure; only the previous status can tell, so [`compute_status`] relabels it (see
+/// [`starting_controller_manager`]).
+fn controller_manager_condition(
+    readiness: Option<&WorkloadReadiness>,
+    apiserver_ready: bool,
+    health: &HealthVerdicts,
+) -> ConditionUpdate {
+    const WHAT: &str = "kube-controller-manager Deployment";
+    let type_ = types::CONTROLLER_MANAGER_READY;
+    let readiness = match readiness {
+        None => return workload_condition(type_, WHAT, None, true),
+        Some(readiness) if readiness.desired == 0 => {
+            return ConditionUpdate::new(
+                type_,
+                ConditionStatus::False,
+                reason::SCALED_TO_ZERO,
+                format!("{WHAT} scaled to 0 replicas"),
+            );
+        }
+        Some(readiness) => readiness,
+    };
+    let workload = workload_condition(type_, WHAT, Some(readiness), true);
+    if !apiserver_ready {
+        return ConditionUpdate::new(
+            type_,
+            ConditionStatus::False,
+            reason::WAITING_FOR_API_SERVER,
+            format!("waiting for the apiserver ({})", workload.message),
+        );
+    }
+    match &health.controller_manager {
+        None if workload.status == ConditionStatus::True && health.apiserver.is_some() => {
+            ConditionUpdate::new(
+                type_,
+                ConditionStatus::False,
+                reason::WAITING_FOR_LEADER,
+                format!("waiting for a leader: its Lease not probed yet ({})", workload.message),
+            )
+        }
+        verdict => with_probe(workload, verdict.as_ref()),
+    }
+}
+
+/// `update` for ControllerManagerReady given the condition `before` this pass: a
+/// failing Lease probe (`ProbeFailed`) of a controller manager that was neither
+/// Ready nor failing before is one that has not led yet, such as a new tenant's
+/// whose first election is still under way. It is reported as starting
+/// (`WaitingForLeader`), not failing; once it was Ready, a failing probe is a failure.
+fn starting_controller_manager(mut update: ConditionUpdate, before: Option<&Condition>) -> ConditionUpdate {
+    let led_or_failed = before.is_some_and(|before| {
+        before.status == ConditionStatus::True.as_str() || before.reason == reason::PROBE_FAILED
+    });
+    if update.type_ == types::CONTROLLER_MANAGER_READY
+        && update.reason == reason::PROBE_FAILED
+        && !led_or_failed
+    {
+        update.reason = reason::WAITING_FOR_LEADER;
+        let probe = update.message.strip_prefix(PROBE_FAILED_PREFIX).unwrap_or(&update.message);
+        update.message = format!("waiting for a leader: {probe}");
+    }
+    update
+}
+
 /// `surge_rollout`: the workload replaces pods by surging (a Deployment), so a rolling
 /// update with every wanted replica ready still serves and stays True. A StatefulSet
 /// deletes each member before recreating it; counting it ready between two members
 /// would only make the condition flap.
-/// ControllerManagerReady: the workload's readiness, except at 0 replicas, which 0 of 0
-/// replicas ready would otherwise call Ready: a cluster without a controller-manager
-/// reconciles nothing.
-fn controller_manager_condition(readiness: Option<&WorkloadReadiness>) -> ConditionUpdate {
-    match readiness {
-        Some(readiness) if readiness.desired == 0 => ConditionUpdate::new(
-            types::CONTROLLER_MANAGER_READY,
-            ConditionStatus::False,
-            reason::SCALED_TO_ZERO,
-            "kube-controller-manager Deployment scaled to 0 replicas".to_string(),
-        ),
-        readiness => workload_condition(
-            types::CONTROLLER_MANAGER_READY,
-            "kube-controller-manager Deployment",
-            readiness,
-            true,
-        ),
-    }
-}
-
 fn workload_condition(
     type_: &'static str,
     what: &str,
@@ -242,6 +310,10 @@ fn workload_condition(
 /// reaches a new `spec.version` only once the whole upgrade rolled out; until then the
 /// Ready message names the upgrade in progress.
 ///
+/// A controller manager whose Lease probe fails before it ever led is reported as
+/// starting, not failing ([`starting_controller_manager`]): a new tenant's
+/// ControllerManagerReady goes from False to True once, with no Warning Event.
+///
 /// `ready_override` replaces the computed Ready summary; the reconciler uses it to
 /// report a permanent error. A paused tenant keeps its computed Ready status but
 /// says so in the reason, so `kubectl describe` shows why nothing happens.
@@ -261,7 +333,8 @@ pub fn compute_status(
     let upgrading = version.as_deref().filter(|running| *running != spec_version);
     let mut conditions = current.conditions.clone();
     for update in component_updates {
-        set_condition(&mut conditions, update, generation, now);
+        let update = starting_controller_manager(update.clone(), find_condition(&conditions, update.type_));
+        set_condition(&mut conditions, &update, generation, now);
     }
     let overridden = ready_override.is_some();
     let mut ready = ready_override.unwrap_or_else(|| summarize_ready(&conditions));
@@ -544,7 +617,11 @@ mod tests {
             "3/3 replicas ready; probe: 1/1 members healthy, leader team-a-etcd-0, member list has 1"
         );
         let manager = updates.iter().find(|u| u.type_ == types::CONTROLLER_MANAGER_READY).expect("present");
-        assert_eq!(manager.message, "1/1 replicas ready", "no verdict: workload only");
+        assert_eq!(
+            (manager.status, manager.reason, manager.message.as_str()),
+            (ConditionStatus::False, "WaitingForAPIServer", "waiting for the apiserver (1/1 replicas ready)"),
+            "the apiserver's probe fails: the controller manager cannot be doing its work"
+        );
 
         let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
         let (status, changes) = compute_status(&tenant(Some(ready)), &updates, None, None, at(30));
@@ -569,6 +646,193 @@ mod tests {
             apiserver.message,
             "0/1 replicas ready, 1 updated; probe failed: /readyz: connection refused"
         );
+    }
+
+    fn controller_manager_of(updates: &[ConditionUpdate]) -> (ConditionStatus, &'static str, String) {
+        let update =
+            updates.iter().find(|update| update.type_ == types::CONTROLLER_MANAGER_READY).expect("present");
+        (update.status, update.reason, update.message.clone())
+    }
+
+    #[test]
+    fn without_probes_a_ready_controller_manager_waits_for_the_apiserver() {
+        let mut observation = healthy_observation();
+        observation.apiserver =
+            Some(WorkloadReadiness { desired: 1, ready: 0, updated: 1, observed_latest: true });
+        let updates = component_conditions(&names(), &observation, &HealthVerdicts::default(), None);
+        assert_eq!(
+            controller_manager_of(&updates),
+            (
+                ConditionStatus::False,
+                "WaitingForAPIServer",
+                "waiting for the apiserver (1/1 replicas ready)".to_string()
+            ),
+            "its Deployment is available, the apiserver is not"
+        );
+
+        let updates =
+            component_conditions(&names(), &healthy_observation(), &HealthVerdicts::default(), None);
+        assert_eq!(
+            controller_manager_of(&updates),
+            (ConditionStatus::True, "Ready", "1/1 replicas ready".to_string()),
+            "probes off: Deployment available and apiserver Ready"
+        );
+    }
+
+    #[test]
+    fn with_probes_a_controller_manager_is_ready_only_once_its_lease_was_seen() {
+        let apiserver_probed = HealthVerdicts {
+            apiserver: verdict(true, "/readyz ok through the Service, /livez ok on 1 pods"),
+            ..HealthVerdicts::default()
+        };
+        let updates = component_conditions(&names(), &healthy_observation(), &apiserver_probed, None);
+        assert_eq!(
+            controller_manager_of(&updates),
+            (
+                ConditionStatus::False,
+                "WaitingForLeader",
+                "waiting for a leader: its Lease not probed yet (1/1 replicas ready)".to_string()
+            )
+        );
+
+        let led = HealthVerdicts {
+            controller_manager: verdict(
+                true,
+                "leader Lease fresh: held by cm-0, renewed within its 15s duration",
+            ),
+            ..apiserver_probed
+        };
+        let updates = component_conditions(&names(), &healthy_observation(), &led, None);
+        let (status, reason, message) = controller_manager_of(&updates);
+        assert_eq!((status, reason), (ConditionStatus::True, "Ready"));
+        assert_eq!(
+            message,
+            "1/1 replicas ready; probe: leader Lease fresh: held by cm-0, renewed within its 15s duration"
+        );
+    }
+
+    /// A new tenant's start-up as the passes see it: the controller-manager's Deployment
+    /// is available before the apiserver is, and its first Lease probe finds no Lease.
+    #[test]
+    fn a_new_tenants_controller_manager_starts_without_claiming_ready_or_a_warning() {
+        let never_led = "no leader Lease: the controller manager never became leader";
+        let lease_fresh = "leader Lease fresh: held by cm-0, renewed within its 15s duration";
+        let apiserver_starting = {
+            let mut observation = healthy_observation();
+            observation.apiserver =
+                Some(WorkloadReadiness { desired: 1, ready: 0, updated: 1, observed_latest: true });
+            observation
+        };
+        let passes: [(Observation, HealthVerdicts); 4] = [
+            (Observation::default(), HealthVerdicts::default()),
+            (
+                apiserver_starting,
+                HealthVerdicts {
+                    etcd: verdict(true, "1/1 members healthy"),
+                    apiserver: verdict(false, "/readyz: connection refused"),
+                    controller_manager: None,
+                },
+            ),
+            (
+                healthy_observation(),
+                HealthVerdicts {
+                    etcd: verdict(true, "1/1 members healthy"),
+                    apiserver: verdict(true, "/readyz ok"),
+                    controller_manager: verdict(false, never_led),
+                },
+            ),
+            (
+                healthy_observation(),
+                HealthVerdicts {
+                    etcd: verdict(true, "1/1 members healthy"),
+                    apiserver: verdict(true, "/readyz ok"),
+                    controller_manager: verdict(true, lease_fresh),
+                },
+            ),
+        ];
+
+        let mut tenant = tenant(None);
+        let mut seen = Vec::new();
+        let mut all_changes = Vec::new();
+        for (second, (observation, health)) in (0..).step_by(10).zip(&passes) {
+            let updates = component_conditions(&names(), observation, health, None);
+            let (status, changes) = compute_status(
+                &tenant,
+                &updates,
+                observation.rollout.control_plane_version(),
+                None,
+                at(second),
+            );
+            let manager =
+                find_condition(&status.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
+            seen.push((manager.status.clone(), manager.reason.clone(), manager.message.clone()));
+            all_changes.extend(changes);
+            tenant.status = Some(status);
+        }
+
+        let seen: Vec<(&str, &str, &str)> =
+            seen.iter().map(|(status, reason, message)| (&**status, &**reason, &**message)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("False", "NotFound", "kube-controller-manager Deployment not found"),
+                ("False", "WaitingForAPIServer", "waiting for the apiserver (1/1 replicas ready)"),
+                (
+                    "False",
+                    "WaitingForLeader",
+                    "waiting for a leader: no leader Lease: the controller manager never became leader \
+                     (1/1 replicas ready)"
+                ),
+                (
+                    "True",
+                    "Ready",
+                    "1/1 replicas ready; probe: leader Lease fresh: held by cm-0, renewed within its 15s duration"
+                ),
+            ]
+        );
+        // The reconciler publishes a Warning for every flip to False and for Degraded.
+        let warnings: Vec<&StatusChange> = all_changes
+            .iter()
+            .filter(|change| {
+                matches!(
+                    change,
+                    StatusChange::ConditionFlipped { status: ConditionStatus::False, .. }
+                        | StatusChange::PhaseChanged { to: Phase::Degraded, .. }
+                )
+            })
+            .collect();
+        assert!(warnings.is_empty(), "a normal start-up warns of nothing: {warnings:?}");
+        assert!(all_changes.contains(&StatusChange::ConditionFlipped {
+            type_: "ControllerManagerReady".into(),
+            status: ConditionStatus::True,
+            reason: "Ready".into(),
+            message: format!("1/1 replicas ready; probe: {lease_fresh}"),
+        }));
+        assert_eq!(tenant.status.as_ref().and_then(|status| status.phase), Some(Phase::Ready));
+    }
+
+    #[test]
+    fn a_controller_manager_that_led_and_then_fails_its_probe_is_probe_failed_and_stays_so() {
+        let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
+        let stale = HealthVerdicts {
+            apiserver: verdict(true, "/readyz ok"),
+            controller_manager: verdict(
+                false,
+                "leader Lease stale: held by cm-0, not renewed within its 15s duration",
+            ),
+            ..HealthVerdicts::default()
+        };
+        let updates = component_conditions(&names(), &healthy_observation(), &stale, None);
+        let (failed, changes) = compute_status(&tenant(Some(ready)), &updates, None, None, at(30));
+        let manager = find_condition(&failed.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
+        assert_eq!((manager.status.as_str(), manager.reason.as_str()), ("False", "ProbeFailed"));
+        assert!(changes.iter().any(|change| matches!(change,
+            StatusChange::ConditionFlipped { type_, status: ConditionStatus::False, .. } if type_ == "ControllerManagerReady")));
+
+        let (still, changes) = compute_status(&tenant(Some(failed)), &updates, None, None, at(60));
+        let manager = find_condition(&still.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
+        assert_eq!(manager.reason, "ProbeFailed", "a failure does not turn into start-up on the next pass");
+        assert!(changes.is_empty(), "{changes:?}");
     }
 
     /// A Ready tenant at 1.34.2 whose spec was just bumped to 1.35.4 (generation 5).
