@@ -87,7 +87,13 @@ wrapper_module() {
 build_kubernetes_at() {
   local v=$1
   shift
-  if upstream_complete kubernetes "$v"; then log "kubernetes $v: cached"; return; fi
+  # Cached only when every wanted binary is there: the list grows (kubeadm joined it for
+  # worker hosts), and a cache built from a shorter list must not hide a missing binary.
+  local binary missing=()
+  for binary in "$@"; do
+    [[ -x "$(upstream_bin_dir kubernetes "$v")/$binary" ]] || missing+=("$binary")
+  done
+  if upstream_complete kubernetes "$v" && [[ ${#missing[@]} -eq 0 ]]; then log "kubernetes $v: cached"; return; fi
   local src minor major staging_version
   src=$(wrapper_module kubernetes "$v")
   major=${v#v}; major=${major%%.*}
@@ -104,7 +110,7 @@ build_kubernetes_at() {
       go mod edit -replace "$module=$module@$staging_version"
     done
   )
-  local ldflags="" key value binary packages=()
+  local ldflags="" key value packages=()
   for pair in "gitVersion=$v" "gitMajor=$major" "gitMinor=$minor" "gitTreeState=clean" \
               "buildDate=1970-01-01T00:00:00Z" "gitCommit=0000000000000000000000000000000000000000"; do
     key=${pair%%=*}; value=${pair#*=}
@@ -118,12 +124,13 @@ build_kubernetes_at() {
 # The meta cluster's own binaries, which are also the tenant images of KUBERNETES_VERSION.
 build_kubernetes() {
   build_kubernetes_at "$KUBERNETES_VERSION" \
-    kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+    kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
 }
 
-# The upgrade target: a tenant control plane only needs these two images.
+# The upgrade target: the tenant images that follow a tenant's version (control plane and
+# the kube-proxy addon). Workers keep the meta cluster's kubelet, within the skew policy.
 build_kubernetes_upgrade() {
-  build_kubernetes_at "$KUBERNETES_UPGRADE_VERSION" kube-apiserver kube-controller-manager
+  build_kubernetes_at "$KUBERNETES_UPGRADE_VERSION" kube-apiserver kube-controller-manager kube-scheduler kube-proxy
 }
 
 build_etcd() {

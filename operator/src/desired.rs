@@ -467,7 +467,7 @@ pub fn desired_state(
 }
 
 /// The etcd members to render: `running` (what the member list holds, see
-/// [`crate::health::scaling`]) for the StatefulSet and its initial cluster, and for
+/// [`crate::etcd::scaling`]) for the StatefulSet and its initial cluster, and for
 /// the apiserver's `--etcd-servers` the size etcd last settled at
 /// (`status.etcdMembers`), at most `spec.etcd.replicas`. So the apiserver rolls once
 /// per scaling: at the start of a scale-down, naming only the members that stay, and

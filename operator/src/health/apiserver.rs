@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 
 use super::ProbeOutcome;
-use super::transport::{Response, TlsClient};
+use crate::transport::{Response, TlsClient};
 
 /// What a probe of one apiserver pod found.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 
 use super::ProbeOutcome;
-use super::transport::{Response, TlsClient};
+use crate::transport::{Response, TlsClient};
 
 /// Namespace of the controller manager's Lease in the tenant.
 pub const LEASE_NAMESPACE: &str = "kube-system";

@@ -1,8 +1,9 @@
 //! Health of a tenant's running control plane, beyond what workload status says:
 //! probes of etcd, kube-apiserver and kube-controller-manager, debounced verdicts
-//! for the component conditions, the decision to restart a wedged apiserver pod,
-//! etcd member repair ([`membership`]) and scaling ([`scaling`]), which both act on
-//! what the etcd probe saw.
+//! for the component conditions and the decision to restart a wedged apiserver pod.
+//! What speaks to etcd (its gateway, membership repair, scaling) is
+//! [`crate::etcd`]'s; this module calls into it for etcd's probe and judges the
+//! answers ([`etcd::verdict`]).
 //!
 //! Workload status alone is not enough: a stopped (SIGSTOP) apiserver keeps its pod
 //! Running and Ready until the kubelet's probes give up (more than a minute with
@@ -18,9 +19,6 @@ pub mod apiserver;
 pub mod debounce;
 pub mod etcd;
 pub mod lease;
-pub mod membership;
-pub mod scaling;
-pub mod transport;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -33,13 +31,14 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
 use crate::api::TenantCluster;
+use crate::etcd::gateway;
 use crate::kubeconfig::ClientCredentials;
 use crate::names::{COMPONENT_LABEL, Component, TenantNames};
-use crate::resources::{APISERVER_PORT, CA_CERT_KEY, KUBECONFIG_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+use crate::resources::{APISERVER_PORT, KUBECONFIG_KEY};
+use crate::transport::TlsClient;
 
 pub use apiserver::PodProbe;
 pub use debounce::{DebounceThresholds, Debouncer};
-pub use transport::TlsClient;
 
 /// Default probe interval: often enough to heal within a minute, rare enough that a
 /// few hundred tenants cost a few requests per second.
@@ -118,7 +117,7 @@ pub struct ProbeReport {
     pub apiserver_pods: Vec<PodProbe>,
     /// What the etcd probe saw in detail, for the membership repair; `None` when
     /// etcd was not probed.
-    pub etcd_members: Option<membership::EtcdObservation>,
+    pub etcd_members: Option<crate::etcd::membership::EtcdObservation>,
 }
 
 /// The debounced state of one component, as the conditions show it.
@@ -337,7 +336,7 @@ impl ProbeCredentials {
                     .map(|tls| AdminAccess { tls })
                     .ok_or_else(|| "admin kubeconfig is unusable".to_string())
             });
-        Self { etcd: sources.etcd.and_then(etcd_tls_of), admin, fingerprint }
+        Self { etcd: sources.etcd.and_then(crate::etcd::healthcheck_client), admin, fingerprint }
     }
 
     /// Whether both were there and usable, so caching them saves their reads.
@@ -502,16 +501,16 @@ pub async fn probe_tenant(
         };
         let ips: BTreeMap<String, IpAddr> =
             etcd_pods.iter().filter_map(probe_target).map(|pod| (pod.name, pod.ip)).collect();
-        let targets = etcd::member_targets(names, etcd_probe.members, &ips);
-        let (reports, member_list) = etcd::probe(tls, &targets, timeout).await;
+        let targets = gateway::member_targets(names, etcd_probe.members, &ips);
+        let (reports, member_list) = gateway::member_answers(tls, &targets, timeout).await;
         let expected = usize::try_from(etcd_probe.expected).unwrap_or_default();
         let members = member_list.as_ref().map(|list| list.members.as_slice());
         let outcome = etcd::verdict(expected, &reports, members);
-        let observation = membership::EtcdObservation {
+        let observation = crate::etcd::membership::EtcdObservation {
             targets,
             reports,
             member_list,
-            pods: etcd_pods.iter().filter_map(membership::MemberPod::from_pod).collect(),
+            pods: etcd_pods.iter().filter_map(crate::etcd::membership::MemberPod::from_pod).collect(),
         };
         Some((outcome, Some(observation)))
     };
@@ -590,56 +589,6 @@ fn service_address(service: &Service) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, u16::try_from(port).ok()?))
 }
 
-/// Replaces an etcd member (see [`membership::replace_member`]) with the etcd
-/// healthcheck client certificate, which etcd lets manage membership (no auth is
-/// enabled; the client CA is the only gate). Returns the new member ID.
-pub async fn replace_etcd_member(
-    meta: &Client,
-    names: &TenantNames,
-    repair: &membership::MemberRepair,
-    timeout: Duration,
-) -> Result<u64, membership::MembershipError> {
-    let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
-    let tls = etcd_tls(&secrets, names).await.ok_or(membership::MembershipError::Credentials)?;
-    membership::replace_member(&tls, repair, timeout).await
-}
-
-/// Does the etcd call of a scaling step (see [`scaling::run_gateway_step`]) with the
-/// etcd healthcheck client certificate, as [`replace_etcd_member`] does.
-pub async fn scale_etcd(
-    meta: &Client,
-    names: &TenantNames,
-    step: &scaling::ScalingStep,
-    timeout: Duration,
-) -> Result<String, scaling::ScalingError> {
-    let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
-    let tls = etcd_tls(&secrets, names).await.ok_or_else(|| scaling::ScalingError {
-        call: "credentials",
-        reason: "no usable etcd client certificate".into(),
-    })?;
-    scaling::run_gateway_step(&tls, names, step, timeout).await
-}
-
-/// TLS client of the etcd healthcheck certificate; `None` when the Secret is not there (yet).
-async fn etcd_tls(secrets: &Api<Secret>, names: &TenantNames) -> Option<TlsClient> {
-    let secret = secrets.get_opt(&names.etcd_healthcheck_client_secret()).await.ok()??;
-    etcd_tls_of(&secret)
-}
-
-/// TLS client of the etcd healthcheck client certificate in `secret`; `None` when a
-/// key is missing or the certificate is unusable (logged).
-fn etcd_tls_of(secret: &Secret) -> Option<TlsClient> {
-    let data = secret.data.as_ref()?;
-    let value = |key: &str| data.get(key).map(|bytes| bytes.0.as_slice());
-    match TlsClient::new(value(CA_CERT_KEY)?, value(TLS_CERT_KEY)?, value(TLS_PRIVATE_KEY_KEY)?) {
-        Ok(tls) => Some(tls),
-        Err(error) => {
-            tracing::warn!(%error, "etcd healthcheck client certificate is unusable");
-            None
-        }
-    }
-}
-
 /// The probe target of a pod that should answer: Running, every container started
 /// (past its startup probe), not being deleted, with an IP and a UID.
 pub fn probe_target(pod: &Pod) -> Option<apiserver::PodTarget> {
@@ -667,6 +616,7 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
+    use crate::resources::CA_CERT_KEY;
 
     const SETTINGS: HealthSettings =
         HealthSettings { interval: Some(Duration::from_secs(10)), timeout: DEFAULT_TIMEOUT };

@@ -20,11 +20,17 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::compact::Compact;
+use super::context::Context;
+use super::observe::{OwnedCache, read};
 use crate::api::{TenantCluster, TenantClusterStatus};
+use crate::desired::{DesiredObject, DesiredState};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, WriteVerb};
 use crate::names::FIELD_MANAGER;
 use crate::reconcile::conditions::status_equivalent;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::Store;
 
 /// Annotation holding the SHA-256 of the object as Nestor last applied it.
 pub const APPLIED_HASH_ANNOTATION: &str = "nestor.dev/applied-hash";
@@ -292,6 +298,70 @@ pub fn status_merge_patch(
         }
     }
     Ok(serde_json::json!({ "status": status }))
+}
+
+/// Server-side applies one desired object (skipped when the live object already matches).
+/// Secrets are compared with `listed_secrets`, read at the start of the pass; the other
+/// kinds are read one by one. A Secret of key material the pass loaded is only updated,
+/// never re-created: see [`Error::KeyMaterialGone`].
+pub(super) async fn apply_object(
+    object: &DesiredObject,
+    desired: &DesiredState,
+    listed_secrets: &[Secret],
+    cache: Option<&OwnedCache>,
+    ctx: &Context,
+) -> Result<ApplyOutcome> {
+    let (client, metrics) = (&ctx.client, ctx.metrics.as_ref());
+    let existing =
+        if desired.loaded_key_secrets.contains(object.name()) { Existing::Only } else { Existing::OrCreate };
+    let outcome = match object {
+        DesiredObject::Secret(object) => {
+            let live = listed_secrets.iter().find(|secret| secret.metadata.name == object.metadata.name);
+            apply_over(client, object, live, existing, metrics).await
+        }
+        DesiredObject::ConfigMap(object) => {
+            apply_read(client, cache.map(|c| &c.config_maps), object, existing, metrics).await
+        }
+        DesiredObject::Service(object) => {
+            apply_read(client, cache.map(|c| &c.services), object, existing, metrics).await
+        }
+        DesiredObject::StatefulSet(object) => {
+            apply_read(client, cache.map(|c| &c.statefulsets), object, existing, metrics).await
+        }
+        DesiredObject::Deployment(object) => {
+            apply_read(client, cache.map(|c| &c.deployments), object, existing, metrics).await
+        }
+        DesiredObject::NetworkPolicy(object) => {
+            apply_read(client, cache.map(|c| &c.network_policies), object, existing, metrics).await
+        }
+    }?;
+    if outcome == ApplyOutcome::Missing {
+        return Err(Error::KeyMaterialGone { secret: object.name().to_string() });
+    }
+    Ok(outcome)
+}
+
+/// [`apply::apply_over`] of `object` against its live copy: from `store` when the
+/// controller caches the kind, else read by a GET (see [`read`]).
+async fn apply_read<K>(
+    client: &Client,
+    store: Option<&Store<Compact<K>>>,
+    object: &K,
+    existing: Existing,
+    metrics: &Metrics,
+) -> Result<ApplyOutcome>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace =
+        object.meta().namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let name = object.meta().name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let live = read(client, store, namespace, name).await?;
+    apply_over(client, object, live.as_ref(), existing, metrics).await
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ use super::conditions::{ConditionStatus, find_condition, is_condition_true, type
 use super::observe::{OwnedCache, PodsByTenant, read, tenant_pods};
 use super::{Context, names_of};
 use crate::api::{TenantCluster, TenantClusterStatus};
-use crate::health::{EtcdProbe, ProbeOutcome, ProbeReport, apiserver_address, membership, probe_tenant};
+use crate::etcd::membership;
+use crate::health::{EtcdProbe, ProbeOutcome, ProbeReport, apiserver_address, probe_tenant};
 
 /// Tenants probed at once. A probe is mostly waiting on the network (reads of the
 /// meta cluster, HTTPS to the tenant with a timeout), so more than the reconciler's

@@ -438,8 +438,8 @@ mod tests {
         // What the probes derive from a pod is the same before and after.
         assert_eq!(crate::health::probe_target(&pruned), crate::health::probe_target(&pod));
         assert_eq!(
-            crate::health::membership::MemberPod::from_pod(&pruned),
-            crate::health::membership::MemberPod::from_pod(&pod)
+            crate::etcd::membership::MemberPod::from_pod(&pruned),
+            crate::etcd::membership::MemberPod::from_pod(&pod)
         );
         let _ = PodStatus::default();
     }

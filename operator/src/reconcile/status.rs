@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{Phase, TenantCluster, TenantClusterStatus};
-use crate::health::scaling::ScalingProgress;
+use crate::etcd::scaling::ScalingProgress;
 use crate::health::{HealthVerdicts, Verdict};
 use crate::names::TenantNames;
 use crate::reconcile::conditions::{

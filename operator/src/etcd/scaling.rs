@@ -42,11 +42,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::etcd::{Member, MemberTarget, gateway_call};
+use super::gateway::{Member, MemberTarget, gateway_call};
 use super::membership::{EtcdObservation, MemberPod};
-use super::transport::TlsClient;
 use crate::names::TenantNames;
 use crate::resources::etcd_peer_url;
+use crate::transport::TlsClient;
 
 /// Ordinals looked for in peer URLs: more than the five members the API allows.
 const MAX_ORDINAL: i32 = 16;
@@ -521,7 +521,7 @@ pub async fn run_gateway_step(
 mod tests {
     use jiff::Timestamp;
 
-    use super::super::etcd::{
+    use super::super::gateway::{
         HealthResponse, MemberAnswer, MemberListResponse, MemberReport, ResponseHeader, StatusResponse,
     };
     use super::*;

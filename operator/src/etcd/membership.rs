@@ -22,10 +22,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
-use super::etcd::{Member, MemberListResponse, MemberReport, MemberTarget, gateway_call};
-use super::transport::TlsClient;
+use super::gateway::{Member, MemberListResponse, MemberReport, MemberTarget, gateway_call};
 use crate::names::TenantNames;
 use crate::resources::etcd_peer_url;
+use crate::transport::TlsClient;
 
 /// Shortest time a member pod must have been not Ready before it is repaired: a
 /// member restarting with its data rejoins in seconds, and a fresh cluster's members
@@ -263,7 +263,7 @@ pub async fn replace_member(
 
 #[cfg(test)]
 mod tests {
-    use super::super::etcd::{HealthResponse, MemberAnswer, ResponseHeader, StatusResponse};
+    use super::super::gateway::{HealthResponse, MemberAnswer, ResponseHeader, StatusResponse};
     use super::*;
 
     const LEADER: u64 = 100;

@@ -1,0 +1,239 @@
+//! The actions a pass takes on what the probes found: restart an apiserver pod that
+//! stopped answering, replace an etcd member that lost its data, and take one etcd
+//! scaling step. The decisions are pure and live elsewhere ([`crate::health`] for the
+//! debounce and the wedged pod, [`crate::etcd::membership`] and
+//! [`crate::etcd::scaling`] for etcd); this module carries them out against the meta
+//! cluster and tenant etcd, and says so in Events. None of them fails the pass: a
+//! failed action is logged, and the next pass decides again from what it sees.
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+
+use super::context::Context;
+use super::events::{publish, truncate_note};
+use crate::api::TenantCluster;
+use crate::etcd::membership::{self, MemberRepair, MembershipError};
+use crate::etcd::scaling::ScalingStep;
+use crate::health::{HealthVerdicts, PodRestart, ProbeReport};
+use crate::metrics::WriteVerb;
+use crate::names::TenantNames;
+
+/// After an etcd member replacement, no other for this many broken-member thresholds.
+const MEMBER_REPAIR_COOLDOWN_FACTOR: u32 = 3;
+
+/// Feeds a probe pass to the tenant's debounce state and, unless the tenant is
+/// paused, restarts an apiserver pod that stopped answering and replaces an etcd
+/// member (of the `etcd_members` the StatefulSet runs) that lost its data. Probe
+/// failures are results, not errors: this never fails the pass. Also returns etcd's
+/// cluster ID when etcd answered healthy, and whether an etcd member was replaced.
+pub(super) async fn heal(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    report: Option<&ProbeReport>,
+    etcd_members: i32,
+    ctx: &Context,
+) -> (HealthVerdicts, Option<String>, bool) {
+    let key = ObjectRef::from_obj(tenant);
+    let (Some(interval), Some(report)) = (ctx.health_settings.interval, report) else {
+        return (HealthVerdicts::default(), None, false);
+    };
+    let (verdicts, restart) = ctx.health.record(&key, report, ctx.clock.now(), &ctx.health_settings);
+    if let Some(restart) = restart {
+        if tenant.spec.paused {
+            tracing::info!(pod = %restart.name, error = %restart.error, "apiserver pod not answering; paused, not restarting it");
+        } else {
+            restart_apiserver_pod(tenant, names, &restart, ctx).await;
+        }
+    }
+    let etcd_healthy = report.etcd.as_ref().is_some_and(crate::health::ProbeOutcome::is_healthy);
+    let cluster_id = report.etcd_members.as_ref().filter(|_| etcd_healthy).and_then(|seen| seen.cluster_id());
+    // Only once the cluster formed (and the members' ConfigMap, applied earlier in this
+    // pass, says `existing`): a re-added member must join, not bootstrap.
+    let formed = tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
+    if let (Some(observation), true, false) = (&report.etcd_members, formed, tenant.spec.paused) {
+        let threshold = membership::broken_threshold(interval);
+        let now = ctx.clock.now();
+        let cooling_down = ctx
+            .member_repairs
+            .lock()
+            .map(|repairs| {
+                repairs.get(&key).is_some_and(|last| {
+                    now.duration_since(*last)
+                        < jiff::SignedDuration::try_from(threshold * MEMBER_REPAIR_COOLDOWN_FACTOR)
+                            .unwrap_or_default()
+                })
+            })
+            .unwrap_or(false);
+        let repair =
+            membership::decide(names, etcd_members, observation, now, threshold).filter(|_| !cooling_down);
+        if let Some(repair) = repair {
+            replace_etcd_member_pod(tenant, names, &repair, ctx).await;
+            if let Ok(mut repairs) = ctx.member_repairs.lock() {
+                repairs.insert(key.clone(), now);
+            }
+            return (verdicts, cluster_id, true);
+        }
+    }
+    (verdicts, cluster_id, false)
+}
+
+/// Takes one scaling step (see [`crate::etcd::scaling`]): a gateway call through
+/// the etcd healthcheck client certificate, or the deletion of a removed member's
+/// claim. A failure changes nothing the next pass cannot decide again from the
+/// member list, so it is logged, not propagated.
+pub(super) async fn run_scaling_step(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    step: &ScalingStep,
+    ctx: &Context,
+) {
+    tracing::info!(step = %step.describe(names), "scaling etcd");
+    let note = match step {
+        ScalingStep::DeleteClaim { claim, .. } => {
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+            match claims.delete(claim, &DeleteParams::background()).await {
+                Ok(_) => {
+                    ctx.metrics.record_write("PersistentVolumeClaim", WriteVerb::Delete);
+                    step.describe(names)
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => return,
+                Err(error) => {
+                    tracing::warn!(%claim, %error, "cannot delete the removed etcd member's claim");
+                    return;
+                }
+            }
+        }
+        _ => {
+            match crate::etcd::take_scaling_step(&ctx.client, names, step, ctx.health_settings.timeout).await
+            {
+                Ok(note) => {
+                    let verb = match step {
+                        ScalingStep::Remove { .. } => WriteVerb::Delete,
+                        _ => WriteVerb::Apply,
+                    };
+                    ctx.metrics.record_write("EtcdMember", verb);
+                    note
+                }
+                Err(error) => {
+                    // Promotion fails until the learner caught up; that is expected.
+                    tracing::info!(%error, step = %step.describe(names), "etcd scaling step not taken");
+                    return;
+                }
+            }
+        }
+    };
+    tracing::info!(%note, "scaled etcd");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: step.event_reason().into(),
+        note: Some(truncate_note(note)),
+        action: "Scale".into(),
+        secondary: None,
+    };
+    publish(tenant, &event, ctx).await;
+}
+
+/// Replaces a broken etcd member: member remove and add through a healthy member,
+/// then deletes its pod (UID precondition) so it restarts empty and joins.
+async fn replace_etcd_member_pod(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    repair: &MemberRepair,
+    ctx: &Context,
+) {
+    tracing::warn!(member = %repair.pod_name, reason = %repair.reason, "replacing etcd member");
+    let new_id =
+        match crate::etcd::replace_member(&ctx.client, names, repair, ctx.health_settings.timeout).await {
+            Ok(new_id) => new_id,
+            Err(error) => {
+                // A failed remove changed nothing; a failed add leaves the member unlisted,
+                // which the next pass sees and completes with an add.
+                if !matches!(error, MembershipError::Remove { .. } | MembershipError::Credentials) {
+                    ctx.metrics.record_write("EtcdMember", WriteVerb::Delete);
+                }
+                tracing::warn!(member = %repair.pod_name, %error, "cannot replace etcd member");
+                return;
+            }
+        };
+    if repair.old_member_id.is_some() {
+        ctx.metrics.record_write("EtcdMember", WriteVerb::Delete);
+    }
+    ctx.metrics.record_write("EtcdMember", WriteVerb::Apply);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(repair.pod_uid.clone()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(&repair.pod_name, &params).await {
+        Ok(_) => ctx.metrics.record_write("Pod", WriteVerb::Delete),
+        // Gone or replaced meanwhile: its replacement starts with the new membership anyway.
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+        Err(error) => {
+            tracing::warn!(pod = %repair.pod_name, %error, "cannot delete the replaced etcd member's pod")
+        }
+    }
+    let old = repair.old_member_id.map_or_else(|| "none".to_string(), |id| format!("{id:x}"));
+    let note = format!(
+        "etcd member {} replaced: old ID {old}, new ID {new_id:x}; {}",
+        repair.pod_name, repair.reason
+    );
+    tracing::warn!(member = %repair.pod_name, %note, "replaced etcd member");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "EtcdMemberReplaced".into(),
+        note: Some(truncate_note(note)),
+        action: "Heal".into(),
+        secondary: None,
+    };
+    publish(tenant, &event, ctx).await;
+}
+
+/// Grace period when deleting a wedged apiserver pod (not 0: that would remove the
+/// pod object before the kubelet has stopped its containers).
+const WEDGED_POD_GRACE_SECONDS: u32 = 1;
+
+/// Deletes an apiserver pod whose `/livez` failed for too long; its Deployment
+/// recreates it. Conditioned on the UID, so a replacement that took the name is safe.
+async fn restart_apiserver_pod(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    restart: &PodRestart,
+    ctx: &Context,
+) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(restart.uid.clone()), resource_version: None }),
+        // A process that has not answered for this long drains nothing: skip the
+        // apiserver's shutdown delay and free its resources for the replacement.
+        grace_period_seconds: Some(WEDGED_POD_GRACE_SECONDS),
+        ..DeleteParams::default()
+    };
+    let reason = format!(
+        "pod {} did not answer /livez for {}s while Running ({}); deleted so its Deployment replaces it",
+        restart.name,
+        restart.failing_for.as_secs(),
+        restart.error
+    );
+    match pods.delete(&restart.name, &params).await {
+        Ok(_) => {
+            ctx.metrics.record_write("Pod", WriteVerb::Delete);
+            tracing::warn!(pod = %restart.name, %reason, "restarted apiserver pod");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "RestartedAPIServerPod".into(),
+                note: Some(truncate_note(reason)),
+                action: "Heal".into(),
+                secondary: None,
+            };
+            publish(tenant, &event, ctx).await;
+        }
+        // Gone or replaced meanwhile: nothing left to heal.
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+        Err(error) => {
+            tracing::warn!(pod = %restart.name, %error, "cannot delete the unresponsive apiserver pod")
+        }
+    }
+}
