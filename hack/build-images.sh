@@ -73,8 +73,9 @@ main() {
   for component in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
     image "$component" "$KUBERNETES_VERSION" "[\"/usr/local/bin/$component\"]" "$k8s/$component"
   done
-  # The upgrade target: a tenant control plane at KUBERNETES_UPGRADE_VERSION.
-  for component in kube-apiserver kube-controller-manager; do
+  # The upgrade target: a tenant control plane (and its kube-proxy addon) at
+  # KUBERNETES_UPGRADE_VERSION.
+  for component in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
     image "$component" "$KUBERNETES_UPGRADE_VERSION" "[\"/usr/local/bin/$component\"]" "$k8s_upgrade/$component"
   done
   # The upstream etcd image tag carries a "-0" revision suffix (registry.k8s.io/etcd:3.6.5-0).
