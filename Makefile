@@ -2,10 +2,13 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo test unit bench bench-scale bench-density meta-up meta-down meta-status upstream images operator-image crds lint
+.PHONY: help install demo test unit bench bench-scale bench-density meta-up meta-down meta-status upstream images operator-image crds lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+install: ## build the nestor CLI (and operator) and put it in ~/.cargo/bin
+	cargo install --path operator --locked
 
 demo: ## start the local meta cluster and the operator, create examples/tenant.yaml, print its namespaces
 	hack/demo.sh

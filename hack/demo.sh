@@ -7,6 +7,7 @@
 #   3. deploy the operator (deploy/: CRD, RBAC, a 2-replica Deployment)
 #   4. create the TenantCluster of examples/tenant.yaml and follow it to Ready
 #   5. fetch its admin kubeconfig and list the tenant's namespaces through it
+#   6. say where the nestor CLI is (the release build of step 2)
 #
 # Re-running is safe: every step is idempotent, and a changed operator rolls out
 # (the Deployment names the image by its sha tag).
@@ -115,6 +116,9 @@ main() {
   meta_kubectl --kubeconfig "$kubeconfig" config set-cluster "$cluster" \
     --server="https://$cluster_ip:${endpoint##*:}" --tls-server-name="$server_host" >/dev/null
 
+  # The nestor CLI: the release binary hack/build-operator-image.sh built (or packed) for the image.
+  local cli=${NESTOR_OPERATOR_BINARY:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/nestor}
+
   step "the tenant's namespaces, through its admin kubeconfig:"
   "$(k8s_bin kubectl)" --kubeconfig "$kubeconfig" get namespaces
 
@@ -135,6 +139,10 @@ Inside the meta cluster the Secret's kubeconfig works as is. Watch the tenant wi
   kubectl --kubeconfig $META_KUBECONFIG -n $namespace get tenantcluster,pods
 and remove it with
   kubectl --kubeconfig $META_KUBECONFIG delete -f ${TENANT_MANIFEST#"$REPO_ROOT"/}
+
+The nestor CLI is the binary the operator image was built from, $cli
+('make install' puts nestor in ~/.cargo/bin):
+  $cli --kubeconfig $META_KUBECONFIG -n $namespace describe $name
 EOF
 }
 
