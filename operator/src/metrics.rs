@@ -3,12 +3,16 @@
 //! `nestor_api_writes_total` counts every write the reconcile path sends to the
 //! API server (applies, status patches, finalizer patches, Events). It is the
 //! measurable side of "an unchanged tenant costs zero writes". Lease renewals of
-//! leader election are not counted: they happen whether or not tenants change.
+//! leader election and of the scope Lease are not counted: they happen whether or not
+//! tenants change.
 //!
 //! `nestor_reconciles_waiting` and `nestor_reconcile_wait_seconds` show a saturated
-//! operator: how many passes wait for their turn now, and how long each waited (see
-//! `reconcile::Context::passes`), as client-go's work queue depth and queue duration
-//! do for Go controllers.
+//! operator: how many passes wait for their turn now, and how long each waited (the
+//! reconciler's own first-come-first-served bound on passes in flight), as client-go's
+//! work queue depth and queue duration do for Go controllers.
+//!
+//! `nestor_tenants_deferred` counts the tenants an operator that watches every
+//! namespace leaves to one that watches only theirs.
 //!
 //! `nestor_api_requests_total` counts every request the operator's meta-cluster
 //! client sends, reads and watches included, by verb: it is the load the operator
@@ -132,6 +136,7 @@ pub struct Metrics {
     tenants: Family<PhaseLabels, Gauge>,
     health_probes: Counter,
     health_triggers: Family<TriggerLabels, Counter>,
+    tenants_deferred: Gauge,
     /// Sum of `api_writes` over all labels, for tests and logs.
     writes: AtomicU64,
     /// The controller's cache of TenantClusters, set once the controller runs (only the
@@ -227,6 +232,12 @@ impl Metrics {
             "Reconciliations the health monitor asked for, by what its probe found",
             health_triggers.clone(),
         );
+        let tenants_deferred = Gauge::default();
+        registry.register(
+            "tenants_deferred",
+            "Tenants this operator leaves to an operator that watches only their namespace",
+            tenants_deferred.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -239,6 +250,7 @@ impl Metrics {
             tenants,
             health_probes,
             health_triggers,
+            tenants_deferred,
             writes: AtomicU64::new(0),
             tenant_store: OnceLock::new(),
         }
@@ -250,6 +262,11 @@ impl Metrics {
         if let Some(reason) = triggered {
             self.health_triggers.get_or_create(&TriggerLabels { reason }).inc();
         }
+    }
+
+    /// Sets how many tenants this operator leaves to a namespace-scoped one.
+    pub fn set_tenants_deferred(&self, count: usize) {
+        self.tenants_deferred.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Records one finished reconciliation and how long it took.

@@ -729,3 +729,96 @@ async fn loaded_key_material_is_updated_but_never_recreated() {
     })
     .await;
 }
+
+/// Two operators whose scopes overlap (one watching every namespace, one watching only the
+/// test's) must not take turns rewriting the tenant: the narrower one reconciles it, the
+/// wide one says so once and leaves it alone, and takes it back once the narrow one is gone.
+#[tokio::test]
+async fn overlapping_operators_leave_a_tenant_to_the_narrower_one() {
+    use k8s_openapi::api::events::v1::Event;
+    use nestor::reconcile::scope::SCOPE_LEASE_DURATION;
+
+    in_namespace("overlap", async |ns| {
+        let started = std::time::Instant::now();
+        let mut narrow = Operator::start(&ns.name, "overlap-narrow").await;
+        ns.create_tenant(TENANT, runnable_spec()).await;
+        let names = ns.names(TENANT);
+        ns.wait_for_objects(TENANT, &expected_objects(&names)).await;
+        wait_for_complete_status(&ns, TENANT).await;
+        narrow.wait_until_quiet(Duration::from_secs(5)).await;
+        let before = resource_versions(&ns).await;
+        eprintln!("narrow operator settled the tenant after {:?}", started.elapsed());
+
+        let wide = Operator::start_watching_every_namespace("overlap-wide").await;
+        let events = ns.api::<Event>();
+        let deferrals = async || -> Result<usize, String> {
+            let list = events.list(&ListParams::default()).await.map_err(|error| error.to_string())?;
+            Ok(list
+                .items
+                .iter()
+                .filter(|event| event.reason.as_deref() == Some("ReconciledElsewhere"))
+                .count())
+        };
+        wait_for("the wide operator to say it leaves the tenant alone", MAX_WAIT, async || match deferrals()
+            .await?
+        {
+            0 => Err(format!("no ReconciledElsewhere Event yet; {}", wide.metrics().await?.summary())),
+            _ => Ok(()),
+        })
+        .await;
+        let deferred_at = started.elapsed();
+        // Long enough for the wide operator's passes, probes and requeues to come round.
+        tokio::time::sleep(SCOPE_LEASE_DURATION + Duration::from_secs(5)).await;
+        assert_eq!(resource_versions(&ns).await, before, "no owned object was rewritten while both ran");
+        assert_eq!(deferrals().await.expect("events"), 1, "said once, not once per pass");
+        let metrics = wide.metrics().await.expect("wide operator metrics");
+        assert!(metrics.sum("nestor_tenants_deferred") >= 1.0, "{}", metrics.summary());
+        eprintln!("wide operator deferred at {deferred_at:?}, nothing rewritten since");
+
+        // The narrow operator dies without a word: its Lease goes stale and the wide one
+        // takes the tenant back, which shows as drift repair.
+        narrow.kill();
+        let killed_at = std::time::Instant::now();
+        let deployments = ns.api::<Deployment>();
+        deployments
+            .delete(&names.controller_manager(), &DeleteParams::default())
+            .await
+            .expect("delete the controller-manager Deployment");
+        wait_for(
+            "the wide operator to take the tenant back and recreate the Deployment",
+            MAX_WAIT,
+            async || match deployments
+                .get_opt(&names.controller_manager())
+                .await
+                .map_err(|error| error.to_string())?
+            {
+                Some(deployment) if deployment.metadata.deletion_timestamp.is_none() => Ok(()),
+                _ => Err(wide.log_tail()),
+            },
+        )
+        .await;
+        eprintln!(
+            "wide operator took the tenant back {:?} after the narrow one was killed",
+            killed_at.elapsed()
+        );
+    })
+    .await;
+}
+
+/// Every owned object of the test's tenant by kind and name, with what moves when its
+/// content is written: the generation of objects that have one (workloads, whose status
+/// moves on its own), else the resourceVersion.
+async fn resource_versions(ns: &TestNamespace) -> BTreeMap<String, String> {
+    ns.labelled_objects(TENANT)
+        .await
+        .expect("owned objects")
+        .into_iter()
+        .map(|(key, meta)| {
+            let version = match meta.generation {
+                Some(generation) => format!("generation {generation}"),
+                None => format!("resourceVersion {}", meta.resource_version.unwrap_or_default()),
+            };
+            (format!("{key:?}"), version)
+        })
+        .collect()
+}

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -75,6 +76,12 @@ pub struct Context {
     /// waiting at start-up, the pass was never woken, and a restarted operator sat
     /// idle with its tenant unreconciled (seen in `restarted_operator_neither_...`).
     pub(super) owned_filled: tokio::sync::watch::Sender<Option<bool>>,
+    /// The scope Leases of namespace-scoped operators, for an operator that watches
+    /// every namespace (see [`super::scope`]); `None` otherwise and outside a run.
+    pub(super) scope_leases: std::sync::RwLock<Option<Store<Lease>>>,
+    /// The tenants this operator leaves to a namespace-scoped one, so that it says so
+    /// once per tenant, not once per pass.
+    pub(super) deferred: std::sync::Mutex<std::collections::HashSet<ObjectRef<TenantCluster>>>,
 }
 
 impl Context {
@@ -104,6 +111,8 @@ impl Context {
             owned: std::sync::RwLock::new(None),
             tenants: std::sync::RwLock::new(None),
             owned_filled: tokio::sync::watch::Sender::new(None),
+            scope_leases: std::sync::RwLock::new(None),
+            deferred: Default::default(),
         }
     }
 
@@ -125,6 +134,25 @@ impl Context {
         let mut filled = self.owned_filled.subscribe();
         let filled = *filled.wait_for(Option::is_some).await.ok()?;
         filled.and_then(|filled| filled.then_some(cache))
+    }
+
+    /// The operator that reconciles `tenant` instead of this one: the holder of a fresh
+    /// scope Lease in its namespace, for an operator that watches every namespace (see
+    /// [`super::scope`]). `None`: this operator reconciles it.
+    pub(super) fn claimed_elsewhere(&self, tenant: &TenantCluster) -> Option<String> {
+        let leases = self.scope_leases.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let namespace = tenant.metadata.namespace.as_deref()?;
+        super::scope::claimed_by(leases.as_ref()?, namespace, self.clock.now())
+    }
+
+    /// Records whether `tenant` is left to another operator; true when that just
+    /// changed to "left" (time to say so).
+    pub(super) fn note_deferred(&self, tenant: &TenantCluster, deferred: bool) -> bool {
+        let key = ObjectRef::from_obj(tenant);
+        let mut set = self.deferred.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = if deferred { set.insert(key) } else { set.remove(&key) };
+        self.metrics.set_tenants_deferred(set.len());
+        changed && deferred
     }
 
     /// The same context with another bound on passes in flight (at least one).

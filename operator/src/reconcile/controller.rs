@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::PartialObjectMeta;
@@ -26,10 +27,11 @@ use super::backoff::PERMANENT_ERROR_REQUEUE;
 use super::cleanup::cleanup_tenant;
 use super::compact::Compact;
 use super::context::Context;
-use super::events::report_permanent_error;
+use super::events::{report_deferral, report_permanent_error};
 use super::monitor;
 use super::observe::{self, OwnedCache};
 use super::pass::apply_tenant;
+use super::scope;
 use crate::api::TenantCluster;
 use crate::error::{Error, Result};
 use crate::metrics::WriteVerb;
@@ -53,7 +55,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         }
     };
     let client = ctx.client.clone();
-    let namespace = ctx.watch_namespace.as_deref();
+    let watch_namespace = ctx.watch_namespace.clone();
+    let namespace = watch_namespace.as_deref();
     // The health monitor asks for passes through this channel (see [`monitor`](super::monitor)).
     let (probe_trigger, probe_requests) = futures::channel::mpsc::unbounded();
     let (config_maps, config_map_events) = owned_watch::<ConfigMap>(&client, namespace);
@@ -86,6 +89,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     *ctx.owned.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(owned);
     let (tenants, tenant_writer) = kube::runtime::reflector::store();
     *ctx.tenants.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tenants.clone());
+    // Overlapping scopes (see [`super::scope`]): a namespace-scoped operator announces
+    // its namespace, one that watches every namespace keeps the announcements.
+    let scope_task = match namespace {
+        Some(namespace) => tokio::spawn(scope::hold_scope_lease(
+            client.clone(),
+            namespace.to_string(),
+            crate::leader::default_identity(),
+        )),
+        None => {
+            let (leases, lease_changes) =
+                reflected_watch::<Lease>(&client, None, scope::SCOPE_LEASE_SELECTOR, clear_managed_fields);
+            *ctx.scope_leases.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(leases);
+            keep_current(lease_changes)
+        }
+    };
     let tenant_changes = {
         use kube::runtime::WatchStreamExt;
         watcher(scoped_api::<TenantCluster>(&client, namespace), watcher::Config::default())
@@ -128,6 +146,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     monitor.abort();
     for watch in cache_watches {
         watch.abort();
+    }
+    scope_task.abort();
+    if let Some(namespace) = namespace {
+        scope::release_scope_lease(client.clone(), namespace).await;
     }
 }
 
@@ -259,6 +281,22 @@ where
 /// One pass over one TenantCluster.
 #[tracing::instrument(skip_all, fields(namespace = tenant.namespace(), name = tenant.name_any()))]
 async fn reconcile(tenant: Arc<TenantCluster>, ctx: Arc<Context>) -> Result<Action> {
+    if let Some(holder) = ctx.claimed_elsewhere(&tenant) {
+        if ctx.note_deferred(&tenant, true) {
+            report_deferral(&tenant, &holder, &ctx).await;
+        }
+        // Nothing is read or written; look again once the other operator's Lease could
+        // have gone stale.
+        return Ok(Action::requeue(scope::SCOPE_LEASE_DURATION));
+    }
+    if ctx.deferred.lock().is_ok_and(|deferred| deferred.contains(&ObjectRef::from_obj(tenant.as_ref()))) {
+        ctx.note_deferred(&tenant, false);
+        tracing::info!(
+            namespace = tenant.namespace(),
+            name = tenant.name_any(),
+            "the namespace-scoped operator is gone: reconciling this tenant again"
+        );
+    }
     let waiting = ctx.metrics.pass_waiting();
     // Closed when the controller shuts down: a pass still waiting then is dropped.
     let Ok(_turn) = ctx.passes.acquire().await else { return Ok(Action::await_change()) };

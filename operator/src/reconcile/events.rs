@@ -44,6 +44,25 @@ pub(super) async fn report_permanent_error(tenant: &TenantCluster, error: &Error
     }
 }
 
+/// Says once that `tenant` is left to the namespace-scoped operator `holder` (see
+/// [`super::scope`]): an Event and a log line.
+pub(super) async fn report_deferral(tenant: &TenantCluster, holder: &str, ctx: &Context) {
+    let namespace = tenant.metadata.namespace.as_deref().unwrap_or_default();
+    let note = format!(
+        "reconciled by the operator that watches only namespace {namespace} ({holder}); this operator, \
+         which watches every namespace, leaves it alone while that one runs"
+    );
+    tracing::info!(%namespace, name = ?tenant.metadata.name, %holder, "tenant left to a namespace-scoped operator");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "ReconciledElsewhere".into(),
+        note: Some(truncate_note(note)),
+        action: "Defer".into(),
+        secondary: None,
+    };
+    publish(tenant, &event, ctx).await;
+}
+
 /// Publishes one Event for each status change a pass wrote.
 pub(super) async fn publish_changes(tenant: &TenantCluster, changes: &[StatusChange], ctx: &Context) {
     for change in changes {

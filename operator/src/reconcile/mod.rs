@@ -20,6 +20,7 @@
 //!   apiserver pod, replace an etcd member, take an etcd scaling step);
 //! - [`cleanup`]: what runs when a TenantCluster is deleted;
 //! - [`events`]: the Events a pass publishes;
+//! - [`scope`]: which operator reconciles a tenant when two operators' scopes overlap;
 //! - [`monitor`]: the health monitor that probes between passes and asks for one;
 //! - [`backoff`] and [`compact`]: retry delays and the compact form of cached objects.
 
@@ -35,6 +36,7 @@ pub mod heal;
 pub mod monitor;
 pub mod observe;
 pub mod pass;
+pub mod scope;
 pub mod status;
 
 pub use context::{Context, DEFAULT_CONCURRENCY};

@@ -73,6 +73,8 @@ pub async fn run(
             let now = ctx.clock.now();
             tenants.retain(|tenant| coming_up(tenant, now));
         }
+        // Left to a namespace-scoped operator (see [`super::scope`]): its monitor probes them.
+        tenants.retain(|tenant| ctx.claimed_elsewhere(tenant).is_none());
         if tenants.is_empty() {
             // Most fast rounds: no tenant is coming up, so no pod is worth grouping.
             continue;

@@ -503,6 +503,17 @@ impl Operator {
 
     /// [`Operator::start`] with extra `nestor operator` flags, e.g. `--health-interval`.
     pub async fn start_with(namespace: &str, label: &str, extra_args: &[&str]) -> Operator {
+        Self::spawn(Some(namespace), label, extra_args).await
+    }
+
+    /// Starts an operator that watches every namespace, as the demo's and an installed
+    /// one do. It sees every tenant of the shared meta cluster: only for the test of
+    /// overlapping scopes, which checks it leaves the other operators' tenants alone.
+    pub async fn start_watching_every_namespace(label: &str) -> Operator {
+        Self::spawn(None, label, &[]).await
+    }
+
+    async fn spawn(namespace: Option<&str>, label: &str, extra_args: &[&str]) -> Operator {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("find a free port")
@@ -513,7 +524,7 @@ impl Operator {
         let log = File::create(&log_path).expect("create operator log file");
         let child = Command::new(nestor_binary())
             .args(["operator", "--no-leader-election", "--metrics-addr", &metrics_addr.to_string()])
-            .args(["--watch-namespace", namespace])
+            .args(namespace.map(|namespace| ["--watch-namespace", namespace]).into_iter().flatten())
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig_path())
             // kube_runtime::controller at debug logs the controller's start-up ("applier
