@@ -77,3 +77,35 @@ pid_alive() {
   file=$(pid_file "$1")
   [[ -f $file ]] && kill -0 "$(cat "$file")" 2>/dev/null
 }
+
+# --- worker hosts (hack/worker-*.sh) ---
+# A worker host stands in for a machine that joins a tenant cluster with `kubeadm join`:
+# a network namespace, a mount namespace, a containerd and a kubelet of its own. Worker
+# NAME keeps its state in $WORKER_DIR/NAME and $WORKER_RUN_DIR/NAME and its logs in
+# $META_LOG_DIR/worker-NAME (kept after worker-down, like the meta cluster's logs).
+WORKER_DIR=${NESTOR_WORKER_DIR:-/var/lib/nestor-workers}
+WORKER_RUN_DIR=${NESTOR_WORKER_RUN_DIR:-/run/nestor-workers}
+# Address plan: worker number N (1-254, the lowest free one) gets the link 10.202.N.0/30
+# (host end .1, the worker's own address .2, its default route via .1) and the pod range
+# 10.203.N.0/24 on a bridge inside its network namespace. Neither overlaps the meta
+# cluster's ranges above nor a tenant's defaults (Services 10.96.0.0/12, pods 10.244.0.0/16).
+WORKER_LINK_PREFIX=10.202
+WORKER_POD_PREFIX=10.203
+# Per-worker names derived from NAME: netns, host end of the veth (15 characters at most,
+# hence NAME's 12), cgroup under every hierarchy, iptables chain.
+worker_netns() { echo "nestor-w-$1"; }
+worker_host_veth() { echo "nw-$1"; }
+worker_cgroup() { echo "nestor-w-$1"; }
+worker_chain() { echo "NESTOR-W-$1"; }
+# worker_names: every worker with state on this machine, running or not.
+worker_names() {
+  {
+    local dir
+    for dir in "$WORKER_DIR"/*/ "$WORKER_RUN_DIR"/*/; do
+      [[ -d $dir ]] || continue
+      dir=${dir%/}
+      [[ ${dir##*/} == ns ]] || echo "${dir##*/}"
+    done
+    ip netns list 2>/dev/null | awk '$1 ~ /^nestor-w-/ {print substr($1, 10)}'
+  } | sort -u
+}
