@@ -87,7 +87,7 @@ fn encryption_config_files(names: &TenantNames) -> Vec<ProjectedFile> {
 }
 
 /// Every Secret file the apiserver pods mount.
-pub(crate) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
+pub(super) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
     let mut files = pki_files(names);
     files.extend(encryption_config_files(names));
     files

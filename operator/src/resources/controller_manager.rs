@@ -33,7 +33,7 @@ const SERVICE_ACCOUNT_PRIVATE_KEY: &str = "sa.key";
 /// Every Secret file the controller-manager mounts: its kubeconfig, the cluster CA
 /// pair (it signs kubelet certificates), the front-proxy CA certificate (it
 /// authenticates requests proxied by the apiserver) and the service-account signing key.
-pub(crate) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
+pub(super) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
     let cluster_ca = names.cluster_ca_secret();
     vec![
         ProjectedFile::new(names.controller_manager_kubeconfig_secret(), KUBECONFIG_KEY, KUBECONFIG),

@@ -58,7 +58,7 @@ pub fn etcd_client_urls(names: &TenantNames, replicas: i32) -> Vec<String> {
 }
 
 /// `https://<member host>:2380`: the peer URL member `ordinal` advertises, and the one
-/// the operator registers when it re-adds that member (see [`crate::health::membership`]).
+/// the operator registers when it re-adds that member (see [`crate::etcd::membership`]).
 pub fn etcd_peer_url(names: &TenantNames, ordinal: i32) -> String {
     format!("https://{}:{ETCD_PEER_PORT}", names.etcd_member_host(ordinal))
 }
@@ -67,7 +67,7 @@ pub fn etcd_peer_url(names: &TenantNames, ordinal: i32) -> String {
 /// membership a member without data starts from. etcd ignores it once a member has
 /// data. A member joining a running cluster must list exactly the current members,
 /// itself included, which is why it follows the member list while etcd is scaled
-/// (see [`crate::health::scaling`]) rather than the spec.
+/// (see [`crate::etcd::scaling`]) rather than the spec.
 fn initial_cluster(names: &TenantNames, members: i32) -> String {
     (0..members)
         .map(|ordinal| format!("{}={}", names.etcd_member_name(ordinal), etcd_peer_url(names, ordinal)))
@@ -127,7 +127,7 @@ fn own_member_host(names: &TenantNames) -> String {
 
 /// Secret files every member mounts: its serving and peer pairs, and the etcd CA
 /// that signed the clients and peers it accepts.
-pub(crate) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
+pub(super) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
     let server = names.etcd_server_secret();
     let peer = names.etcd_peer_secret();
     vec![

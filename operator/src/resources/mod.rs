@@ -9,8 +9,14 @@
 //!
 //! Where to look: [`etcd`](etcd_statefulset) members, Service and NetworkPolicy in
 //! `etcd.rs`; the apiserver in `apiserver.rs`; the controller-manager in
-//! `controller_manager.rs`; Secrets in `secrets.rs`; the shared pod pieces (flags,
-//! resources, mounted files, config hash) in `pod.rs`.
+//! `controller_manager.rs`; Secrets in `secrets.rs`; the pod pieces every component
+//! shares (flags, resources, the projected-file shape, config hash) in `pod.rs`.
+//!
+//! Each component's builder owns what its pods mount (its `mounted_files`); `pod.rs`
+//! knows no component. This module is where the components are enumerated: a new
+//! component's mounts are its builder's `mounted_files` plus one arm in
+//! [`mounted_secret_names`] (the match has no wildcard, so a new [`Component`] fails to
+//! compile until it has one), and its objects one field in [`ControlPlaneManifests`].
 
 mod apiserver;
 mod controller_manager;
@@ -19,7 +25,7 @@ mod pod;
 mod render;
 mod secrets;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -39,7 +45,7 @@ pub use etcd::{
     etcd_client_urls, etcd_config_map, etcd_image_tag, etcd_network_policy, etcd_peer_url, etcd_service,
     etcd_statefulset,
 };
-pub use pod::{CONFIG_HASH_ANNOTATION, config_hash, mounted_secret_names};
+pub use pod::{CONFIG_HASH_ANNOTATION, config_hash};
 pub use secrets::{
     CA_CERT_KEY, CLUSTER_NAME_LABEL, ENCRYPTION_CONFIG_KEY, KUBECONFIG_KEY, SERVICE_ACCOUNT_PRIVATE_KEY_KEY,
     SERVICE_ACCOUNT_PUBLIC_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, ca_secret, encryption_config_secret,
@@ -215,9 +221,23 @@ pub struct ConfigHashes {
     pub controller_manager: String,
 }
 
+/// Names of the Secrets whose content `component`'s pods mount, sorted: hash exactly
+/// these (with [`config_hash`]) for that component's entry of [`ConfigHashes`]. The
+/// apiserver also mounts its ConfigMap ([`apiserver_config_map`]).
+pub fn mounted_secret_names(names: &TenantNames, component: Component) -> Vec<String> {
+    let files = match component {
+        Component::Etcd => etcd::mounted_files(names),
+        Component::ApiServer => apiserver::mounted_files(names),
+        Component::ControllerManager => controller_manager::mounted_files(names),
+        Component::Pki => Vec::new(),
+    };
+    let unique: BTreeSet<String> = files.into_iter().map(|file| file.secret).collect();
+    unique.into_iter().collect()
+}
+
 /// How many etcd members the builders render. Equal to `spec.etcd.replicas` at rest;
 /// while the operator scales etcd one member at a time (see
-/// [`crate::health::scaling`]) they follow the member list instead.
+/// [`crate::etcd::scaling`]) they follow the member list instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EtcdMembers {
     /// The StatefulSet's replicas, and the members the ConfigMap's initial-cluster names.
@@ -422,5 +442,37 @@ mod tests {
             assert_eq!(annotations.get(CONFIG_HASH_ANNOTATION), Some(hash));
             assert_restricted_pod(&template);
         }
+    }
+
+    #[test]
+    fn mounted_secrets_are_the_ones_each_component_needs() {
+        let names = TenantNames::new("team-a", "tenants");
+        assert_eq!(
+            mounted_secret_names(&names, Component::Etcd),
+            [names.etcd_peer_secret(), names.etcd_server_secret()]
+        );
+        let mut controller_manager = vec![
+            names.cluster_ca_secret(),
+            names.controller_manager_kubeconfig_secret(),
+            names.front_proxy_ca_secret(),
+            names.service_account_key_secret(),
+        ];
+        controller_manager.sort();
+        assert_eq!(mounted_secret_names(&names, Component::ControllerManager), controller_manager);
+        let apiserver = mounted_secret_names(&names, Component::ApiServer);
+        for expected in [
+            names.cluster_ca_secret(),
+            names.front_proxy_ca_secret(),
+            names.service_account_key_secret(),
+            names.apiserver_serving_secret(),
+            names.apiserver_kubelet_client_secret(),
+            names.apiserver_etcd_client_secret(),
+            names.front_proxy_client_secret(),
+            names.encryption_config_secret(),
+        ] {
+            assert!(apiserver.contains(&expected), "apiserver mounts {expected}");
+        }
+        assert_eq!(apiserver.len(), 8);
+        assert!(mounted_secret_names(&names, Component::Pki).is_empty());
     }
 }

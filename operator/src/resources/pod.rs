@@ -1,15 +1,14 @@
 //! Pieces every control-plane pod shares: command-line flags with `extraArgs`
-//! overrides, default compute resources, files projected from Secrets, and the
-//! config hash that rolls pods when what they mount changes.
+//! overrides, default compute resources, the shape of a file projected from a Secret,
+//! and the config hash that rolls pods when what they mount changes. It knows no
+//! component: each builder lists its own mounts (its `mounted_files`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ResourceRequirements, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-
-use crate::names::{Component, TenantNames};
 
 /// Pod-template annotation holding a hash of the Secrets and ConfigMaps the pod mounts.
 pub const CONFIG_HASH_ANNOTATION: &str = "nestor.dev/config-hash";
@@ -53,20 +52,6 @@ pub(crate) fn resources_or_default(resources: Option<&ResourceRequirements>) -> 
         ])),
         ..ResourceRequirements::default()
     })
-}
-
-/// Names of the Secrets whose content `component`'s pods mount, sorted: hash exactly
-/// these (with [`config_hash`]) for that component's entry of `ConfigHashes`. The
-/// apiserver also mounts its ConfigMap ([`apiserver_config_map`](super::apiserver_config_map)).
-pub fn mounted_secret_names(names: &TenantNames, component: Component) -> Vec<String> {
-    let files = match component {
-        Component::Etcd => super::etcd::mounted_files(names),
-        Component::ApiServer => super::apiserver::mounted_files(names),
-        Component::ControllerManager => super::controller_manager::mounted_files(names),
-        Component::Pki => Vec::new(),
-    };
-    let unique: BTreeSet<String> = files.into_iter().map(|file| file.secret).collect();
-    unique.into_iter().collect()
 }
 
 /// A hex SHA-256 over the names and `data` of `secrets` and the names, `data` and
@@ -151,37 +136,5 @@ mod tests {
         let before = config_hash(&[], &[&config_map]);
         config_map.data = Some(BTreeMap::from([("policy.yaml".to_string(), "two".to_string())]));
         assert_ne!(before, config_hash(&[], &[&config_map]));
-    }
-
-    #[test]
-    fn mounted_secrets_are_the_ones_each_component_needs() {
-        let names = TenantNames::new("team-a", "tenants");
-        assert_eq!(
-            mounted_secret_names(&names, Component::Etcd),
-            [names.etcd_peer_secret(), names.etcd_server_secret()]
-        );
-        let mut controller_manager = vec![
-            names.cluster_ca_secret(),
-            names.controller_manager_kubeconfig_secret(),
-            names.front_proxy_ca_secret(),
-            names.service_account_key_secret(),
-        ];
-        controller_manager.sort();
-        assert_eq!(mounted_secret_names(&names, Component::ControllerManager), controller_manager);
-        let apiserver = mounted_secret_names(&names, Component::ApiServer);
-        for expected in [
-            names.cluster_ca_secret(),
-            names.front_proxy_ca_secret(),
-            names.service_account_key_secret(),
-            names.apiserver_serving_secret(),
-            names.apiserver_kubelet_client_secret(),
-            names.apiserver_etcd_client_secret(),
-            names.front_proxy_client_secret(),
-            names.encryption_config_secret(),
-        ] {
-            assert!(apiserver.contains(&expected), "apiserver mounts {expected}");
-        }
-        assert_eq!(apiserver.len(), 8);
-        assert!(mounted_secret_names(&names, Component::Pki).is_empty());
     }
 }
