@@ -9,6 +9,12 @@
 //! development (`--authorization-mode=AlwaysAllow`, a token auth file, a self-signed serving
 //! certificate); without a namespace controller the test namespaces then stay Terminating,
 //! which is harmless because each run picks fresh names.
+//!
+//! Of the shared harness (`support`) only the bounded poll is used: these tests keep their
+//! own `in_namespace`, without the harness's one-test-at-a-time lock (no operator runs, so
+//! they may run in parallel) and without its operator-test namespace prefix.
+
+mod support;
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -73,17 +79,15 @@ where
 async fn tenant_api(client: Client, namespace: &str) -> Api<DynamicObject> {
     let resource = ApiResource::erase::<TenantCluster>(&());
     let api = Api::namespaced_with(client, namespace, &resource);
-    let deadline = tokio::time::Instant::now() + CRD_READY_TIMEOUT;
-    loop {
-        match api.list(&ListParams::default()).await {
-            Ok(_) => return api,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                eprintln!("waiting for TenantClusters to be served: {error}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(error) => panic!("TenantClusters not served in {namespace}: {error}"),
-        }
-    }
+    let what = format!("TenantClusters to be served in {namespace}");
+    support::poll(&what, CRD_READY_TIMEOUT, Duration::from_millis(250), &mut async || {
+        api.list(&ListParams::default()).await.map(drop).map_err(|error| {
+            eprintln!("waiting for TenantClusters to be served: {error}");
+            error.to_string()
+        })
+    })
+    .await;
+    api
 }
 
 /// A TenantCluster object named `name` with `spec`, as raw JSON.

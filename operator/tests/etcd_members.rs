@@ -94,32 +94,32 @@ async fn lost_member_scenario(ns: &TestNamespace) {
     eprintln!("deleted pod {member} ({old_uid})");
 
     let events = ns.api::<Event>();
-    let deadline = deleted_at + RECOVERY_TIMEOUT;
-    let (replaced, recovered) = loop {
+    let what = format!(
+        "member {member} replaced (EtcdMemberReplaced) and the tenant Ready with 3/3 members healthy \
+         (operator log {})",
+        operator.log_path.display()
+    );
+    let (replaced, recovered) = wait_for(&what, RECOVERY_TIMEOUT, async || {
         let replaced: Vec<String> = events
             .list(&ListParams::default())
             .await
-            .expect("events")
+            .map_err(|error| format!("cannot list events: {error}"))?
             .items
             .into_iter()
             .filter(|event| event.reason.as_deref() == Some("EtcdMemberReplaced"))
             .filter_map(|event| event.message)
             .collect();
-        let tenant = ns.tenant(TENANT).await.expect("tenant");
+        let tenant = ns.tenant(TENANT).await?;
         if !replaced.is_empty()
             && is_ready(&tenant)
             && condition_message(&tenant, "EtcdReady").contains("3/3 members healthy")
         {
-            break (replaced, tenant);
+            Ok((replaced, tenant))
+        } else {
+            Err(format!("events {replaced:?}: {}", describe_tenant(&tenant)))
         }
-        assert!(
-            Instant::now() < deadline,
-            "not replaced and Ready within {RECOVERY_TIMEOUT:?} (events {replaced:?}; operator log {}): {}",
-            operator.log_path.display(),
-            describe_tenant(&tenant)
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    })
+    .await;
     let recovery = deleted_at.elapsed();
     stop.store(true, Ordering::Relaxed);
     prober.await.expect("prober");

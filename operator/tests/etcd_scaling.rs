@@ -19,7 +19,7 @@ use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use nestor::api::{Phase, TenantCluster};
 use serde_json::json;
-use support::{Operator, TestNamespace, in_namespace, runnable_spec};
+use support::{Operator, TestNamespace, in_namespace, poll_for, runnable_spec};
 
 const TENANT: &str = "grow";
 /// Bound of every wait: creation, each scaling, the cleanup after it.
@@ -69,7 +69,8 @@ fn settled_at(tenant: &TenantCluster, members: i32) -> bool {
 
 /// Polls the tenant once a second until `done` holds (at most [`STEP_TIMEOUT`]),
 /// printing every new EtcdReady message with the time since `since`. Returns the
-/// messages seen.
+/// messages seen. [`STEP_TIMEOUT`] is above the harness's [`support::MAX_WAIT`], so
+/// this calls the uncapped [`poll_for`].
 async fn follow(
     ns: &TestNamespace,
     operator: &Operator,
@@ -77,11 +78,10 @@ async fn follow(
     since: Instant,
     mut done: impl AsyncFnMut(&TenantCluster) -> Result<(), String>,
 ) -> Vec<String> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
     let mut seen: Vec<String> = Vec::new();
     let mut last_shown = None;
-    loop {
-        let tenant = ns.tenant(TENANT).await.expect("read the tenant");
+    let outcome = poll_for(STEP_TIMEOUT, Duration::from_secs(1), async || {
+        let tenant = ns.tenant(TENANT).await?;
         let (status, reason, message) = etcd_ready(&tenant);
         let line = format!("EtcdReady={status} {reason}: {message}");
         let shown = format!("phase {:?}, {line}", phase(&tenant));
@@ -92,18 +92,15 @@ async fn follow(
             }
             last_shown = Some(shown);
         }
-        let state = match done(&tenant).await {
-            Ok(()) => return seen,
-            Err(state) => state,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {STEP_TIMEOUT:?}: {state}; status {}; operator log:\n{}",
-            serde_json::to_string(&tenant.status).unwrap_or_default(),
-            operator.log_tail()
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        done(&tenant).await.map_err(|state| {
+            format!("{state}; status {}", serde_json::to_string(&tenant.status).unwrap_or_default())
+        })
+    })
+    .await;
+    if let Err(state) = outcome {
+        panic!("{what}: not within {STEP_TIMEOUT:?}: {state}; operator log:\n{}", operator.log_tail());
     }
+    seen
 }
 
 /// Names of the tenant's etcd pods and volume claims, sorted.
@@ -218,8 +215,8 @@ async fn scaling_events(ns: &TestNamespace) -> Vec<(String, String, i32)> {
 /// with the healthcheck client certificate, as the operator talks to etcd. Returns
 /// the leader's member ID.
 async fn move_leadership_to(ns: &TestNamespace, ordinal: i32) -> u64 {
-    use nestor::health::TlsClient;
     use nestor::resources::{CA_CERT_KEY, ETCD_CLIENT_PORT, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
+    use nestor::transport::TlsClient;
 
     let names = ns.names(TENANT);
     let secret = ns.secret(&names.etcd_healthcheck_client_secret()).await.expect("read").expect("Secret");
@@ -416,6 +413,8 @@ async fn etcd_scales_from_one_to_three_and_back_while_the_tenant_api_answers() {
         );
 
         *phase_label.lock().expect("lock") = "1 member again".into();
+        // Not a wait for a condition: the prober keeps using the tenant API for a few more
+        // beats, so a failure right after the last member left is caught too.
         tokio::time::sleep(Duration::from_secs(5)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         prober.await.expect("prober");

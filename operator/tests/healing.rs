@@ -179,26 +179,36 @@ async fn short_lived_certificates_are_renewed_and_rolled_out_while_the_apiserver
         let started = Instant::now();
         let (mut probes, mut failed) = (0u32, Vec::new());
         let mut client = ns.tenant_client(TENANT).await.expect("tenant client");
-        let renewed_and_rolled = loop {
-            assert!(
-                started.elapsed() < Duration::from_secs(240),
-                "no renewal rolled out within 240 s; {probes} probes, failures: {failed:?}"
-            );
-            probes += 1;
-            let livez = hyper::Request::get("/livez").body(Vec::new()).expect("request");
-            if let Err(error) = client.request_text(livez).await {
-                failed.push(format!("{:.0}s: {error}", started.elapsed().as_secs_f64()));
-                if let Ok(fresh) = ns.tenant_client(TENANT).await {
-                    client = fresh;
+        let renewed_and_rolled = wait_for(
+            "a renewed serving certificate rolled out with the tenant whole",
+            Duration::from_secs(240),
+            async || {
+                probes += 1;
+                let livez = hyper::Request::get("/livez").body(Vec::new()).expect("request");
+                if let Err(error) = client.request_text(livez).await {
+                    failed.push(format!("{:.0}s: {error}", started.elapsed().as_secs_f64()));
+                    if let Ok(fresh) = ns.tenant_client(TENANT).await {
+                        client = fresh;
+                    }
                 }
-            }
-            let expiry = not_after(&ns, &serving).await.unwrap_or(first_expiry);
-            let hash = pod_template_hash(&ns, &names.apiserver()).await;
-            if expiry > first_expiry && hash != first_hash && tenant_whole(&ns).await.is_ok() {
-                break started.elapsed();
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        };
+                let tally = format!("{probes} /livez probes, failures: {failed:?}");
+                let expiry = not_after(&ns, &serving).await.unwrap_or(first_expiry);
+                if expiry <= first_expiry {
+                    return Err(format!("serving certificate not renewed (expires at {expiry}); {tally}"));
+                }
+                let hash = pod_template_hash(&ns, &names.apiserver()).await;
+                if hash == first_hash {
+                    return Err(format!(
+                        "renewed, apiserver pods not rolled (config hash {hash:?}); {tally}"
+                    ));
+                }
+                match tenant_whole(&ns).await {
+                    Ok(()) => Ok(started.elapsed()),
+                    Err(state) => Err(format!("renewed and rolling, tenant not whole: {state}; {tally}")),
+                }
+            },
+        )
+        .await;
         let now = jiff::Timestamp::now().as_second();
         eprintln!(
             "renewed and rolled out in {:.1} s, {} s before the first certificate's expiry; \

@@ -19,7 +19,7 @@ use kube::api::ListParams;
 use nestor::names::{Component, TenantNames};
 use support::{
     Operator, TestNamespace, condition_message, describe_tenant, find_condition, in_namespace, is_ready,
-    runnable_spec,
+    runnable_spec, wait_for,
 };
 
 /// Tenant name inside the test namespace.
@@ -100,19 +100,18 @@ async fn frozen_apiserver_scenario(ns: &TestNamespace) {
     let pod_uids = |list: Vec<Pod>| list.iter().filter_map(|pod| pod.uid()).collect::<Vec<_>>();
     // Ready can come while the first rollout's old pod is still terminating: wait for one
     // pod and one host process, so the process frozen is the pod's that serves.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let (before, pids) = loop {
-        let before = pod_uids(pods.list(&ListParams::default().labels(&selector)).await.expect("pods").items);
-        let pids = tenant_apiserver_pids(&names);
-        if before.len() == 1 && pids.len() == 1 {
-            break (before, pids);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "want one apiserver pod and process: pods {before:?}, pids {pids:?}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let (before, pids) =
+        wait_for("one apiserver pod and one host process", Duration::from_secs(90), async || {
+            let listed = pods.list(&ListParams::default().labels(&selector)).await;
+            let before = pod_uids(listed.map_err(|error| format!("cannot list pods: {error}"))?.items);
+            let pids = tenant_apiserver_pids(&names);
+            if before.len() == 1 && pids.len() == 1 {
+                Ok((before, pids))
+            } else {
+                Err(format!("pods {before:?}, pids {pids:?}"))
+            }
+        })
+        .await;
     let status = Command::new("kill").args(["-STOP", &pids[0].to_string()]).status().expect("kill");
     assert!(status.success(), "SIGSTOP {}", pids[0]);
     let frozen = Frozen(pids[0]);

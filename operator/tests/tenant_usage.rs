@@ -5,10 +5,12 @@
 
 mod support;
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::{MAX_WAIT, Operator, in_namespace, runnable_spec, wait_for};
+use support::{MAX_WAIT, Operator, in_namespace, poll_for, runnable_spec, wait_for};
 
 const TENANT: &str = "ha";
 
@@ -24,18 +26,20 @@ async fn an_ha_tenant_is_used_through_its_emitted_kubeconfig() {
         // The emitted kubeconfig answers /readyz once the tenant says Ready. Three etcd
         // members and two apiservers on two cores may need longer than one harness wait,
         // so first up to 240 s for Ready, then the harness's bounded wait for /readyz.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-        while std::time::Instant::now() < deadline {
-            let ready = ns.tenant(TENANT).await.ok().and_then(|tenant| tenant.status).is_some_and(|status| {
-                status
-                    .conditions
-                    .iter()
-                    .any(|condition| condition.type_ == "Ready" && condition.status == "True")
-            });
-            if ready {
-                break;
+        let ready = poll_for(Duration::from_secs(240), Duration::from_secs(2), async || {
+            let tenant = ns.tenant(TENANT).await?;
+            let conditions = tenant.status.map(|status| status.conditions).unwrap_or_default();
+            if conditions.iter().any(|condition| condition.type_ == "Ready" && condition.status == "True") {
+                Ok(())
+            } else {
+                Err(format!("not Ready: {conditions:?}"))
             }
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        })
+        .await;
+        // Not failed here: the wait below gives it one more bounded wait, and fails with
+        // the state it sees then.
+        if let Err(state) = ready {
+            eprintln!("HA tenant not Ready within 240 s, waiting once more; last observed: {state}");
         }
         let client = wait_for("HA tenant Ready and answering /readyz", MAX_WAIT, async || {
             let tenant = ns.tenant(TENANT).await?;
