@@ -13,6 +13,7 @@ pub mod delete;
 pub mod describe;
 pub mod format;
 pub mod get;
+pub mod join;
 pub mod kubeconfig;
 pub mod operator;
 pub mod upgrade;
@@ -54,6 +55,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Print the admin kubeconfig of a tenant, or issue a short-lived one for a user.
     Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Create a bootstrap token in a tenant and print the `kubeadm join` line for a node.
+    Join(join::JoinArgs),
     /// Wait until a TenantCluster is Ready or deleted.
     Wait(wait::WaitArgs),
     /// Move a TenantCluster to another Kubernetes version.
@@ -75,6 +78,7 @@ impl Cli {
             Command::Get(args) => quiet_unless_asked(get::run(args)).await,
             Command::Describe(args) => quiet_unless_asked(describe::run(args)).await,
             Command::Kubeconfig(args) => quiet_unless_asked(kubeconfig::run(args)).await,
+            Command::Join(args) => quiet_unless_asked(join::run(args)).await,
             Command::Wait(args) => quiet_unless_asked(wait::run(args)).await,
             Command::Upgrade(args) => quiet_unless_asked(upgrade::run(args)).await,
             Command::Delete(args) => quiet_unless_asked(delete::run(args)).await,

@@ -38,6 +38,7 @@ pub(super) async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Res
         publish_changes(tenant, &changes, ctx).await;
     }
     ctx.health.forget(&ObjectRef::from_obj(tenant));
+    ctx.inside.forget(&ObjectRef::from_obj(tenant));
     if let Ok(mut repairs) = ctx.member_repairs.lock() {
         repairs.remove(&ObjectRef::from_obj(tenant));
     }

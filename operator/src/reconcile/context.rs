@@ -76,6 +76,8 @@ pub struct Context {
     /// waiting at start-up, the pass was never woken, and a restarted operator sat
     /// idle with its tenant unreconciled (seen in `restarted_operator_neither_...`).
     pub(super) owned_filled: tokio::sync::watch::Sender<Option<bool>>,
+    /// When the objects inside each tenant were last applied (see [`super::inside`]).
+    pub inside: super::inside::InsideTracker,
     /// The scope Leases of namespace-scoped operators, for an operator that watches
     /// every namespace (see [`super::scope`]); `None` otherwise and outside a run.
     pub(super) scope_leases: std::sync::RwLock<Option<Store<Lease>>>,
@@ -112,6 +114,7 @@ impl Context {
             tenants: std::sync::RwLock::new(None),
             owned_filled: tokio::sync::watch::Sender::new(None),
             scope_leases: std::sync::RwLock::new(None),
+            inside: Default::default(),
             deferred: Default::default(),
         }
     }

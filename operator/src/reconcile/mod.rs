@@ -18,6 +18,8 @@
 //!   a screen (the pure build stage is [`crate::desired`]);
 //! - [`heal`]: the actions a pass takes on what the probes found (restart a wedged
 //!   apiserver pod, replace an etcd member, take an etcd scaling step);
+//! - [`inside`]: the step inside the tenant cluster (what joining nodes read), through
+//!   [`crate::tenant_api`];
 //! - [`cleanup`]: what runs when a TenantCluster is deleted;
 //! - [`events`]: the Events a pass publishes;
 //! - [`scope`]: which operator reconciles a tenant when two operators' scopes overlap;
@@ -33,6 +35,7 @@ pub mod context;
 pub mod controller;
 pub mod events;
 pub mod heal;
+pub mod inside;
 pub mod monitor;
 pub mod observe;
 pub mod pass;

@@ -6,7 +6,8 @@
 //!    etcd scaling plan ([`crate::etcd::scaling::plan`]);
 //! 3. build every object from the spec and what was observed (pure: [`crate::desired`]);
 //! 4. apply them with server-side apply, skipping those already as built ([`super::apply`]);
-//! 5. heal and scale ([`super::heal`]);
+//! 5. heal and scale ([`super::heal`]), and keep what nodes need inside the tenant
+//!    ([`super::inside`]);
 //! 6. observe the workloads and write the status once, if it changed ([`super::status`]);
 //!    then say when to come back.
 
@@ -22,6 +23,7 @@ use super::apply::{apply_object, patch_status};
 use super::context::Context;
 use super::events::publish_changes;
 use super::heal::{heal, run_scaling_step};
+use super::inside::keep_inside;
 use super::names_of;
 use super::observe::{self, OwnedCache, read, read_rollout, read_tenant_secrets};
 use super::status::{component_conditions, compute_status};
@@ -104,6 +106,11 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
         run_scaling_step(tenant, &names, step, ctx).await;
     }
 
+    // 5b. inside the tenant: what nodes need to join it
+    if let Some(desired) = &built {
+        keep_inside(tenant, &names, desired, cache.as_ref(), report.as_ref(), ctx).await;
+    }
+
     // 6. observe the workloads, write the status once
     let observation =
         observe::observe(&ctx.client, cache.as_ref(), &names, secret_names(&listed_secrets, built.as_ref()))
@@ -150,11 +157,15 @@ async fn build_and_apply(
     for issued in &desired.issued {
         tracing::info!(secret = %issued.secret_name, reason = %issued.reason, "issuing certificate");
     }
-    if desired.controller_manager_version.as_deref() != Some(tenant.spec.version.trim_start_matches('v')) {
+    let spec_version = Some(tenant.spec.version.trim_start_matches('v'));
+    if desired.controller_manager_version.as_deref() != spec_version
+        || desired.scheduler_version.as_deref() != spec_version
+    {
         // The Deployment status changes as the apiserver rolls, which brings us back here.
         tracing::info!(
             controller_manager = desired.controller_manager_version.as_deref().unwrap_or("not applied"),
-            "holding the controller-manager until every apiserver replica runs {}",
+            scheduler = desired.scheduler_version.as_deref().unwrap_or("not applied"),
+            "holding the controller-manager and the scheduler until every apiserver replica runs {}",
             tenant.spec.version
         );
     }

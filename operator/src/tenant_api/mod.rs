@@ -16,6 +16,8 @@
 //!   put back (drift repair);
 //! - deleting a TenantCluster needs nothing from here: the tenant may already be gone.
 
+pub mod join;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -111,6 +113,31 @@ where
 {
     let api: Api<K> = Api::all(client.clone());
     api.patch(&object.name_any(), &apply_params(), &Patch::Apply(object)).await
+}
+
+/// Applies every object of `objects` (see [`join::join_objects`]); returns how many.
+/// Stops at the first failure: the next pass applies them all again.
+pub async fn apply_join_objects(client: &Client, objects: &join::JoinObjects) -> Result<usize, kube::Error> {
+    for object in &objects.config_maps {
+        apply(client, object).await?;
+    }
+    for object in &objects.roles {
+        apply(client, object).await?;
+    }
+    for object in &objects.role_bindings {
+        apply(client, object).await?;
+    }
+    for object in &objects.cluster_roles {
+        apply_cluster_scoped(client, object).await?;
+    }
+    for object in &objects.cluster_role_bindings {
+        apply_cluster_scoped(client, object).await?;
+    }
+    Ok(objects.config_maps.len()
+        + objects.roles.len()
+        + objects.role_bindings.len()
+        + objects.cluster_roles.len()
+        + objects.cluster_role_bindings.len())
 }
 
 fn apply_params() -> PatchParams {
