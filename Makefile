@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test unit bench bench-scale bench-density meta-up meta-down meta-status upstream images operator-image crds lint
+.PHONY: help install demo test unit bench bench-scale bench-density meta-up meta-down meta-status worker-up worker-down upstream images operator-image crds lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ meta-down: ## stop the meta cluster and remove everything it created
 
 meta-status: ## show the meta cluster's processes, node and system pods
 	hack/meta-status.sh
+
+worker-up: ## a worker host joins a tenant: make worker-up NAME=w1 JOIN="<kubeadm join command>"
+	hack/worker-up.sh $(NAME) -- $(JOIN)
+
+worker-down: ## remove worker host NAME (make worker-down NAME=w1), or every worker without NAME
+	hack/worker-down.sh $(if $(NAME),$(NAME),--all)
 
 upstream: ## build the pinned upstream binaries into ~/.cache/nestor (no-op when cached)
 	hack/build-upstream.sh

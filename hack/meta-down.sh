@@ -2,7 +2,8 @@
 # Stops the local meta cluster and leaves the machine as meta-up found it:
 # every process it started (by recorded pid, plus the containers and shims of
 # its own containerd), every mount under its state directories, the bridge,
-# routes, iptables chains, cgroups and sysctls it changed. Safe to run on a
+# routes, iptables chains, cgroups and sysctls it changed, and every worker host
+# (hack/worker-down.sh --all). Safe to run on a
 # cluster that was killed without meta-down, or on none at all.
 # The logs of the run are kept in /var/lib/nestor-meta/logs.
 set -uo pipefail
@@ -120,6 +121,9 @@ remove_state() {
 }
 
 main() {
+  # Worker hosts (hack/worker-up.sh) join tenants served by this cluster and route
+  # through its bridge: they go first.
+  "$HACK_DIR/worker-down.sh" --all
   for component in kube-proxy kubelet kube-scheduler kube-controller-manager; do stop_component "$component"; done
   kill_containers
   stop_component containerd

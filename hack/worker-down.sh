@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Removes worker host NAME (hack/worker-up.sh) and everything it created: its processes
 # (kubeadm, kubelet, containerd, shims and pods: every process in its cgroup), its mount
-# namespace, its cgroups, its iptables chain, its network namespace and veth pair, and
+# namespace, its cgroups, its iptables chains, its network namespace and veth pair, and
 # its state directories. Its logs stay in /var/lib/nestor-meta/logs/worker-NAME.
 #
 #   hack/worker-down.sh NAME     one worker
@@ -82,8 +82,14 @@ worker_down() {
     [[ -d $hierarchy$cgroup ]] && find "$hierarchy$cgroup" -depth -type d -exec rmdir {} \; 2>/dev/null
   done
 
-  while iptables -D FORWARD -j "$chain" 2>/dev/null; do :; done
-  iptables -F "$chain" 2>/dev/null && iptables -X "$chain" 2>/dev/null
+  # The chain of that name in any table, and every rule jumping to it.
+  local table rule
+  for table in filter nat mangle raw; do
+    while rule=$(iptables -t "$table" -S 2>/dev/null | grep -m1 -E -- "-j $chain( |\$)"); do
+      eval "iptables -t $table ${rule/-A/-D}" 2>/dev/null || break
+    done
+    iptables -t "$table" -F "$chain" 2>/dev/null && iptables -t "$table" -X "$chain" 2>/dev/null
+  done
   ip netns del "$netns" 2>/dev/null
   ip link del "$veth" 2>/dev/null  # gone with the namespace already, unless that failed
 

@@ -17,8 +17,8 @@
 # - network namespace nestor-w-NAME, reached through a veth pair from the host
 #   (10.202.N.1 on the host, 10.202.N.2 in the namespace, the default route via the host
 #   end); pods on a bridge inside it, 10.203.N.0/24, masqueraded behind 10.202.N.2.
-#   An iptables chain NESTOR-W-NAME lets the worker reach only the meta node address
-#   (the tenants' NodePorts), and lets the meta cluster's pods (a tenant's apiserver:
+#   iptables chains NESTOR-W-NAME (filter and mangle) let the worker reach only the meta
+#   node address (the tenants' NodePorts), never a meta Service or pod, and let the meta cluster's pods (a tenant's apiserver:
 #   logs, exec) reach only the worker's own address, past the meta cluster's egress fence.
 # - a mount namespace of its own, pinned at /run/nestor-workers/ns/NAME.mnt, where /etc
 #   is an overlay (writes land in /var/lib/nestor-workers/NAME/root/etc) and
@@ -94,7 +94,7 @@ worker_healthy() {
 
 has_state() {
   [[ -d $STATE || -d $RUN || -e $MOUNT_NS ]] || ip netns list 2>/dev/null | grep -qw "^$NETNS" ||
-    ip link show "$HOST_VETH" >/dev/null 2>&1 || iptables -S "$CHAIN" >/dev/null 2>&1 ||
+    ip link show "$HOST_VETH" >/dev/null 2>&1 || iptables-save 2>/dev/null | grep -q "^:$CHAIN " ||
     [[ -d /sys/fs/cgroup/cpu/$CGROUP ]]
 }
 
@@ -150,6 +150,16 @@ setup_network() {
   iptables -A "$CHAIN" -o "$HOST_VETH" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT -m comment --comment "$comment"
   iptables -A "$CHAIN" -o "$HOST_VETH" -j DROP -m comment --comment "$comment: nothing else enters the worker"
   iptables -I FORWARD 1 -j "$CHAIN"
+  # The meta cluster's Services and pods are not on the worker's network either, even
+  # those whose endpoints are host processes (the meta apiserver behind 10.201.0.1),
+  # which the FORWARD chain never sees: new connections to them are dropped in mangle
+  # PREROUTING, after conntrack (replies to meta pods pass) and before kube-proxy's DNAT.
+  iptables -t mangle -N "$CHAIN"
+  iptables -t mangle -A "$CHAIN" -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN -m comment --comment "$comment"
+  iptables -t mangle -A "$CHAIN" -d "$META_NODE_IP/32" -j RETURN -m comment --comment "$comment: the meta node address"
+  iptables -t mangle -A "$CHAIN" -d "$META_SERVICE_CIDR" -j DROP -m comment --comment "$comment: no meta Service"
+  iptables -t mangle -A "$CHAIN" -d "$META_POD_CIDR" -j DROP -m comment --comment "$comment: no meta pod"
+  iptables -t mangle -I PREROUTING 1 -i "$HOST_VETH" -j "$CHAIN"
 }
 
 setup_cgroups() {
@@ -180,6 +190,11 @@ setup_mount_namespace() {
   # /var/lib/kubelet/device-plugins whatever its root directory; the mount point exists.
   mkdir -p /var/lib/kubelet
   touch "$MOUNT_NS"
+  # The machine's own /etc/hosts (its name resolves to its address, as kubeadm's
+  # hostname check wants) and a resolver on its own loopback, which answers nothing:
+  # no name lookup leaves the machine, and none waits for a timeout.
+  { cat /etc/hosts; echo "$WORKER_ADDRESS $NAME"; } >"$ROOT/etc/hosts"
+  printf '# worker %s: no resolver off this machine\nnameserver 127.0.0.1\n' "$NAME" >"$ROOT/etc/resolv.conf"
   # Inside: drop the copies of mounts that belong to others (the meta cluster's volumes,
   # snapshots and pod network namespaces, other workers' namespaces), which would
   # otherwise stay alive here; put the worker's own /etc and /var/lib/kubelet in place;
@@ -282,7 +297,6 @@ start_containerd() {
 # KubeletConfiguration (kube-system/kubelet-config) when it writes config.yaml.
 write_kubelet_patch() {
   mkdir -p "$STATE/patches" "$STATE/pod-logs" "$STATE/volume-plugins"
-  echo "nameserver 127.0.0.1" >"$STATE/resolv.conf"
   cat >"$STATE/patches/kubeletconfiguration+merge.yaml" <<EOF
 # This machine mounts cgroup v1 only, and has no systemd.
 cgroupDriver: cgroupfs
@@ -293,8 +307,9 @@ healthzBindAddress: 127.0.0.1
 readOnlyPort: 0
 podLogsDir: $STATE/pod-logs
 volumePluginDir: $STATE/volume-plugins
-# Pods with dnsPolicy Default never get a resolver off this machine.
-resolvConf: $STATE/resolv.conf
+# The worker's own (see setup_mount_namespace): pods with dnsPolicy Default never get a
+# resolver off this machine.
+resolvConf: /etc/resolv.conf
 failSwapOn: false
 # Images are imported, never pulled: never garbage-collect them.
 imageGCHighThresholdPercent: 100
@@ -362,6 +377,8 @@ main() {
   fi
   mkdir -p "$LOGS" "$RUN/pids"
   rm -f "$LOGS"/*.log
+  # A worker that failed to join leaves nothing running; its logs stay.
+  trap 'status=$?; if [[ $status != 0 ]]; then log "worker-up $NAME failed: removing what it started"; "$HACK_DIR/worker-down.sh" "$NAME"; fi' EXIT
   allocate_number
   setup_network
   setup_cgroups

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs hack/meta-down.sh and checks that nothing of the meta cluster is left
 # on the machine: no process, mount, interface, route, iptables chain, pod
-# cgroup or runtime directory. Prints one line per check and a closing
-# "N passed, N failed" line.
+# cgroup or runtime directory, and no worker host (hack/worker-up.sh). Prints
+# one line per check and a closing "N passed, N failed" line.
 set -uo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=hack/lib.sh
@@ -27,5 +27,12 @@ check "no iptables chain or rule of kube-proxy, the kubelet, CNI or Nestor" \
 check "no pod cgroup (kubepods) in any hierarchy" "$(ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null || true)"
 check "runtime directory $META_RUN_DIR removed" "$( [[ -e $META_RUN_DIR ]] && echo "$META_RUN_DIR exists" || true)"
 check "sysctls restored (no saved copy left)" "$( [[ -e $META_DIR/sysctl.saved ]] && echo present || true)"
+check "no worker host left (network namespace, veth, iptables chain, cgroup, state)" "$(
+  ip netns list 2>/dev/null | grep '^nestor-w-'
+  ip -o link show | awk -F': ' '$2 ~ /^nw-/ {print $2}'
+  iptables-save 2>/dev/null | grep -E 'NESTOR-W-'
+  ls -d /sys/fs/cgroup/*/nestor-w-* 2>/dev/null
+  ls -d "$WORKER_DIR" "$WORKER_RUN_DIR" 2>/dev/null
+  true)"
 echo "meta clean-up: $passed passed, $failed failed"
 [[ $failed == 0 ]]
