@@ -82,10 +82,13 @@ KUBELET_DIR="$ROOT/var/lib/kubelet"
 KUBERNETES_DIR="$ROOT/etc/kubernetes"
 
 worker_pid_file() { echo "$RUN/pids/$1.pid"; }
+# worker_pid_alive COMPONENT: its recorded process runs (a zombie not yet reaped does not).
 worker_pid_alive() {
-  local file
+  local file state
   file=$(worker_pid_file "$1")
-  [[ -f $file ]] && kill -0 "$(cat "$file")" 2>/dev/null
+  [[ -f $file ]] || return 1
+  state=$(awk '{print $3}' "/proc/$(cat "$file")/stat" 2>/dev/null)
+  [[ -n $state && $state != Z ]]
 }
 
 worker_healthy() {
@@ -341,18 +344,22 @@ start_kubelet() {
 kubeadm_join() {
   local bin_dir
   bin_dir=$(dirname "$(k8s_bin kubeadm)")
-  # kubeadm's preflight runs `kubelet --version`; a missing systemd kubelet service,
-  # the cgroup v1 deprecation and the kernel config check are this machine's nature.
+  # kubeadm's preflight runs `kubelet --version`. It passes here with two warnings:
+  # cgroup v1 is in maintenance mode, and there is no systemd kubelet service.
   start_in_worker kubeadm env PATH="$bin_dir:$PATH" "$bin_dir/kubeadm" join "${JOIN_ARGS[@]}" \
-    --node-name "$NAME" --cri-socket "unix://$SOCKET" --patches "$STATE/patches" \
-    --ignore-preflight-errors=SystemVerification,Service-Kubelet,FileExisting-crictl
+    --node-name "$NAME" --cri-socket "unix://$SOCKET" --patches "$STATE/patches"
   local pid
   pid=$(cat "$(worker_pid_file kubeadm)")
   # setsid's child is the kubeadm process: wait for it, whatever its parent.
   while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
   rm -f "$(worker_pid_file kubeadm)"
-  grep -q "This node has joined the cluster" "$LOGS/kubeadm.log" ||
-    { tail -30 "$LOGS/kubeadm.log" >&2; die "kubeadm join failed (log: $LOGS/kubeadm.log)"; }
+  grep -q "This node has joined the cluster" "$LOGS/kubeadm.log" && return
+  tail -30 "$LOGS/kubeadm.log" >&2
+  # kubeadm's own rule: a worker that died without leaving the tenant still has a
+  # Ready Node for up to the node monitor grace period.
+  grep -q "already exists in the cluster" "$LOGS/kubeadm.log" &&
+    log "the tenant still has a Ready Node $NAME: delete it (kubectl delete node $NAME) or wait until it is NotReady"
+  die "kubeadm join failed (log: $LOGS/kubeadm.log)"
 }
 
 node_ready() {
