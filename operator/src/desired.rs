@@ -164,52 +164,79 @@ impl DeploymentVersion {
 }
 
 /// The tenant's control-plane Deployments as they exist, fed to the build stage like the
-/// observed Secrets: the controller-manager's version follows the apiserver's rollout.
+/// observed Secrets: the controller-manager's and the scheduler's versions follow the
+/// apiserver's rollout.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedRollout {
     /// The kube-apiserver Deployment, if it exists.
     pub apiserver: Option<DeploymentVersion>,
     /// The kube-controller-manager Deployment, if it exists.
     pub controller_manager: Option<DeploymentVersion>,
+    /// The kube-scheduler Deployment, if it exists.
+    pub scheduler: Option<DeploymentVersion>,
 }
 
 impl ObservedRollout {
-    /// The rollout state of the two Deployments (`None` for one that does not exist).
-    pub fn from_deployments(apiserver: Option<&Deployment>, controller_manager: Option<&Deployment>) -> Self {
+    /// The rollout state of the three Deployments (`None` for one that does not exist).
+    pub fn from_deployments(
+        apiserver: Option<&Deployment>,
+        controller_manager: Option<&Deployment>,
+        scheduler: Option<&Deployment>,
+    ) -> Self {
         Self {
             apiserver: apiserver.map(DeploymentVersion::from_deployment),
             controller_manager: controller_manager.map(DeploymentVersion::from_deployment),
+            scheduler: scheduler.map(DeploymentVersion::from_deployment),
         }
     }
 
-    /// The version every replica of both Deployments runs, when they run one and the same.
+    /// The version every replica of the three Deployments runs, when they run one and
+    /// the same.
     pub fn control_plane_version(&self) -> Option<&str> {
         let apiserver = self.apiserver.as_ref()?.rolled_out.as_deref()?;
         let controller_manager = self.controller_manager.as_ref()?.rolled_out.as_deref()?;
-        (apiserver == controller_manager).then_some(apiserver)
+        let scheduler = self.scheduler.as_ref()?.rolled_out.as_deref()?;
+        (apiserver == controller_manager && apiserver == scheduler).then_some(apiserver)
     }
 }
 
 /// The Kubernetes version the controller-manager may run, or `None` when it must not be
-/// applied on this pass.
+/// applied on this pass (see [`version_after_apiserver`]).
+pub fn controller_manager_version(spec_version: &str, rollout: &ObservedRollout) -> Option<String> {
+    version_after_apiserver(spec_version, rollout, rollout.controller_manager.as_ref())
+}
+
+/// The Kubernetes version the scheduler may run, or `None` when it must not be applied
+/// on this pass (see [`version_after_apiserver`]).
+pub fn scheduler_version(spec_version: &str, rollout: &ObservedRollout) -> Option<String> {
+    version_after_apiserver(spec_version, rollout, rollout.scheduler.as_ref())
+}
+
+/// The version a component that talks to the apiserver (the controller-manager, the
+/// scheduler: `component`, as observed) may run, or `None` when it must not be applied
+/// on this pass.
 ///
-/// Kubernetes' version-skew policy forbids a kube-controller-manager newer than any
-/// kube-apiserver it talks to. So an upgrade rolls the apiserver first and the
-/// controller-manager only once every apiserver replica runs the new version:
+/// Kubernetes' version-skew policy forbids a kube-controller-manager or kube-scheduler
+/// newer than any kube-apiserver it talks to. So an upgrade rolls the apiserver first
+/// and these only once every apiserver replica runs the new version:
 ///
 /// - no apiserver Deployment yet (a new tenant): `spec_version`, nothing older is running;
 /// - the apiserver rolled out completely: the version its replicas run;
-/// - the apiserver is rolling: the controller-manager stays at its template's version;
-/// - the apiserver is rolling and there is no controller-manager: none until the rollout
-///   finished, since no version is known to be safe for it.
-pub fn controller_manager_version(spec_version: &str, rollout: &ObservedRollout) -> Option<String> {
+/// - the apiserver is rolling: the component stays at its template's version;
+/// - the apiserver is rolling and the component has no Deployment: none until the
+///   rollout finished, since no version is known to be safe for it.
+fn version_after_apiserver(
+    spec_version: &str,
+    rollout: &ObservedRollout,
+    component: Option<&DeploymentVersion>,
+) -> Option<String> {
     let Some(apiserver) = &rollout.apiserver else {
         return Some(spec_version.trim_start_matches('v').to_string());
     };
     if let Some(rolled_out) = &apiserver.rolled_out {
         return Some(rolled_out.clone());
     }
-    rollout.controller_manager.as_ref().and_then(|controller_manager| controller_manager.template.clone())
+    component.and_then(|component| component.template.clone())
 }
 
 /// Whether the TenantCluster's status proves its PKI existed at some point. A
@@ -395,6 +422,8 @@ pub struct Kubeconfigs {
     pub admin_in_cluster: String,
     /// The controller-manager's kubeconfig (in-cluster DNS name).
     pub controller_manager: String,
+    /// The scheduler's kubeconfig (in-cluster DNS name).
+    pub scheduler: String,
 }
 
 impl fmt::Debug for Kubeconfigs {
@@ -410,7 +439,7 @@ pub struct DesiredState {
     /// Objects in apply order: the CA Secrets, the service-account and encryption
     /// Secrets, the leaf Secrets, the kubeconfig Secrets; then etcd's Service,
     /// NetworkPolicy, ConfigMap and StatefulSet; the apiserver's ConfigMap, Service and
-    /// Deployment; the controller-manager Deployment. The Secret order matters: a
+    /// Deployment; the controller-manager and scheduler Deployments. The Secret order matters: a
     /// pass interrupted half-way leaves roots of trust without dependents, never
     /// dependents without their roots, which is what lets the next pass tell a
     /// half-created tenant from one that lost a CA.
@@ -439,6 +468,9 @@ pub struct DesiredState {
     /// The version the controller-manager Deployment was built for (see
     /// [`controller_manager_version`]); `None` when it is not among `objects` on this pass.
     pub controller_manager_version: Option<String>,
+    /// The version the scheduler Deployment was built for (see [`scheduler_version`]);
+    /// `None` when it is not among `objects` on this pass.
+    pub scheduler_version: Option<String>,
 }
 
 impl DesiredState {
@@ -508,12 +540,15 @@ pub fn desired_state_with_etcd(
     // Validate everything that comes from the spec before touching any key material.
     let (validity, renew_before) = pki_durations(&spec.pki, now)?;
     let controller_manager_version = controller_manager_version(&spec.version, rollout);
-    let images = ImageSet::for_spec(spec)?;
-    // Only the controller-manager reads this; a deferred one is not built at all.
-    let images = match &controller_manager_version {
-        Some(version) => images.with_controller_manager_at(spec, version),
-        None => images,
-    };
+    let scheduler_version = scheduler_version(&spec.version, rollout);
+    let mut images = ImageSet::for_spec(spec)?;
+    // Only the component held reads its image; a deferred one is not built at all.
+    if let Some(version) = &controller_manager_version {
+        images = images.with_controller_manager_at(spec, version);
+    }
+    if let Some(version) = &scheduler_version {
+        images = images.with_scheduler_at(spec, version);
+    }
     let plan = TenantPkiPlan::new(&pki_inputs(names, spec, etcd_running))
         .map_err(|error| plan_error(error, spec))?;
     let endpoint = endpoint(names, spec)?;
@@ -634,6 +669,7 @@ pub fn desired_state_with_etcd(
     let kubeconfigs = Kubeconfigs {
         controller_manager: credentials(LeafCertificate::ControllerManagerClient, &in_cluster_url)
             .to_kubeconfig()?,
+        scheduler: credentials(LeafCertificate::SchedulerClient, &in_cluster_url).to_kubeconfig()?,
         admin: credentials(LeafCertificate::AdminClient, &endpoint).to_kubeconfig()?,
         admin_in_cluster: credentials(LeafCertificate::AdminClient, &in_cluster_url).to_kubeconfig()?,
     };
@@ -643,6 +679,7 @@ pub fn desired_state_with_etcd(
             Component::ControllerManager,
             &kubeconfigs.controller_manager,
         ),
+        (names.scheduler_kubeconfig_secret(), Component::Scheduler, &kubeconfigs.scheduler),
         (names.admin_kubeconfig_secret(), Component::Pki, &kubeconfigs.admin),
         (names.admin_in_cluster_kubeconfig_secret(), Component::Pki, &kubeconfigs.admin_in_cluster),
     ] {
@@ -668,6 +705,7 @@ pub fn desired_state_with_etcd(
         etcd: config_hash(&[], &[]),
         apiserver: config_hash(&mounted(Component::ApiServer), &[&apiserver_config]),
         controller_manager: config_hash(&mounted(Component::ControllerManager), &[]),
+        scheduler: config_hash(&mounted(Component::Scheduler), &[]),
     };
 
     let etcd = etcd_members(tenant, etcd_running);
@@ -701,6 +739,9 @@ pub fn desired_state_with_etcd(
     if controller_manager_version.is_some() {
         objects.push(DesiredObject::Deployment(manifests.controller_manager_deployment));
     }
+    if scheduler_version.is_some() {
+        objects.push(DesiredObject::Deployment(manifests.scheduler_deployment));
+    }
 
     let renewal_due_at = jiff::SignedDuration::try_from(renew_before)
         .ok()
@@ -718,6 +759,7 @@ pub fn desired_state_with_etcd(
         kubeconfigs,
         config_hashes,
         controller_manager_version,
+        scheduler_version,
     })
 }
 
@@ -931,7 +973,12 @@ fn stored_leaf(observed: &ObservedSecrets, certificate: LeafCertificate, secret_
 
 /// Client certificates that live inside kubeconfig Secrets rather than TLS Secrets.
 fn is_kubeconfig_leaf(certificate: LeafCertificate) -> bool {
-    matches!(certificate, LeafCertificate::ControllerManagerClient | LeafCertificate::AdminClient)
+    matches!(
+        certificate,
+        LeafCertificate::ControllerManagerClient
+            | LeafCertificate::SchedulerClient
+            | LeafCertificate::AdminClient
+    )
 }
 
 /// Component label of a leaf's TLS Secret: the component whose pods use it.
@@ -945,6 +992,7 @@ fn leaf_component(certificate: LeafCertificate) -> Component {
             Component::Etcd
         }
         LeafCertificate::ControllerManagerClient => Component::ControllerManager,
+        LeafCertificate::SchedulerClient => Component::Scheduler,
         LeafCertificate::AdminClient => Component::Pki,
     }
 }
@@ -1120,6 +1168,18 @@ mod tests {
         let controller_manager = kubeconfig(&state, &names.controller_manager_kubeconfig_secret());
         assert_eq!(controller_manager.server_url, in_cluster);
         assert_eq!(controller_manager.user_name, "system:kube-controller-manager");
+        let scheduler = kubeconfig(&state, &names.scheduler_kubeconfig_secret());
+        assert_eq!(scheduler.server_url, in_cluster);
+        assert_eq!(scheduler.user_name, "system:kube-scheduler");
+        assert_eq!(
+            crate::pki::test_support::subject(&scheduler.client_cert_pem),
+            ("system:kube-scheduler".to_string(), Vec::new()),
+            "the name the tenant's bootstrap RBAC binds the scheduler's roles to, in no group"
+        );
+        assert_eq!(
+            state.kubeconfigs.scheduler,
+            text(&state, &names.scheduler_kubeconfig_secret(), KUBECONFIG_KEY)
+        );
         assert_eq!(state.kubeconfigs.admin, text(&state, &names.admin_kubeconfig_secret(), KUBECONFIG_KEY));
 
         // Service-account halves belong together; the encryption key is valid.
@@ -1149,6 +1209,7 @@ mod tests {
             secret(names.etcd_peer_secret()),
             secret(names.etcd_healthcheck_client_secret()),
             secret(names.controller_manager_kubeconfig_secret()),
+            secret(names.scheduler_kubeconfig_secret()),
             secret(names.admin_kubeconfig_secret()),
             secret(names.admin_in_cluster_kubeconfig_secret()),
             ("Service", names.etcd()),
@@ -1159,12 +1220,15 @@ mod tests {
             ("Service", names.apiserver()),
             ("Deployment", names.apiserver()),
             ("Deployment", names.controller_manager()),
+            ("Deployment", names.scheduler()),
         ];
         assert_eq!(order, expected_order);
 
         // Every Secret a pod mounts is built, and the hashes reach the pod templates.
         let built: BTreeSet<&str> = state.secrets().filter_map(|s| s.metadata.name.as_deref()).collect();
-        for component in [Component::Etcd, Component::ApiServer, Component::ControllerManager] {
+        for component in
+            [Component::Etcd, Component::ApiServer, Component::ControllerManager, Component::Scheduler]
+        {
             for name in mounted_secret_names(&names, component) {
                 assert!(built.contains(name.as_str()), "{component:?} mounts {name}, which is not built");
             }
@@ -1173,6 +1237,12 @@ mod tests {
         let hashes = &state.config_hashes;
         assert_ne!(hashes.etcd, hashes.apiserver);
         assert_ne!(hashes.apiserver, hashes.controller_manager);
+        assert_ne!(hashes.controller_manager, hashes.scheduler);
+        assert_eq!(
+            state.scheduler_version.as_deref(),
+            Some("1.34.2"),
+            "a new tenant's starts with its apiserver"
+        );
     }
 
     #[test]
@@ -1209,6 +1279,30 @@ mod tests {
         .expect("builds");
         assert!(third.issued.is_empty());
         assert_eq!(as_json(&third), as_json(&first));
+    }
+
+    #[test]
+    fn a_reissued_scheduler_certificate_rolls_the_scheduler_and_nothing_else() {
+        let tenant = default_tenant();
+        let names = names();
+        let first = build(&tenant, &ObservedSecrets::new());
+        let mut secrets = observed(&first);
+        secrets.remove(&names.scheduler_kubeconfig_secret());
+
+        let second = build(&tenant, &secrets);
+        assert_eq!(reissued(&second), [(LeafCertificate::SchedulerClient, "Missing")]);
+        assert_ne!(second.config_hashes.scheduler, first.config_hashes.scheduler);
+        assert_eq!(second.config_hashes.controller_manager, first.config_hashes.controller_manager);
+        assert_eq!(second.config_hashes.apiserver, first.config_hashes.apiserver);
+        let hash_of = |state: &DesiredState| {
+            let template =
+                &deployment(state, &names.scheduler()).expect("built").spec.as_ref().expect("spec").template;
+            template.metadata.as_ref().and_then(|m| m.annotations.as_ref()).expect("annotations")
+                [CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_eq!(hash_of(&second), second.config_hashes.scheduler, "the new hash is on the pod template");
+        assert_ne!(hash_of(&second), hash_of(&first));
     }
 
     #[test]
@@ -1770,7 +1864,7 @@ mod tests {
     }
 
     #[test]
-    fn an_upgrade_moves_the_controller_manager_only_after_every_apiserver_replica() {
+    fn an_upgrade_moves_the_controller_manager_and_the_scheduler_only_after_every_apiserver_replica() {
         let names = names();
         let old = tenant(spec(serde_json::json!({"apiServer": {"replicas": 2}})));
         let mut new = old.clone();
@@ -1783,7 +1877,7 @@ mod tests {
             replicas: 2,
             available: 2,
         };
-        let serving = ObservedRollout { apiserver: Some(serving), controller_manager: None };
+        let serving = ObservedRollout { apiserver: Some(serving), ..ObservedRollout::default() };
         let running =
             desired_state(&old, &observed(&bootstrap), &serving, now(), OPERATOR_NAMESPACE).expect("builds");
         let secrets = observed(&running);
@@ -1797,58 +1891,97 @@ mod tests {
                 available,
             )
         };
-        let rolled_out_at_old = ObservedRollout::from_deployments(
-            Some(&live(&running, &names.apiserver(), 2, 2)),
-            Some(&live(&running, &names.controller_manager(), 1, 1)),
-        );
+        // The apiserver with `updated` of its 2 replicas at the template of `state`; the
+        // controller-manager and the scheduler rolled out at theirs.
+        let observed_after = |state: &DesiredState, updated| {
+            ObservedRollout::from_deployments(
+                Some(&live(state, &names.apiserver(), updated, 2)),
+                Some(&live(state, &names.controller_manager(), 1, 1)),
+                Some(&live(state, &names.scheduler(), 1, 1)),
+            )
+        };
+        let rolled_out_at_old = observed_after(&running, 2);
         assert_eq!(rolled_out_at_old.control_plane_version(), Some("1.34.2"));
         let images = |state: &DesiredState| {
             (
                 image(deployment(state, &names.apiserver()).expect("apiserver")).to_string(),
                 deployment(state, &names.controller_manager()).map(|cm| image(cm).to_string()),
+                deployment(state, &names.scheduler()).map(|scheduler| image(scheduler).to_string()),
             )
         };
 
-        // The pass that sees the new spec: the apiserver moves, the controller-manager stays.
+        // The pass that sees the new spec: the apiserver moves, the others stay.
         let first =
             desired_state(&new, &secrets, &rolled_out_at_old, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(
             images(&first),
             (
                 "registry.k8s.io/kube-apiserver:v1.35.4".to_string(),
-                Some("registry.k8s.io/kube-controller-manager:v1.34.2".to_string())
+                Some("registry.k8s.io/kube-controller-manager:v1.34.2".to_string()),
+                Some("registry.k8s.io/kube-scheduler:v1.34.2".to_string())
             )
         );
         assert_eq!(first.controller_manager_version.as_deref(), Some("1.34.2"));
+        assert_eq!(first.scheduler_version.as_deref(), Some("1.34.2"));
 
         // While the apiserver rolls (one of two replicas updated), still held.
-        let rolling = ObservedRollout::from_deployments(
-            Some(&live(&first, &names.apiserver(), 1, 2)),
-            Some(&live(&first, &names.controller_manager(), 1, 1)),
-        );
+        let rolling = observed_after(&first, 1);
+        assert_eq!(rolling.control_plane_version(), None);
         let second = desired_state(&new, &secrets, &rolling, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(images(&second), images(&first));
         assert_eq!(as_json(&second), as_json(&first), "nothing to apply while the apiserver rolls");
 
-        // A controller-manager deleted mid-rollout is not recreated at either version yet.
+        // A controller-manager or scheduler deleted mid-rollout is not recreated at either
+        // version yet; the other one stays as it is.
         let deleted = ObservedRollout { controller_manager: None, ..rolling.clone() };
         let deferred = desired_state(&new, &secrets, &deleted, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(images(&deferred).1, None);
         assert_eq!(deferred.controller_manager_version, None);
+        assert_eq!(images(&deferred).2, images(&first).2);
+        let deleted = ObservedRollout { scheduler: None, ..rolling.clone() };
+        let deferred = desired_state(&new, &secrets, &deleted, now(), OPERATOR_NAMESPACE).expect("builds");
+        assert_eq!(images(&deferred).2, None);
+        assert_eq!(deferred.scheduler_version, None);
+        assert_eq!(images(&deferred).1, images(&first).1);
 
-        // Every apiserver replica runs 1.35.4: now the controller-manager follows.
-        let apiserver_done = ObservedRollout::from_deployments(
-            Some(&live(&second, &names.apiserver(), 2, 2)),
-            Some(&live(&second, &names.controller_manager(), 1, 1)),
-        );
+        // Every apiserver replica runs 1.35.4: now both follow.
+        let apiserver_done = observed_after(&second, 2);
         let third =
             desired_state(&new, &secrets, &apiserver_done, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(images(&third).1.as_deref(), Some("registry.k8s.io/kube-controller-manager:v1.35.4"));
+        assert_eq!(images(&third).2.as_deref(), Some("registry.k8s.io/kube-scheduler:v1.35.4"));
+        assert_eq!(third.scheduler_version.as_deref(), Some("1.35.4"));
         // ... which is exactly what a tenant created at 1.35.4 gets once its apiserver serves.
-        let apiserver_only = ObservedRollout { controller_manager: None, ..apiserver_done.clone() };
+        let apiserver_only =
+            ObservedRollout { apiserver: apiserver_done.apiserver.clone(), ..ObservedRollout::default() };
         let fresh =
             desired_state(&new, &secrets, &apiserver_only, now(), OPERATOR_NAMESPACE).expect("builds");
         assert_eq!(as_json(&third), as_json(&fresh));
+    }
+
+    #[test]
+    fn the_scheduler_is_never_newer_than_an_apiserver_replica() {
+        let rolling_to = |template: &str| DeploymentVersion {
+            template: Some(template.into()),
+            rolled_out: None,
+            replicas: 2,
+            available: 2,
+        };
+        let rollout = ObservedRollout {
+            apiserver: Some(rolling_to("1.35.4")),
+            controller_manager: Some(rolling_to("1.34.2")),
+            scheduler: Some(rolling_to("1.34.2")),
+        };
+        assert_eq!(scheduler_version("1.35.4", &rollout).as_deref(), Some("1.34.2"), "held");
+        assert_eq!(controller_manager_version("1.35.4", &rollout).as_deref(), Some("1.34.2"), "held");
+        let scheduler_gone = ObservedRollout { scheduler: None, ..rollout.clone() };
+        assert_eq!(scheduler_version("1.35.4", &scheduler_gone), None, "no safe version while rolling");
+        let mut done = rollout.clone();
+        done.apiserver =
+            Some(DeploymentVersion { rolled_out: Some("1.35.4".into()), ..rolling_to("1.35.4") });
+        assert_eq!(scheduler_version("1.35.4", &done).as_deref(), Some("1.35.4"));
+        assert_eq!(done.control_plane_version(), None, "the scheduler still runs 1.34.2");
+        assert_eq!(scheduler_version("v1.35.4", &ObservedRollout::default()).as_deref(), Some("1.35.4"));
     }
 
     #[test]

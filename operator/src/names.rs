@@ -34,6 +34,7 @@ pub enum Component {
     Etcd,
     ApiServer,
     ControllerManager,
+    Scheduler,
     Pki,
 }
 
@@ -44,6 +45,7 @@ impl Component {
             Component::Etcd => "etcd",
             Component::ApiServer => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
+            Component::Scheduler => "kube-scheduler",
             Component::Pki => "pki",
         }
     }
@@ -77,6 +79,10 @@ impl TenantNames {
     /// kube-controller-manager Deployment.
     pub fn controller_manager(&self) -> String {
         self.derived("controller-manager")
+    }
+    /// kube-scheduler Deployment.
+    pub fn scheduler(&self) -> String {
+        self.derived("scheduler")
     }
     /// NetworkPolicy that admits only the tenant's apiserver to its etcd.
     pub fn etcd_network_policy(&self) -> String {
@@ -150,6 +156,9 @@ impl TenantNames {
     pub fn controller_manager_kubeconfig_secret(&self) -> String {
         self.derived("controller-manager-kubeconfig")
     }
+    pub fn scheduler_kubeconfig_secret(&self) -> String {
+        self.derived("scheduler-kubeconfig")
+    }
 
     // --- labels ---
     /// Labels on every object owned by this tenant.
@@ -181,7 +190,7 @@ mod tests {
     fn longest_tenant_name_keeps_every_derived_label_valid() {
         let names = TenantNames::new("a".repeat(MAX_TENANT_NAME_LENGTH), "tenants");
         // Services and Deployments must be DNS-1123 labels.
-        for name in [names.etcd(), names.apiserver(), names.controller_manager()] {
+        for name in [names.etcd(), names.apiserver(), names.controller_manager(), names.scheduler()] {
             assert!(name.len() <= 63, "{name} is {} characters", name.len());
         }
         // StatefulSet controller-revision-hash label value: <sts>-<10 char hash>.

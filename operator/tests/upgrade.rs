@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use nestor::health::lease::{LEASE_NAME, LEASE_NAMESPACE, freshness};
+use nestor::health::lease::{CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE, freshness};
 use nestor::names::{Component, TenantNames};
 use serde_json::json;
 use support::{
@@ -155,7 +155,7 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
         probe(&client).await.expect("the tenant serves before the upgrade");
         let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
         let holder_before = wait_for("a controller-manager leader", MAX_WAIT, async || {
-            let lease = leases.get(LEASE_NAME).await.map_err(|error| error.to_string())?;
+            let lease = leases.get(CONTROLLER_MANAGER_LEASE.name).await.map_err(|error| error.to_string())?;
             lease.spec.and_then(|spec| spec.holder_identity).ok_or("no holder".to_string())
         })
         .await;
@@ -256,7 +256,7 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
             .join(",");
         let leases: Api<Lease> = Api::namespaced(fresh.clone(), LEASE_NAMESPACE);
         let holder = wait_for("a 1.35.4 controller-manager holding a fresh Lease", MAX_WAIT, async || {
-            let lease = leases.get(LEASE_NAME).await.map_err(|error| error.to_string())?;
+            let lease = leases.get(CONTROLLER_MANAGER_LEASE.name).await.map_err(|error| error.to_string())?;
             let verdict = freshness(&lease, jiff::Timestamp::now());
             if !verdict.is_healthy() {
                 return Err(format!("{verdict:?}"));

@@ -70,6 +70,9 @@ pub struct TenantClusterSpec {
     /// The tenant's kube-controller-manager.
     #[serde(default)]
     pub controller_manager: ControllerManagerSpec,
+    /// The tenant's kube-scheduler.
+    #[serde(default)]
+    pub scheduler: SchedulerSpec,
     /// How the tenant API is exposed and the tenant's own address ranges.
     #[serde(default)]
     pub network: NetworkSpec,
@@ -205,6 +208,30 @@ pub struct ControllerManagerSpec {
 }
 
 impl Default for ControllerManagerSpec {
+    fn default() -> Self {
+        Self { replicas: 1, extra_args: BTreeMap::new(), resources: None }
+    }
+}
+
+/// The tenant's kube-scheduler replicas.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerSpec {
+    /// Number of kube-scheduler pods (one leads, the rest wait), 1 to 10.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 10))]
+    pub replicas: i32,
+    /// Extra `--flag=value` arguments (flag names without the leading dashes); they override
+    /// Nestor's defaults of the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "extra_args_schema")]
+    pub extra_args: BTreeMap<String, String>,
+    /// Compute resources of each pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for SchedulerSpec {
     fn default() -> Self {
         Self { replicas: 1, extra_args: BTreeMap::new(), resources: None }
     }
@@ -380,7 +407,8 @@ pub struct TenantClusterStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// PKIReady, EtcdReady, APIServerReady, ControllerManagerReady, KubeconfigReady and Ready.
+    /// PKIReady, EtcdReady, APIServerReady, ControllerManagerReady, SchedulerReady, KubeconfigReady
+    /// and Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -452,6 +452,7 @@ pub fn validate(spec: &TenantClusterSpec) -> Result<(), Vec<SpecError>> {
     for (field, value) in [
         ("spec.apiServer.replicas", spec.api_server.replicas),
         ("spec.controllerManager.replicas", spec.controller_manager.replicas),
+        ("spec.scheduler.replicas", spec.scheduler.replicas),
     ] {
         if value < 1 {
             errors.push(SpecError::ReplicasBelowOne { field, value });
@@ -461,6 +462,7 @@ pub fn validate(spec: &TenantClusterSpec) -> Result<(), Vec<SpecError>> {
     for (field, extra_args) in [
         ("spec.apiServer.extraArgs", &spec.api_server.extra_args),
         ("spec.controllerManager.extraArgs", &spec.controller_manager.extra_args),
+        ("spec.scheduler.extraArgs", &spec.scheduler.extra_args),
     ] {
         // The builders strip leading dashes (`--v` and `v` are the same flag), so a key
         // of dashes alone names no flag.
@@ -631,6 +633,7 @@ mod tests {
         tenant.etcd.replicas = 2;
         tenant.api_server.replicas = 0;
         tenant.controller_manager.replicas = -1;
+        tenant.scheduler.replicas = 0;
         let errors = validate(&tenant).unwrap_err();
         assert_eq!(
             errors,
@@ -639,6 +642,7 @@ mod tests {
                 SpecError::EtcdReplicas(2),
                 SpecError::ReplicasBelowOne { field: "spec.apiServer.replicas", value: 0 },
                 SpecError::ReplicasBelowOne { field: "spec.controllerManager.replicas", value: -1 },
+                SpecError::ReplicasBelowOne { field: "spec.scheduler.replicas", value: 0 },
             ]
         );
     }
@@ -650,12 +654,15 @@ mod tests {
             [("".to_string(), "x".to_string()), ("v".to_string(), "2".to_string())].into();
         tenant.controller_manager.extra_args =
             [("--".to_string(), "x".to_string()), ("--v".to_string(), "2".to_string())].into();
+        tenant.scheduler.extra_args =
+            [("---".to_string(), "x".to_string()), ("v".to_string(), "2".to_string())].into();
         let errors = validate(&tenant).unwrap_err();
         assert_eq!(
             errors,
             vec![
                 SpecError::ExtraArgEmptyFlag { field: "spec.apiServer.extraArgs", key: "".into() },
                 SpecError::ExtraArgEmptyFlag { field: "spec.controllerManager.extraArgs", key: "--".into() },
+                SpecError::ExtraArgEmptyFlag { field: "spec.scheduler.extraArgs", key: "---".into() },
             ]
         );
         assert_eq!(
@@ -669,6 +676,7 @@ mod tests {
 
         tenant.api_server.extra_args.remove("");
         tenant.controller_manager.extra_args.remove("--");
+        tenant.scheduler.extra_args.remove("---");
         assert_eq!(validate(&tenant), Ok(()), "named flags, with or without dashes, are fine");
     }
 

@@ -37,7 +37,7 @@ pub struct DescribeArgs {
 /// A control-plane workload and how many of its replicas are ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ComponentRow {
-    /// `etcd`, `kube-apiserver`, `kube-controller-manager`.
+    /// `etcd`, `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`.
     pub component: &'static str,
     /// `StatefulSet/<name>` or `Deployment/<name>`.
     pub object: String,
@@ -180,6 +180,7 @@ pub fn render_description(description: &Description, now: Timestamp) -> String {
         ("etcd", format!("{} member(s), {storage}", spec.etcd.replicas)),
         ("kube-apiserver", format!("{} replica(s)", spec.api_server.replicas)),
         ("controller-manager", format!("{} replica(s)", spec.controller_manager.replicas)),
+        ("scheduler", format!("{} replica(s)", spec.scheduler.replicas)),
         ("Image repository", or_none(spec.image_repository.as_deref())),
         (
             "Service",
@@ -338,9 +339,11 @@ async fn gather(session: &Session, tenant: TenantCluster) -> Result<Description,
             },
         ),
     }];
-    for (component, deployment_name) in
-        [("kube-apiserver", names.apiserver()), ("kube-controller-manager", names.controller_manager())]
-    {
+    for (component, deployment_name) in [
+        ("kube-apiserver", names.apiserver()),
+        ("kube-controller-manager", names.controller_manager()),
+        ("kube-scheduler", names.scheduler()),
+    ] {
         let deployment = session.namespaced::<Deployment>().get_opt(&deployment_name).await.map_err(error)?;
         components.push(ComponentRow {
             component,
@@ -467,11 +470,18 @@ mod tests {
         });
         let description = Description {
             tenant,
-            components: vec![ComponentRow {
-                component: "etcd",
-                object: "StatefulSet/team-a-etcd".into(),
-                ready: "1/1".into(),
-            }],
+            components: vec![
+                ComponentRow {
+                    component: "etcd",
+                    object: "StatefulSet/team-a-etcd".into(),
+                    ready: "1/1".into(),
+                },
+                ComponentRow {
+                    component: "kube-scheduler",
+                    object: "Deployment/team-a-scheduler".into(),
+                    ready: "0/1".into(),
+                },
+            ],
             certificates: vec![CertificateRow {
                 secret: "team-a-apiserver-serving".into(),
                 common_name: "kube-apiserver".into(),
@@ -494,6 +504,9 @@ mod tests {
             "Kubeconfig:           Secret team-a-kubeconfig (key value)\n",
             "Certificates expire:  2026-05-31T12:00:00Z (in 364 days)\n",
             "  etcd:               1 member(s), ephemeral (emptyDir)\n",
+            "  controller-manager: 1 replica(s)\n",
+            "  scheduler:          1 replica(s)\n",
+            "  kube-scheduler   Deployment/team-a-scheduler   0/1\n",
             "  PKI:                ECDSA-P256 keys, leaves valid 8760h, renewed 720h before expiry\n",
             "  EtcdReady   True     Ready    90s   1/1 members ready\n",
             "  team-a-apiserver-serving   kube-apiserver   2026-05-31T12:00:00Z   364\n",

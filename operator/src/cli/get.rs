@@ -208,8 +208,8 @@ mod tests {
         assert_eq!(
             tenant_table(&tenants, OutputFormat::Table, false, now()),
             "NAME   VERSION   PHASE          READY   ENDPOINT                               AGE\n\
-             a      1.34.2    Provisioning   3/5     https://a-apiserver.tenants.svc:6443   3m20s\n\
-             bb     1.34.2    <none>         0/5     <none>                                 5d\n"
+             a      1.34.2    Provisioning   3/6     https://a-apiserver.tenants.svc:6443   3m20s\n\
+             bb     1.34.2    <none>         0/6     <none>                                 5d\n"
         );
     }
 

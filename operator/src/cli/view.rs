@@ -23,7 +23,7 @@ fn conditions(tenant: &TenantCluster) -> &[Condition] {
     tenant.status.as_ref().map(|status| status.conditions.as_slice()).unwrap_or_default()
 }
 
-/// How many of the five component conditions are True: the READY column's `x/5`.
+/// How many of the six component conditions are True: the READY column's `x/6`.
 pub fn ready_components(tenant: &TenantCluster) -> usize {
     let conditions = conditions(tenant);
     types::COMPONENTS
@@ -146,7 +146,7 @@ mod tests {
         let mut conditions = all_ready();
         conditions[1] = condition(types::ETCD_READY, "False", "Progressing", "0/1 members ready");
         let tenant = tenant(conditions, Some(Phase::Provisioning));
-        assert_eq!(ready_components(&tenant), 4);
+        assert_eq!(ready_components(&tenant), 5);
         assert_eq!(ready_components(&super::tests::tenant(Vec::new(), None)), 0);
     }
 

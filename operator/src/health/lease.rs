@@ -1,7 +1,8 @@
-//! The kube-controller-manager probe: its leader-election Lease
-//! (`kube-system/kube-controller-manager` in the tenant) must be renewed on time.
-//! A controller manager that runs but cannot renew (wedged, or cut off from the
-//! apiserver) stops reconciling the tenant's workloads; its pod still looks Ready.
+//! The probe of a leader-elected component, kube-controller-manager or kube-scheduler:
+//! its leader-election Lease ([`CONTROLLER_MANAGER_LEASE`], [`SCHEDULER_LEASE`] in the
+//! tenant's `kube-system`) must be renewed on time. A controller manager that runs
+//! but cannot renew (wedged, or cut off from the apiserver) stops reconciling the
+//! tenant's workloads, a scheduler stops binding its pods; their pods still look Ready.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,14 +14,28 @@ use k8s_openapi::api::coordination::v1::Lease;
 use super::ProbeOutcome;
 use crate::transport::{Response, TlsClient};
 
-/// Namespace of the controller manager's Lease in the tenant.
+/// Namespace of the leader Leases in the tenant.
 pub const LEASE_NAMESPACE: &str = "kube-system";
-/// Name of the controller manager's Lease in the tenant.
-pub const LEASE_NAME: &str = "kube-controller-manager";
+
+/// A leader-election Lease in the tenant's [`LEASE_NAMESPACE`], and who holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderLease {
+    /// The Lease's name, the component's default `--leader-elect-resource-name`.
+    pub name: &'static str,
+    /// The component that holds it, as the probe's messages name it.
+    pub holder: &'static str,
+}
+
+/// The kube-controller-manager's Lease.
+pub const CONTROLLER_MANAGER_LEASE: LeaderLease =
+    LeaderLease { name: "kube-controller-manager", holder: "controller manager" };
+/// The kube-scheduler's Lease.
+pub const SCHEDULER_LEASE: LeaderLease = LeaderLease { name: "kube-scheduler", holder: "scheduler" };
 /// Slack on top of `leaseDurationSeconds`: the holder renews every 2 s and may miss
 /// one round under load, and the tenant's and the operator's clocks may differ a little.
 pub const FRESHNESS_MARGIN: Duration = Duration::from_secs(10);
-/// `leaseDurationSeconds` assumed when the Lease does not say (kube-controller-manager's default).
+/// `leaseDurationSeconds` assumed when the Lease does not say (the default of both
+/// kube-controller-manager and kube-scheduler).
 const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// The verdict on a Lease's freshness at `now` (pure).
@@ -55,39 +70,40 @@ pub fn freshness(lease: &Lease, now: Timestamp) -> ProbeOutcome {
 }
 
 /// The Lease's path on the tenant apiserver.
-fn lease_path() -> String {
-    format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{LEASE_NAME}")
+fn lease_path(lease: LeaderLease) -> String {
+    format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{}", lease.name)
 }
 
-/// Reads the Lease from the tenant apiserver's Service at `address` as the admin user
+/// Reads `lease` from the tenant apiserver's Service at `address` as the admin user
 /// (`admin`: the credentials of the admin kubeconfig) and judges it. One plain HTTPS
 /// GET on the probes' own transport: building a Kubernetes client from the kubeconfig
 /// for every probe parsed it, built a TLS configuration and a pooled HTTP client, and
 /// dropped them all ten seconds later, for every tenant. Failing to reach the tenant
 /// apiserver is inconclusive: that is the apiserver's failure, already reported by
-/// its own probe, and says nothing about the controller manager.
+/// its own probe, and says nothing about the Lease's holder.
 pub async fn probe(
     admin: &TlsClient,
     address: SocketAddr,
     server_name: &str,
+    lease: LeaderLease,
     now: Timestamp,
     timeout: Duration,
 ) -> ProbeOutcome {
-    match admin.request(address, server_name, Method::GET, &lease_path(), None, timeout).await {
+    match admin.request(address, server_name, Method::GET, &lease_path(lease), None, timeout).await {
         Err(error) => ProbeOutcome::Inconclusive(format!("cannot read the leader Lease: {error}")),
-        Ok(response) => judge_response(&response, now),
+        Ok(response) => judge_response(&response, lease, now),
     }
 }
 
-/// The verdict on the apiserver's answer to the Lease GET (pure).
-fn judge_response(response: &Response, now: Timestamp) -> ProbeOutcome {
+/// The verdict on the apiserver's answer to the GET of `lease` (pure).
+fn judge_response(response: &Response, lease: LeaderLease, now: Timestamp) -> ProbeOutcome {
     match response.status {
         StatusCode::OK => match serde_json::from_slice::<Lease>(&response.body) {
             Ok(lease) => freshness(&lease, now),
             Err(error) => ProbeOutcome::Inconclusive(format!("cannot read the leader Lease: {error}")),
         },
         StatusCode::NOT_FOUND => {
-            ProbeOutcome::Unhealthy("no leader Lease: the controller manager never became leader".into())
+            ProbeOutcome::Unhealthy(format!("no leader Lease: the {} never became leader", lease.holder))
         }
         status => ProbeOutcome::Inconclusive(format!(
             "cannot read the leader Lease: HTTP {}: {}",
@@ -125,31 +141,43 @@ mod tests {
     }
 
     #[test]
-    fn the_path_names_the_controller_managers_lease() {
+    fn the_path_names_each_components_lease() {
         assert_eq!(
-            lease_path(),
+            lease_path(CONTROLLER_MANAGER_LEASE),
             "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
+        );
+        assert_eq!(
+            lease_path(SCHEDULER_LEASE),
+            "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-scheduler"
         );
     }
 
     #[test]
     fn the_apiserver_answer_decides_between_fresh_missing_and_unknown() {
+        let cm = CONTROLLER_MANAGER_LEASE;
         let lease = serde_json::to_string(&lease(Some(0), Some(15))).expect("serializes");
-        assert!(matches!(judge_response(&response(StatusCode::OK, &lease), at(3)), ProbeOutcome::Healthy(_)));
         assert!(matches!(
-            judge_response(&response(StatusCode::OK, &lease), at(60)),
+            judge_response(&response(StatusCode::OK, &lease), cm, at(3)),
+            ProbeOutcome::Healthy(_)
+        ));
+        assert!(matches!(
+            judge_response(&response(StatusCode::OK, &lease), cm, at(60)),
             ProbeOutcome::Unhealthy(_)
         ));
         assert_eq!(
-            judge_response(&response(StatusCode::NOT_FOUND, "{}"), at(3)),
+            judge_response(&response(StatusCode::NOT_FOUND, "{}"), cm, at(3)),
             ProbeOutcome::Unhealthy("no leader Lease: the controller manager never became leader".into())
         );
         assert_eq!(
-            judge_response(&response(StatusCode::FORBIDDEN, "forbidden\n"), at(3)),
+            judge_response(&response(StatusCode::NOT_FOUND, "{}"), SCHEDULER_LEASE, at(3)),
+            ProbeOutcome::Unhealthy("no leader Lease: the scheduler never became leader".into())
+        );
+        assert_eq!(
+            judge_response(&response(StatusCode::FORBIDDEN, "forbidden\n"), cm, at(3)),
             ProbeOutcome::Inconclusive("cannot read the leader Lease: HTTP 403: forbidden".into())
         );
         assert!(matches!(
-            judge_response(&response(StatusCode::OK, "not json"), at(3)),
+            judge_response(&response(StatusCode::OK, "not json"), SCHEDULER_LEASE, at(3)),
             ProbeOutcome::Inconclusive(_)
         ));
     }

@@ -1,5 +1,6 @@
 //! Health of a tenant's running control plane, beyond what workload status says:
-//! probes of etcd, kube-apiserver and kube-controller-manager, debounced verdicts
+//! probes of etcd, kube-apiserver, kube-controller-manager and kube-scheduler (the
+//! last two by their leader Leases, [`lease`]), debounced verdicts
 //! for the component conditions and the decision to restart a wedged apiserver pod.
 //! What speaks to etcd (its gateway, membership repair, scaling) is
 //! [`crate::etcd`]'s; this module calls into it for etcd's probe and judges the
@@ -7,8 +8,8 @@
 //!
 //! Workload status alone is not enough: a stopped (SIGSTOP) apiserver keeps its pod
 //! Running and Ready until the kubelet's probes give up (more than a minute with
-//! the tenant's probe settings), and a controller manager that lost its lease looks
-//! Ready forever. The operator therefore asks the components themselves.
+//! the tenant's probe settings), and a controller manager or a scheduler that lost
+//! its lease looks Ready forever. The operator therefore asks the components themselves.
 //!
 //! Split as elsewhere in Nestor: [`probe_tenant`] does the I/O (reads from the meta
 //! cluster, HTTPS to the tenant), [`TenantHealth::record`] is pure (debounce and
@@ -113,6 +114,8 @@ pub struct ProbeReport {
     pub apiserver: Option<ProbeOutcome>,
     /// The controller manager's leader Lease.
     pub controller_manager: Option<ProbeOutcome>,
+    /// The scheduler's leader Lease.
+    pub scheduler: Option<ProbeOutcome>,
     /// Each started, running apiserver pod's `/livez`.
     pub apiserver_pods: Vec<PodProbe>,
     /// What the etcd probe saw in detail, for the membership repair; `None` when
@@ -138,6 +141,8 @@ pub struct HealthVerdicts {
     pub apiserver: Option<Verdict>,
     /// kube-controller-manager.
     pub controller_manager: Option<Verdict>,
+    /// kube-scheduler.
+    pub scheduler: Option<Verdict>,
 }
 
 /// An apiserver pod the operator should delete, and why.
@@ -165,6 +170,7 @@ pub struct TenantHealth {
     etcd: Debouncer,
     apiserver: Debouncer,
     controller_manager: Debouncer,
+    scheduler: Debouncer,
     /// Failing apiserver pods by UID.
     failing_pods: BTreeMap<String, PodFailure>,
 }
@@ -203,6 +209,7 @@ impl TenantHealth {
             etcd: judge(&mut self.etcd, report.etcd.as_ref()),
             apiserver: judge(&mut self.apiserver, report.apiserver.as_ref()),
             controller_manager: judge(&mut self.controller_manager, report.controller_manager.as_ref()),
+            scheduler: judge(&mut self.scheduler, report.scheduler.as_ref()),
         };
 
         // Pods that answered or are gone forget their failures.
@@ -463,7 +470,7 @@ pub fn apiserver_address(service: Option<&Service>) -> Option<SocketAddr> {
     service.and_then(service_address)
 }
 
-/// Probes one tenant's etcd, apiserver and controller manager: HTTPS to the tenant's
+/// Probes one tenant's etcd, apiserver, controller manager and scheduler: HTTPS to the tenant's
 /// pods and to `apiserver_service` (see [`apiserver_address`], or why the Service
 /// could not be read), with `credentials`. `tenant_pods` are the tenant's pods, or
 /// why they could not be read. Sends nothing to the meta cluster. Never fails: every
@@ -516,44 +523,62 @@ pub async fn probe_tenant(
     };
     let apiserver_targets =
         of(Component::ApiServer).map(|pods| pods.iter().filter_map(probe_target).collect());
-    let control_plane = probe_apiserver_and_controller_manager(
-        credentials,
-        apiserver_service,
-        apiserver_targets,
-        names,
-        now,
-        timeout,
-    );
-    let (etcd, (apiserver, apiserver_pods, controller_manager)) = futures::join!(etcd, control_plane);
+    let control_plane =
+        probe_apiserver_and_leaders(credentials, apiserver_service, apiserver_targets, names, now, timeout);
+    let (etcd, control_plane) = futures::join!(etcd, control_plane);
     let (etcd, etcd_members) = match etcd {
         Some((outcome, observation)) => (Some(outcome), observation),
         None => (None, None),
     };
-    ProbeReport { etcd, apiserver, controller_manager, apiserver_pods, etcd_members }
+    ProbeReport {
+        etcd,
+        apiserver: control_plane.apiserver,
+        controller_manager: control_plane.controller_manager,
+        scheduler: control_plane.scheduler,
+        apiserver_pods: control_plane.apiserver_pods,
+        etcd_members,
+    }
 }
 
-async fn probe_apiserver_and_controller_manager(
+/// What the probes through the tenant apiserver found: the apiserver itself and the
+/// leader Leases of the components that work through it.
+#[derive(Default)]
+struct ControlPlaneProbes {
+    apiserver: Option<ProbeOutcome>,
+    apiserver_pods: Vec<PodProbe>,
+    controller_manager: Option<ProbeOutcome>,
+    scheduler: Option<ProbeOutcome>,
+}
+
+impl ControlPlaneProbes {
+    /// Every component inconclusive for the same reason (no usable credentials or Service).
+    fn inconclusive(why: String) -> Self {
+        let outcome = Some(ProbeOutcome::Inconclusive(why));
+        Self {
+            apiserver: outcome.clone(),
+            apiserver_pods: Vec::new(),
+            controller_manager: outcome.clone(),
+            scheduler: outcome,
+        }
+    }
+}
+
+async fn probe_apiserver_and_leaders(
     credentials: &ProbeCredentials,
     apiserver_service: Result<Option<SocketAddr>, String>,
     apiserver_pods: Result<Vec<apiserver::PodTarget>, String>,
     names: &TenantNames,
     now: Timestamp,
     timeout: Duration,
-) -> (Option<ProbeOutcome>, Vec<PodProbe>, Option<ProbeOutcome>) {
+) -> ControlPlaneProbes {
     let admin = match &credentials.admin {
-        None => return (None, Vec::new(), None),
+        None => return ControlPlaneProbes::default(),
         Some(Ok(admin)) => admin,
-        Some(Err(error)) => {
-            let outcome = ProbeOutcome::Inconclusive(error.clone());
-            return (Some(outcome.clone()), Vec::new(), Some(outcome));
-        }
+        Some(Err(error)) => return ControlPlaneProbes::inconclusive(error.clone()),
     };
     let service_address = match apiserver_service {
         Ok(address) => address,
-        Err(error) => {
-            let outcome = ProbeOutcome::Inconclusive(error);
-            return (Some(outcome.clone()), Vec::new(), Some(outcome));
-        }
+        Err(error) => return ControlPlaneProbes::inconclusive(error),
     };
     let server_name = names.apiserver_service_host();
     let port = u16::try_from(APISERVER_PORT).unwrap_or(6443);
@@ -574,11 +599,25 @@ async fn probe_apiserver_and_controller_manager(
     };
     let (service, pod_probes) = futures::join!(service, pod_probes);
 
-    let controller_manager = match (service.is_healthy(), service_address) {
-        (true, Some(address)) => lease::probe(&admin.tls, address, &server_name, now, timeout).await,
-        _ => ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into()),
+    // The Leases are read through the Service: only once it answers is their absence news.
+    let reachable = service_address.filter(|_| service.is_healthy());
+    let leader = |lease: lease::LeaderLease| {
+        let server_name = &server_name;
+        async move {
+            match reachable {
+                Some(address) => lease::probe(&admin.tls, address, server_name, lease, now, timeout).await,
+                None => ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into()),
+            }
+        }
     };
-    (Some(apiserver::verdict(&service, &pod_probes)), pod_probes, Some(controller_manager))
+    let (controller_manager, scheduler) =
+        futures::join!(leader(lease::CONTROLLER_MANAGER_LEASE), leader(lease::SCHEDULER_LEASE));
+    ControlPlaneProbes {
+        apiserver: Some(apiserver::verdict(&service, &pod_probes)),
+        apiserver_pods: pod_probes,
+        controller_manager: Some(controller_manager),
+        scheduler: Some(scheduler),
+    }
 }
 
 /// The Service's ClusterIP and first port.
@@ -642,6 +681,7 @@ mod tests {
                 Some(ProbeOutcome::Unhealthy("pod wedged".into()))
             },
             controller_manager: healthy("lease fresh"),
+            scheduler: healthy("scheduler lease fresh"),
             apiserver_pods: pods,
             etcd_members: None,
         }
@@ -707,6 +747,7 @@ mod tests {
         assert_eq!(restart, None);
         assert_eq!(verdicts.apiserver, Some(Verdict { healthy: true, message: "/readyz ok".into() }));
         assert_eq!(verdicts.controller_manager.map(|v| v.message), Some("lease fresh".into()));
+        assert_eq!(verdicts.scheduler.map(|v| v.message), Some("scheduler lease fresh".into()));
 
         let wedged = || report(vec![pod("a", Ok(())), pod("b", Err("/livez: no answer"))]);
         for second in [10, 20, 30] {

@@ -105,13 +105,15 @@ pub enum LeafCertificate {
     EtcdHealthcheckClient,
     /// kube-controller-manager's client certificate (embedded in its kubeconfig).
     ControllerManagerClient,
+    /// kube-scheduler's client certificate (embedded in its kubeconfig).
+    SchedulerClient,
     /// The tenant administrator's client certificate (embedded in the admin kubeconfigs).
     AdminClient,
 }
 
 impl LeafCertificate {
     /// Every leaf, in plan order.
-    pub const ALL: [LeafCertificate; 9] = [
+    pub const ALL: [LeafCertificate; 10] = [
         LeafCertificate::ApiServerServing,
         LeafCertificate::ApiServerKubeletClient,
         LeafCertificate::ApiServerEtcdClient,
@@ -120,6 +122,7 @@ impl LeafCertificate {
         LeafCertificate::EtcdPeer,
         LeafCertificate::EtcdHealthcheckClient,
         LeafCertificate::ControllerManagerClient,
+        LeafCertificate::SchedulerClient,
         LeafCertificate::AdminClient,
     ];
 
@@ -129,6 +132,7 @@ impl LeafCertificate {
             LeafCertificate::ApiServerServing
             | LeafCertificate::ApiServerKubeletClient
             | LeafCertificate::ControllerManagerClient
+            | LeafCertificate::SchedulerClient
             | LeafCertificate::AdminClient => Authority::Cluster,
             LeafCertificate::FrontProxyClient => Authority::FrontProxy,
             LeafCertificate::ApiServerEtcdClient
@@ -138,7 +142,7 @@ impl LeafCertificate {
         }
     }
 
-    /// Secret the leaf is stored in. The controller-manager and admin client
+    /// Secret the leaf is stored in. The controller-manager, scheduler and admin client
     /// certificates live inside their kubeconfig Secrets (the admin one in
     /// both the external and the in-cluster kubeconfig; this names the external one).
     pub fn secret_name(self, names: &TenantNames) -> String {
@@ -151,6 +155,7 @@ impl LeafCertificate {
             LeafCertificate::EtcdPeer => names.etcd_peer_secret(),
             LeafCertificate::EtcdHealthcheckClient => names.etcd_healthcheck_client_secret(),
             LeafCertificate::ControllerManagerClient => names.controller_manager_kubeconfig_secret(),
+            LeafCertificate::SchedulerClient => names.scheduler_kubeconfig_secret(),
             LeafCertificate::AdminClient => names.admin_kubeconfig_secret(),
         }
     }
@@ -225,6 +230,8 @@ impl TenantPkiPlan {
             LeafCertificate::ControllerManagerClient => {
                 CertificateRequest::client("system:kube-controller-manager", None)
             }
+            // The name the apiserver's bootstrap RBAC binds the scheduler's roles to.
+            LeafCertificate::SchedulerClient => CertificateRequest::client("system:kube-scheduler", None),
             LeafCertificate::AdminClient => CertificateRequest::client("nestor-admin", Some(SYSTEM_MASTERS)),
         };
 
@@ -501,6 +508,7 @@ mod tests {
                     Authority::Cluster,
                     "team-a-controller-manager-kubeconfig"
                 ),
+                ("system:kube-scheduler", None, Authority::Cluster, "team-a-scheduler-kubeconfig"),
                 ("nestor-admin", Some("system:masters"), Authority::Cluster, "team-a-kubeconfig"),
             ]
         );

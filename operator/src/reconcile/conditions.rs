@@ -22,14 +22,23 @@ pub mod types {
     /// The kube-controller-manager Deployment has all replicas available, the apiserver
     /// is Ready and (with probes on) a controller manager holds a fresh leader Lease.
     pub const CONTROLLER_MANAGER_READY: &str = "ControllerManagerReady";
+    /// The kube-scheduler Deployment has all replicas available, the apiserver is Ready
+    /// and (with probes on) a scheduler holds a fresh leader Lease.
+    pub const SCHEDULER_READY: &str = "SchedulerReady";
     /// The admin kubeconfig Secret exists.
     pub const KUBECONFIG_READY: &str = "KubeconfigReady";
     /// Summary: every other condition is True.
     pub const READY: &str = "Ready";
 
     /// The component conditions that make up `Ready`, in reporting order.
-    pub const COMPONENTS: [&str; 5] =
-        [PKI_READY, ETCD_READY, API_SERVER_READY, CONTROLLER_MANAGER_READY, KUBECONFIG_READY];
+    pub const COMPONENTS: [&str; 6] = [
+        PKI_READY,
+        ETCD_READY,
+        API_SERVER_READY,
+        CONTROLLER_MANAGER_READY,
+        SCHEDULER_READY,
+        KUBECONFIG_READY,
+    ];
 }
 
 /// Condition reasons (CamelCase, as the Kubernetes API conventions ask).
@@ -58,13 +67,15 @@ pub mod reason {
     pub const PROBE_FAILED: &str = "ProbeFailed";
     /// etcd is being scaled to `spec.etcd.replicas`, one member at a time.
     pub const SCALING: &str = "Scaling";
-    /// The controller-manager Deployment is at 0 replicas: left so by an older operator,
-    /// which held a new tenant's at 0 until its apiserver served, or scaled down by hand.
-    /// The next pass scales it back to `spec.controllerManager.replicas`.
+    /// The controller-manager (or scheduler) Deployment is at 0 replicas: left so by an
+    /// older operator, which held a new tenant's controller-manager at 0 until its
+    /// apiserver served, or scaled down by hand. The next pass scales it back to
+    /// `spec.controllerManager.replicas` (`spec.scheduler.replicas`).
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
-    /// The controller manager waits for the apiserver to be Ready: it works only through it.
+    /// The controller manager (or scheduler) waits for the apiserver to be Ready: it
+    /// works only through it.
     pub const WAITING_FOR_API_SERVER: &str = "WaitingForAPIServer";
-    /// The controller manager runs and the apiserver is Ready, but no controller manager
+    /// The controller manager (or scheduler) runs and the apiserver is Ready, but none
     /// has led yet (a new tenant's first leader election), or its Lease was not probed yet.
     pub const WAITING_FOR_LEADER: &str = "WaitingForLeader";
 }
@@ -395,7 +406,7 @@ mod tests {
 
         let mut partial = all_true.clone();
         partial[1] = (types::ETCD_READY, ConditionStatus::False, reason::PROGRESSING);
-        partial.remove(4); // KubeconfigReady absent
+        partial.remove(5); // KubeconfigReady absent
         let not_ready = summarize_ready(&conditions_with(&partial));
         assert_eq!(not_ready.status, ConditionStatus::False);
         assert_eq!(not_ready.reason, reason::COMPONENTS_NOT_READY);

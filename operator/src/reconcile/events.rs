@@ -78,8 +78,8 @@ pub(super) async fn publish_changes(tenant: &TenantCluster, changes: &[StatusCha
                 type_: EventType::Normal,
                 reason: "Upgrading".into(),
                 note: Some(format!(
-                    "Upgrading {from} -> {to}: kube-apiserver first, kube-controller-manager once every \
-                     apiserver replica runs {to}"
+                    "Upgrading {from} -> {to}: kube-apiserver first, kube-controller-manager and \
+                     kube-scheduler once every apiserver replica runs {to}"
                 )),
                 action: "Upgrade".into(),
                 secondary: None,
@@ -88,8 +88,8 @@ pub(super) async fn publish_changes(tenant: &TenantCluster, changes: &[StatusCha
                 type_: EventType::Normal,
                 reason: "Upgraded".into(),
                 note: Some(format!(
-                    "Upgraded {from} -> {to}: every kube-apiserver and kube-controller-manager replica \
-                     runs {to}"
+                    "Upgraded {from} -> {to}: every kube-apiserver, kube-controller-manager and \
+                     kube-scheduler replica runs {to}"
                 )),
                 action: "Upgrade".into(),
                 secondary: None,

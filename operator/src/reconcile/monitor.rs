@@ -99,7 +99,8 @@ pub async fn run(
 /// Ready yet (pure). Its components turn healthy one after another within seconds,
 /// and some of those steps change no object the operator watches: an apiserver
 /// behind its Service becomes reachable a moment after its pod is Ready, and a
-/// controller manager wins its first election seconds after the apiserver serves.
+/// controller manager and a scheduler win their first elections seconds after the
+/// apiserver serves.
 /// Probed only on the usual interval, a new tenant waited up to that interval for
 /// its `Ready`. A probe costs no request to the meta cluster, and a pass follows only
 /// when it finds something the status does not say yet.
@@ -200,6 +201,8 @@ pub fn reconcile_reason(
         Some("apiserver")
     } else if disagrees(types::CONTROLLER_MANAGER_READY, report.controller_manager.as_ref()) {
         Some("controller-manager")
+    } else if disagrees(types::SCHEDULER_READY, report.scheduler.as_ref()) {
+        Some("scheduler")
     } else if etcd_healthy && report.apiserver_pods.iter().any(|pod| pod.livez.is_err()) {
         Some("apiserver-pod")
     } else if broken_etcd_member {
@@ -235,6 +238,7 @@ mod tests {
                 condition(types::ETCD_READY, true),
                 condition(types::API_SERVER_READY, true),
                 condition(types::CONTROLLER_MANAGER_READY, true),
+                condition(types::SCHEDULER_READY, true),
             ],
             etcd_cluster_id: Some("c1".into()),
             ..TenantClusterStatus::default()
@@ -247,6 +251,7 @@ mod tests {
             etcd: ok(),
             apiserver: ok(),
             controller_manager: ok(),
+            scheduler: ok(),
             apiserver_pods: vec![PodProbe { name: "a".into(), uid: "a".into(), livez: Ok(()) }],
             etcd_members: None,
         }
@@ -287,6 +292,13 @@ mod tests {
         report.controller_manager = Some(ProbeOutcome::Unhealthy("lease expired".into()));
         assert_eq!(reconcile_reason(&ready_status(), &report, false), Some("controller-manager"));
 
+        let mut report = healthy_report();
+        report.scheduler = Some(ProbeOutcome::Unhealthy("no leader Lease".into()));
+        assert_eq!(reconcile_reason(&ready_status(), &report, false), Some("scheduler"));
+        let mut starting = ready_status();
+        starting.conditions[3] = condition(types::SCHEDULER_READY, false);
+        assert_eq!(reconcile_reason(&starting, &healthy_report(), false), Some("scheduler"), "it led");
+
         let mut status = ready_status();
         status.conditions[0] = condition(types::ETCD_READY, false);
         assert_eq!(reconcile_reason(&status, &healthy_report(), false), Some("etcd"), "came up");
@@ -298,6 +310,7 @@ mod tests {
     fn inconclusive_probes_ask_for_nothing() {
         let mut report = healthy_report();
         report.controller_manager = Some(ProbeOutcome::Inconclusive("apiserver not ready".into()));
+        report.scheduler = Some(ProbeOutcome::Inconclusive("apiserver not ready".into()));
         report.apiserver = None;
         assert_eq!(reconcile_reason(&ready_status(), &report, false), None);
     }
@@ -321,6 +334,7 @@ mod tests {
                 condition(types::ETCD_READY, false),
                 condition(types::API_SERVER_READY, false),
                 condition(types::CONTROLLER_MANAGER_READY, false),
+                condition(types::SCHEDULER_READY, false),
             ],
             ..TenantClusterStatus::default()
         };
@@ -328,6 +342,7 @@ mod tests {
             etcd: Some(ProbeOutcome::Unhealthy("0 of 1 members answered".into())),
             apiserver: Some(ProbeOutcome::Unhealthy("no route".into())),
             controller_manager: Some(ProbeOutcome::Inconclusive("apiserver not ready".into())),
+            scheduler: Some(ProbeOutcome::Inconclusive("apiserver not ready".into())),
             apiserver_pods: vec![PodProbe {
                 name: "a".into(),
                 uid: "a".into(),

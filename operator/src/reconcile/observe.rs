@@ -100,7 +100,9 @@ pub struct Observation {
     pub apiserver: Option<WorkloadReadiness>,
     /// The kube-controller-manager Deployment, if it exists.
     pub controller_manager: Option<WorkloadReadiness>,
-    /// Which versions the two Deployments run.
+    /// The kube-scheduler Deployment, if it exists.
+    pub scheduler: Option<WorkloadReadiness>,
+    /// Which versions the three Deployments run.
     pub rollout: ObservedRollout,
 }
 
@@ -322,8 +324,9 @@ pub async fn read_tenant_secrets(client: &Client, names: &TenantNames) -> Result
     Ok(secrets.list(&ListParams::default().labels(&names.tenant_selector())).await?.items)
 }
 
-/// Reads the tenant's apiserver and controller-manager Deployments: the build stage
-/// moves the controller-manager to a new version only after the apiserver.
+/// Reads the tenant's apiserver, controller-manager and scheduler Deployments: the
+/// build stage moves the controller-manager and the scheduler to a new version only
+/// after the apiserver.
 pub async fn read_rollout(
     client: &Client,
     cache: Option<&OwnedCache>,
@@ -332,7 +335,8 @@ pub async fn read_rollout(
     let deployments = cache.map(|cache| &cache.deployments);
     let apiserver = read(client, deployments, &names.namespace, &names.apiserver()).await?;
     let controller_manager = read(client, deployments, &names.namespace, &names.controller_manager()).await?;
-    Ok(ObservedRollout::from_deployments(apiserver.as_ref(), controller_manager.as_ref()))
+    let scheduler = read(client, deployments, &names.namespace, &names.scheduler()).await?;
+    Ok(ObservedRollout::from_deployments(apiserver.as_ref(), controller_manager.as_ref(), scheduler.as_ref()))
 }
 
 /// Reads the tenant's workloads; `secrets` are the names of the Secrets that exist
@@ -348,6 +352,7 @@ pub async fn observe(
     let deployments = cache.map(|cache| &cache.deployments);
     let apiserver = read(client, deployments, &names.namespace, &names.apiserver()).await?;
     let controller_manager = read(client, deployments, &names.namespace, &names.controller_manager()).await?;
+    let scheduler = read(client, deployments, &names.namespace, &names.scheduler()).await?;
     let statefulsets = cache.map(|cache| &cache.statefulsets);
     let etcd = read(client, statefulsets, &names.namespace, &names.etcd()).await?;
     Ok(Observation {
@@ -355,7 +360,12 @@ pub async fn observe(
         etcd: etcd.as_ref().map(WorkloadReadiness::from_statefulset),
         apiserver: apiserver.as_ref().map(WorkloadReadiness::from_deployment),
         controller_manager: controller_manager.as_ref().map(WorkloadReadiness::from_deployment),
-        rollout: ObservedRollout::from_deployments(apiserver.as_ref(), controller_manager.as_ref()),
+        scheduler: scheduler.as_ref().map(WorkloadReadiness::from_deployment),
+        rollout: ObservedRollout::from_deployments(
+            apiserver.as_ref(),
+            controller_manager.as_ref(),
+            scheduler.as_ref(),
+        ),
     })
 }
 

@@ -42,6 +42,7 @@ pub fn kubeconfig_secrets(names: &TenantNames) -> Vec<String> {
         names.admin_kubeconfig_secret(),
         names.admin_in_cluster_kubeconfig_secret(),
         names.controller_manager_kubeconfig_secret(),
+        names.scheduler_kubeconfig_secret(),
     ]
 }
 
@@ -75,7 +76,7 @@ pub enum StatusChange {
         /// `spec.version`.
         to: String,
     },
-    /// Every apiserver and controller-manager replica runs a new version.
+    /// Every apiserver, controller-manager and scheduler replica runs a new version.
     Upgraded {
         /// The version they ran before.
         from: String,
@@ -102,10 +103,22 @@ pub fn component_conditions(
         ),
         health.apiserver.as_ref(),
     );
-    let controller_manager = controller_manager_condition(
+    let apiserver_ready = apiserver.status == ConditionStatus::True;
+    // With probes off there are no verdicts at all; with them on the apiserver has one.
+    let probes_on = health.apiserver.is_some();
+    let controller_manager = leader_condition(
+        &CONTROLLER_MANAGER,
         observation.controller_manager.as_ref(),
-        apiserver.status == ConditionStatus::True,
-        health,
+        apiserver_ready,
+        health.controller_manager.as_ref(),
+        probes_on,
+    );
+    let scheduler = leader_condition(
+        &SCHEDULER,
+        observation.scheduler.as_ref(),
+        apiserver_ready,
+        health.scheduler.as_ref(),
+        probes_on,
     );
     vec![
         secrets_condition(types::PKI_READY, &pki_secrets(names), observation),
@@ -118,6 +131,7 @@ pub fn component_conditions(
         ),
         apiserver,
         controller_manager,
+        scheduler,
         secrets_condition(types::KUBECONFIG_READY, &kubeconfig_secrets(names), observation),
     ]
 }
@@ -171,8 +185,24 @@ fn secrets_condition(type_: &'static str, required: &[String], observation: &Obs
     }
 }
 
-/// ControllerManagerReady: True only for a controller manager that can be doing its
-/// work, which it does through the apiserver, as the leader of its Lease.
+/// A component that works through the apiserver as the leader of its Lease: the
+/// kube-controller-manager or the kube-scheduler.
+struct LeaderComponent {
+    /// Its condition type.
+    type_: &'static str,
+    /// Its workload, as the condition's messages name it.
+    workload: &'static str,
+}
+
+const CONTROLLER_MANAGER: LeaderComponent = LeaderComponent {
+    type_: types::CONTROLLER_MANAGER_READY,
+    workload: "kube-controller-manager Deployment",
+};
+const SCHEDULER: LeaderComponent =
+    LeaderComponent { type_: types::SCHEDULER_READY, workload: "kube-scheduler Deployment" };
+
+/// ControllerManagerReady or SchedulerReady: True only for a component that can be
+/// doing its work, which it does through the apiserver, as the leader of its Lease.
 ///
 /// Its pods' readiness is their own `/healthz`, which says neither that they reached
 /// the apiserver nor that one leads. On the workload alone a new tenant's controller
@@ -181,36 +211,36 @@ fn secrets_condition(type_: &'static str, required: &[String], observation: &Obs
 ///
 /// - not found, or at 0 replicas (`ScaledToZero`: 0 of 0 replicas ready would
 ///   otherwise be Ready, and a cluster without a controller manager reconciles
-///   nothing), it is False;
+///   nothing, one without a scheduler runs no new pod), it is False;
 /// - while `apiserver_ready` is false it is False (`WaitingForAPIServer`);
 /// - then the Lease probe decides ([`with_probe`]): True once it saw a fresh Lease.
-///   While probes run (the apiserver has a verdict) but the Lease probe has not
-///   concluded yet, it is False (`WaitingForLeader`). With probes off (no verdicts
-///   at all) the workload decides.
+///   While probes run (`probes_on`) but the Lease probe has not concluded yet, it is
+///   False (`WaitingForLeader`). With probes off the workload decides.
 ///
-/// A failing Lease probe of a controller manager that never led is start-up, not
-/// failure; only the previous status can tell, so [`compute_status`] relabels it (see
-/// [`starting_controller_manager`]).
-fn controller_manager_condition(
+/// A failing Lease probe of a component that never led is start-up, not failure;
+/// only the previous status can tell, so [`compute_status`] relabels it (see
+/// [`starting_leader`]).
+fn leader_condition(
+    component: &LeaderComponent,
     readiness: Option<&WorkloadReadiness>,
     apiserver_ready: bool,
-    health: &HealthVerdicts,
+    verdict: Option<&Verdict>,
+    probes_on: bool,
 ) -> ConditionUpdate {
-    const WHAT: &str = "kube-controller-manager Deployment";
-    let type_ = types::CONTROLLER_MANAGER_READY;
+    let LeaderComponent { type_, workload: what } = *component;
     let readiness = match readiness {
-        None => return workload_condition(type_, WHAT, None, true),
+        None => return workload_condition(type_, what, None, true),
         Some(readiness) if readiness.desired == 0 => {
             return ConditionUpdate::new(
                 type_,
                 ConditionStatus::False,
                 reason::SCALED_TO_ZERO,
-                format!("{WHAT} scaled to 0 replicas"),
+                format!("{what} scaled to 0 replicas"),
             );
         }
         Some(readiness) => readiness,
     };
-    let workload = workload_condition(type_, WHAT, Some(readiness), true);
+    let workload = workload_condition(type_, what, Some(readiness), true);
     if !apiserver_ready {
         return ConditionUpdate::new(
             type_,
@@ -219,32 +249,28 @@ fn controller_manager_condition(
             format!("waiting for the apiserver ({})", workload.message),
         );
     }
-    match &health.controller_manager {
-        None if workload.status == ConditionStatus::True && health.apiserver.is_some() => {
-            ConditionUpdate::new(
-                type_,
-                ConditionStatus::False,
-                reason::WAITING_FOR_LEADER,
-                format!("waiting for a leader: its Lease not probed yet ({})", workload.message),
-            )
-        }
-        verdict => with_probe(workload, verdict.as_ref()),
+    match verdict {
+        None if workload.status == ConditionStatus::True && probes_on => ConditionUpdate::new(
+            type_,
+            ConditionStatus::False,
+            reason::WAITING_FOR_LEADER,
+            format!("waiting for a leader: its Lease not probed yet ({})", workload.message),
+        ),
+        verdict => with_probe(workload, verdict),
     }
 }
 
-/// `update` for ControllerManagerReady given the condition `before` this pass: a
-/// failing Lease probe (`ProbeFailed`) of a controller manager that was neither
-/// Ready nor failing before is one that has not led yet, such as a new tenant's
-/// whose first election is still under way. It is reported as starting
+/// `update` for ControllerManagerReady or SchedulerReady given the condition `before`
+/// this pass: a failing Lease probe (`ProbeFailed`) of a component that was neither
+/// Ready nor failing before is one that has not led yet, such as a new tenant's whose
+/// first election is still under way. It is reported as starting
 /// (`WaitingForLeader`), not failing; once it was Ready, a failing probe is a failure.
-fn starting_controller_manager(mut update: ConditionUpdate, before: Option<&Condition>) -> ConditionUpdate {
+fn starting_leader(mut update: ConditionUpdate, before: Option<&Condition>) -> ConditionUpdate {
     let led_or_failed = before.is_some_and(|before| {
         before.status == ConditionStatus::True.as_str() || before.reason == reason::PROBE_FAILED
     });
-    if update.type_ == types::CONTROLLER_MANAGER_READY
-        && update.reason == reason::PROBE_FAILED
-        && !led_or_failed
-    {
+    let leader_elected = [CONTROLLER_MANAGER.type_, SCHEDULER.type_].contains(&update.type_);
+    if leader_elected && update.reason == reason::PROBE_FAILED && !led_or_failed {
         update.reason = reason::WAITING_FOR_LEADER;
         let probe = update.message.strip_prefix(PROBE_FAILED_PREFIX).unwrap_or(&update.message);
         update.message = format!("waiting for a leader: {probe}");
@@ -304,15 +330,16 @@ fn workload_condition(
 
 /// The desired status of `tenant` after applying `component_updates`.
 ///
-/// `running_version` is the version every apiserver and controller-manager replica
-/// runs ([`ObservedRollout::control_plane_version`]); `None` while they roll (or when
+/// `running_version` is the version every apiserver, controller-manager and scheduler
+/// replica runs ([`ObservedRollout::control_plane_version`]); `None` while they roll (or when
 /// not observed), which keeps `status.version` where it was. So `status.version`
 /// reaches a new `spec.version` only once the whole upgrade rolled out; until then the
 /// Ready message names the upgrade in progress.
 ///
-/// A controller manager whose Lease probe fails before it ever led is reported as
-/// starting, not failing ([`starting_controller_manager`]): a new tenant's
-/// ControllerManagerReady goes from False to True once, with no Warning Event.
+/// A controller manager or scheduler whose Lease probe fails before it ever led is
+/// reported as starting, not failing ([`starting_leader`]): a new tenant's
+/// ControllerManagerReady and SchedulerReady go from False to True once, with no
+/// Warning Event.
 ///
 /// `ready_override` replaces the computed Ready summary; the reconciler uses it to
 /// report a permanent error. A paused tenant keeps its computed Ready status but
@@ -333,7 +360,7 @@ pub fn compute_status(
     let upgrading = version.as_deref().filter(|running| *running != spec_version);
     let mut conditions = current.conditions.clone();
     for update in component_updates {
-        let update = starting_controller_manager(update.clone(), find_condition(&conditions, update.type_));
+        let update = starting_leader(update.clone(), find_condition(&conditions, update.type_));
         set_condition(&mut conditions, &update, generation, now);
     }
     let overridden = ready_override.is_some();
@@ -464,9 +491,11 @@ mod tests {
             etcd: ready_workload(3),
             apiserver: ready_workload(1),
             controller_manager: ready_workload(1),
+            scheduler: ready_workload(1),
             rollout: ObservedRollout {
                 apiserver: rolled_out("1.34.2"),
                 controller_manager: rolled_out("1.34.2"),
+                scheduler: rolled_out("1.34.2"),
             },
         }
     }
@@ -491,7 +520,15 @@ mod tests {
         let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(
             types,
-            ["PKIReady", "EtcdReady", "APIServerReady", "ControllerManagerReady", "KubeconfigReady", "Ready"]
+            [
+                "PKIReady",
+                "EtcdReady",
+                "APIServerReady",
+                "ControllerManagerReady",
+                "SchedulerReady",
+                "KubeconfigReady",
+                "Ready"
+            ]
         );
         assert!(status.conditions.iter().all(|c| c.status == "False"));
         let etcd = find_condition(&status.conditions, types::ETCD_READY).expect("present");
@@ -510,6 +547,29 @@ mod tests {
         let condition = find_condition(&status.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "ScaledToZero"));
         assert_ne!(status.phase, Some(Phase::Ready));
+
+        let mut observation = healthy_observation();
+        observation.scheduler =
+            Some(WorkloadReadiness { desired: 0, ready: 0, updated: 0, observed_latest: true });
+        let (status, _) = pass(&tenant(None), &observation, at(0));
+        let condition = find_condition(&status.conditions, types::SCHEDULER_READY).expect("present");
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "ScaledToZero"));
+        assert_eq!(condition.message, "kube-scheduler Deployment scaled to 0 replicas");
+        assert_ne!(status.phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn a_tenant_without_a_scheduler_is_not_ready() {
+        let mut observation = healthy_observation();
+        observation.scheduler = None;
+        let (status, _) = pass(&tenant(None), &observation, at(0));
+        let condition = find_condition(&status.conditions, types::SCHEDULER_READY).expect("present");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str(), condition.message.as_str()),
+            ("False", "NotFound", "kube-scheduler Deployment not found")
+        );
+        let ready = find_condition(&status.conditions, types::READY).expect("present");
+        assert_eq!((ready.status.as_str(), ready.message.as_str()), ("False", "not ready: SchedulerReady"));
     }
 
     #[test]
@@ -523,7 +583,7 @@ mod tests {
         assert!(
             status.conditions.iter().all(|c| c.status == "True" && c.last_transition_time == Time(at(60)))
         );
-        assert_eq!(changes.len(), 7, "six condition flips and one phase change: {changes:?}");
+        assert_eq!(changes.len(), 8, "seven condition flips and one phase change: {changes:?}");
         assert_eq!(
             changes.last(),
             Some(&StatusChange::PhaseChanged { from: Some(Phase::Provisioning), to: Phase::Ready })
@@ -601,6 +661,7 @@ mod tests {
             etcd: verdict(true, "1/1 members healthy, leader team-a-etcd-0, member list has 1"),
             apiserver: verdict(false, "pod team-a-apiserver-x: /livez: no answer within 2s"),
             controller_manager: None,
+            scheduler: None,
         };
         let updates = component_conditions(&names(), &healthy_observation(), &health, None);
         let apiserver = updates.iter().find(|u| u.type_ == types::API_SERVER_READY).expect("present");
@@ -711,19 +772,28 @@ mod tests {
         );
     }
 
-    /// A new tenant's start-up as the passes see it: the controller-manager's Deployment
-    /// is available before the apiserver is, and its first Lease probe finds no Lease.
+    /// A new tenant's start-up as the passes see it: the controller-manager's and the
+    /// scheduler's Deployments are available before the apiserver is, and their first
+    /// Lease probes find no Lease; here the scheduler wins its election a pass later.
     #[test]
-    fn a_new_tenants_controller_manager_starts_without_claiming_ready_or_a_warning() {
+    fn a_new_tenants_controller_manager_and_scheduler_start_without_claiming_ready_or_a_warning() {
         let never_led = "no leader Lease: the controller manager never became leader";
+        let scheduler_never_led = "no leader Lease: the scheduler never became leader";
         let lease_fresh = "leader Lease fresh: held by cm-0, renewed within its 15s duration";
+        let scheduler_fresh = "leader Lease fresh: held by sched-0, renewed within its 15s duration";
         let apiserver_starting = {
             let mut observation = healthy_observation();
             observation.apiserver =
                 Some(WorkloadReadiness { desired: 1, ready: 0, updated: 1, observed_latest: true });
             observation
         };
-        let passes: [(Observation, HealthVerdicts); 4] = [
+        let probed = |controller_manager: Option<Verdict>, scheduler: Option<Verdict>| HealthVerdicts {
+            etcd: verdict(true, "1/1 members healthy"),
+            apiserver: verdict(true, "/readyz ok"),
+            controller_manager,
+            scheduler,
+        };
+        let passes: [(Observation, HealthVerdicts); 5] = [
             (Observation::default(), HealthVerdicts::default()),
             (
                 apiserver_starting,
@@ -731,28 +801,18 @@ mod tests {
                     etcd: verdict(true, "1/1 members healthy"),
                     apiserver: verdict(false, "/readyz: connection refused"),
                     controller_manager: None,
+                    scheduler: None,
                 },
             ),
-            (
-                healthy_observation(),
-                HealthVerdicts {
-                    etcd: verdict(true, "1/1 members healthy"),
-                    apiserver: verdict(true, "/readyz ok"),
-                    controller_manager: verdict(false, never_led),
-                },
-            ),
-            (
-                healthy_observation(),
-                HealthVerdicts {
-                    etcd: verdict(true, "1/1 members healthy"),
-                    apiserver: verdict(true, "/readyz ok"),
-                    controller_manager: verdict(true, lease_fresh),
-                },
-            ),
+            (healthy_observation(), probed(verdict(false, never_led), verdict(false, scheduler_never_led))),
+            (healthy_observation(), probed(verdict(true, lease_fresh), verdict(false, scheduler_never_led))),
+            (healthy_observation(), probed(verdict(true, lease_fresh), verdict(true, scheduler_fresh))),
         ];
 
         let mut tenant = tenant(None);
         let mut seen = Vec::new();
+        let mut seen_scheduler = Vec::new();
+        let mut phases = Vec::new();
         let mut all_changes = Vec::new();
         for (second, (observation, health)) in (0..).step_by(10).zip(&passes) {
             let updates = component_conditions(&names(), observation, health, None);
@@ -766,15 +826,24 @@ mod tests {
             let manager =
                 find_condition(&status.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
             seen.push((manager.status.clone(), manager.reason.clone(), manager.message.clone()));
+            let scheduler = find_condition(&status.conditions, types::SCHEDULER_READY).expect("present");
+            seen_scheduler.push((
+                scheduler.status.clone(),
+                scheduler.reason.clone(),
+                scheduler.message.clone(),
+            ));
+            phases.push(status.phase);
             all_changes.extend(changes);
             tenant.status = Some(status);
         }
 
-        let seen: Vec<(&str, &str, &str)> =
-            seen.iter().map(|(status, reason, message)| (&**status, &**reason, &**message)).collect();
+        let as_str = |seen: &[(String, String, String)]| -> Vec<(String, String, String)> { seen.to_vec() };
+        let expect = |rows: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+            rows.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect()
+        };
         assert_eq!(
-            seen,
-            [
+            as_str(&seen),
+            expect(&[
                 ("False", "NotFound", "kube-controller-manager Deployment not found"),
                 ("False", "WaitingForAPIServer", "waiting for the apiserver (1/1 replicas ready)"),
                 (
@@ -788,7 +857,33 @@ mod tests {
                     "Ready",
                     "1/1 replicas ready; probe: leader Lease fresh: held by cm-0, renewed within its 15s duration"
                 ),
-            ]
+                (
+                    "True",
+                    "Ready",
+                    "1/1 replicas ready; probe: leader Lease fresh: held by cm-0, renewed within its 15s duration"
+                ),
+            ])
+        );
+        let scheduler_waiting = "waiting for a leader: no leader Lease: the scheduler never became leader \
+                                 (1/1 replicas ready)";
+        assert_eq!(
+            as_str(&seen_scheduler),
+            expect(&[
+                ("False", "NotFound", "kube-scheduler Deployment not found"),
+                ("False", "WaitingForAPIServer", "waiting for the apiserver (1/1 replicas ready)"),
+                ("False", "WaitingForLeader", scheduler_waiting),
+                ("False", "WaitingForLeader", scheduler_waiting),
+                (
+                    "True",
+                    "Ready",
+                    "1/1 replicas ready; probe: leader Lease fresh: held by sched-0, renewed within its 15s duration"
+                ),
+            ])
+        );
+        assert_eq!(
+            phases,
+            [Some(Phase::Provisioning); 4].into_iter().chain([Some(Phase::Ready)]).collect::<Vec<_>>(),
+            "Ready only once the scheduler leads too"
         );
         // The reconciler publishes a Warning for every flip to False and for Degraded.
         let warnings: Vec<&StatusChange> = all_changes
@@ -807,6 +902,12 @@ mod tests {
             status: ConditionStatus::True,
             reason: "Ready".into(),
             message: format!("1/1 replicas ready; probe: {lease_fresh}"),
+        }));
+        assert!(all_changes.contains(&StatusChange::ConditionFlipped {
+            type_: "SchedulerReady".into(),
+            status: ConditionStatus::True,
+            reason: "Ready".into(),
+            message: format!("1/1 replicas ready; probe: {scheduler_fresh}"),
         }));
         assert_eq!(tenant.status.as_ref().and_then(|status| status.phase), Some(Phase::Ready));
     }
@@ -887,11 +988,31 @@ mod tests {
         assert!(changes.is_empty(), "announced once: {changes:?}");
         assert_eq!(second.version.as_deref(), Some("1.34.2"), "the controller-manager still rolls");
 
-        // Both rolled out: the version moves, once.
+        // The controller-manager rolled out, the scheduler still runs the old version.
         seen.status = Some(second);
+        let mut scheduler_rolling = healthy_observation();
+        scheduler_rolling.rollout = ObservedRollout {
+            apiserver: rolled_out("1.35.4"),
+            controller_manager: rolled_out("1.35.4"),
+            scheduler: Some(DeploymentVersion {
+                template: Some("1.35.4".into()),
+                rolled_out: None,
+                replicas: 1,
+                available: 1,
+            }),
+        };
+        let (before_scheduler, changes) = pass(&seen, &scheduler_rolling, at(55));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(before_scheduler.version.as_deref(), Some("1.34.2"), "the scheduler still rolls");
+
+        // All three rolled out: the version moves, once.
+        seen.status = Some(before_scheduler);
         let mut done = healthy_observation();
-        done.rollout =
-            ObservedRollout { apiserver: rolled_out("1.35.4"), controller_manager: rolled_out("1.35.4") };
+        done.rollout = ObservedRollout {
+            apiserver: rolled_out("1.35.4"),
+            controller_manager: rolled_out("1.35.4"),
+            scheduler: rolled_out("1.35.4"),
+        };
         let (third, changes) = pass(&seen, &done, at(70));
         assert_eq!(changes, [StatusChange::Upgraded { from: "1.34.2".into(), to: "1.35.4".into() }]);
         assert_eq!(third.version.as_deref(), Some("1.35.4"));
@@ -905,7 +1026,8 @@ mod tests {
         let mut observation = healthy_observation();
         let rolling = Some(WorkloadReadiness { desired: 3, ready: 3, updated: 1, observed_latest: true });
         observation.etcd = rolling.clone();
-        observation.controller_manager = rolling;
+        observation.controller_manager = rolling.clone();
+        observation.scheduler = rolling;
         // Right after a template change the Deployment controller has not seen it yet.
         observation.apiserver =
             Some(WorkloadReadiness { desired: 1, ready: 1, updated: 1, observed_latest: false });
@@ -916,6 +1038,7 @@ mod tests {
         };
         assert_eq!(status_of(types::ETCD_READY), (ConditionStatus::False, "Progressing"));
         assert_eq!(status_of(types::CONTROLLER_MANAGER_READY), (ConditionStatus::True, "RollingUpdate"));
+        assert_eq!(status_of(types::SCHEDULER_READY), (ConditionStatus::True, "RollingUpdate"));
         assert_eq!(status_of(types::API_SERVER_READY), (ConditionStatus::True, "RollingUpdate"));
         let apiserver =
             updates.iter().find(|update| update.type_ == types::API_SERVER_READY).expect("present");
@@ -927,9 +1050,20 @@ mod tests {
 
     #[test]
     fn versions_that_differ_between_the_deployments_are_no_running_version() {
-        let mixed =
-            ObservedRollout { apiserver: rolled_out("1.35.4"), controller_manager: rolled_out("1.34.2") };
+        let mixed = ObservedRollout {
+            apiserver: rolled_out("1.35.4"),
+            controller_manager: rolled_out("1.34.2"),
+            scheduler: rolled_out("1.35.4"),
+        };
         assert_eq!(mixed.control_plane_version(), None);
+        let scheduler_behind = ObservedRollout {
+            apiserver: rolled_out("1.35.4"),
+            controller_manager: rolled_out("1.35.4"),
+            scheduler: rolled_out("1.34.2"),
+        };
+        assert_eq!(scheduler_behind.control_plane_version(), None);
+        let no_scheduler = ObservedRollout { scheduler: None, ..scheduler_behind.clone() };
+        assert_eq!(no_scheduler.control_plane_version(), None, "no scheduler runs any version");
         let (status, changes) =
             compute_status(&bumped_to_1_35(), &[], mixed.control_plane_version(), None, at(5));
         assert_eq!(status.version.as_deref(), Some("1.34.2"));

@@ -9,7 +9,7 @@
 //!
 //! Where to look: [`etcd`](etcd_statefulset) members, Service and NetworkPolicy in
 //! `etcd.rs`; the apiserver in `apiserver.rs`; the controller-manager in
-//! `controller_manager.rs`; Secrets in `secrets.rs`; the pod pieces every component
+//! `controller_manager.rs`; the scheduler in `scheduler.rs`; Secrets in `secrets.rs`; the pod pieces every component
 //! shares (flags, resources, the projected-file shape, config hash) in `pod.rs`.
 //!
 //! Each component's builder owns what its pods mount (its `mounted_files`); `pod.rs`
@@ -23,6 +23,7 @@ mod controller_manager;
 mod etcd;
 mod pod;
 mod render;
+mod scheduler;
 mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +47,7 @@ pub use etcd::{
     etcd_statefulset,
 };
 pub use pod::{CONFIG_HASH_ANNOTATION, config_hash};
+pub use scheduler::{SCHEDULER_PORT, scheduler_deployment};
 pub use secrets::{
     CA_CERT_KEY, CLUSTER_NAME_LABEL, ENCRYPTION_CONFIG_KEY, KUBECONFIG_KEY, SERVICE_ACCOUNT_PRIVATE_KEY_KEY,
     SERVICE_ACCOUNT_PUBLIC_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY, ca_secret, encryption_config_secret,
@@ -149,6 +151,8 @@ pub struct ImageSet {
     pub apiserver: String,
     /// For example `registry.k8s.io/kube-controller-manager:v1.34.2`.
     pub controller_manager: String,
+    /// For example `registry.k8s.io/kube-scheduler:v1.34.2`.
+    pub scheduler: String,
 }
 
 impl ImageSet {
@@ -166,6 +170,7 @@ impl ImageSet {
             etcd: format!("{repository}/etcd:{etcd_tag}"),
             apiserver: format!("{repository}/kube-apiserver:v{version}"),
             controller_manager: format!("{repository}/kube-controller-manager:v{version}"),
+            scheduler: format!("{repository}/kube-scheduler:v{version}"),
         })
     }
 
@@ -175,6 +180,15 @@ impl ImageSet {
     pub fn with_controller_manager_at(mut self, spec: &TenantClusterSpec, version: &str) -> Self {
         let version = version.trim_start_matches('v');
         self.controller_manager = format!("{}/kube-controller-manager:v{version}", image_repository(spec));
+        self
+    }
+
+    /// The same images with the scheduler at Kubernetes `version` (with or without a
+    /// leading `v`): like the controller-manager, it stays at the version every
+    /// apiserver replica runs during an upgrade.
+    pub fn with_scheduler_at(mut self, spec: &TenantClusterSpec, version: &str) -> Self {
+        let version = version.trim_start_matches('v');
+        self.scheduler = format!("{}/kube-scheduler:v{version}", image_repository(spec));
         self
     }
 }
@@ -219,6 +233,8 @@ pub struct ConfigHashes {
     pub apiserver: String,
     /// Over the Secrets `mounted_secret_names(names, Component::ControllerManager)`.
     pub controller_manager: String,
+    /// Over the Secrets `mounted_secret_names(names, Component::Scheduler)`.
+    pub scheduler: String,
 }
 
 /// Names of the Secrets whose content `component`'s pods mount, sorted: hash exactly
@@ -229,6 +245,7 @@ pub fn mounted_secret_names(names: &TenantNames, component: Component) -> Vec<St
         Component::Etcd => etcd::mounted_files(names),
         Component::ApiServer => apiserver::mounted_files(names),
         Component::ControllerManager => controller_manager::mounted_files(names),
+        Component::Scheduler => scheduler::mounted_files(names),
         Component::Pki => Vec::new(),
     };
     let unique: BTreeSet<String> = files.into_iter().map(|file| file.secret).collect();
@@ -280,7 +297,7 @@ impl TenantInputs<'_> {
 
 /// Every non-Secret object of a tenant control plane, in the order the reconciler
 /// should apply them: etcd first (the apiserver cannot start without it), then the
-/// apiserver, then the controller-manager. Secrets come from the PKI; see [`tls_secret`]
+/// apiserver, then the controller-manager and the scheduler. Secrets come from the PKI; see [`tls_secret`]
 /// and its siblings. Each field holds what the builder of the same name returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ControlPlaneManifests {
@@ -291,6 +308,7 @@ pub struct ControlPlaneManifests {
     pub apiserver_service: Service,
     pub apiserver_deployment: Deployment,
     pub controller_manager_deployment: Deployment,
+    pub scheduler_deployment: Deployment,
 }
 
 /// Builds every object of [`ControlPlaneManifests`].
@@ -303,6 +321,7 @@ pub fn control_plane_manifests(input: &TenantInputs<'_>) -> Result<ControlPlaneM
         apiserver_service: apiserver_service(input)?,
         apiserver_deployment: apiserver_deployment(input)?,
         controller_manager_deployment: controller_manager_deployment(input)?,
+        scheduler_deployment: scheduler_deployment(input)?,
     })
 }
 
@@ -323,6 +342,7 @@ mod tests {
         assert_eq!(images.etcd, "registry.example/k8s/etcd:3.6.5-0");
         assert_eq!(images.apiserver, "registry.example/k8s/kube-apiserver:v1.34.2");
         assert_eq!(images.controller_manager, "registry.example/k8s/kube-controller-manager:v1.34.2");
+        assert_eq!(images.scheduler, "registry.example/k8s/kube-scheduler:v1.34.2");
     }
 
     #[test]
@@ -345,6 +365,10 @@ mod tests {
         assert_eq!(images.controller_manager, "nestor.local/kube-controller-manager:v1.34.2");
         assert_eq!(image_version(&images.apiserver), Some("1.35.4"));
         assert_eq!(image_version(&images.controller_manager), Some("1.34.2"));
+        assert_eq!(images.scheduler, "nestor.local/kube-scheduler:v1.35.4", "held separately");
+        let images = images.with_scheduler_at(&spec, "v1.34.2");
+        assert_eq!(images.scheduler, "nestor.local/kube-scheduler:v1.34.2");
+        assert_eq!(images.apiserver, "nestor.local/kube-apiserver:v1.35.4");
         assert_eq!(image_version("localhost:5000/kube-apiserver"), None, "a registry port is no tag");
         assert_eq!(image_version("localhost:5000/kube-apiserver:v1.34.2"), Some("1.34.2"));
     }
@@ -377,7 +401,7 @@ mod tests {
         let fixture = Fixture::default();
         let manifests = control_plane_manifests(&fixture.inputs()).expect("builds");
         let names = &fixture.owner.names;
-        let objects: [(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, Component); 7] = [
+        let objects: [(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, Component); 8] = [
             (&manifests.etcd_service.metadata, Component::Etcd),
             (&manifests.etcd_network_policy.metadata, Component::Etcd),
             (&manifests.etcd_statefulset.metadata, Component::Etcd),
@@ -385,6 +409,7 @@ mod tests {
             (&manifests.apiserver_service.metadata, Component::ApiServer),
             (&manifests.apiserver_deployment.metadata, Component::ApiServer),
             (&manifests.controller_manager_deployment.metadata, Component::ControllerManager),
+            (&manifests.scheduler_deployment.metadata, Component::Scheduler),
         ];
         for (metadata, component) in objects {
             assert_owned_by_tenant(metadata, &fixture.owner, component);
@@ -401,6 +426,7 @@ mod tests {
             manifests.controller_manager_deployment.metadata.name.as_deref(),
             Some(names.controller_manager().as_str())
         );
+        assert_eq!(manifests.scheduler_deployment.metadata.name.as_deref(), Some(names.scheduler().as_str()));
     }
 
     #[test]
@@ -417,6 +443,7 @@ mod tests {
                 serde_json::to_string(&manifests.apiserver_service),
                 serde_json::to_string(&manifests.apiserver_deployment),
                 serde_json::to_string(&manifests.controller_manager_deployment),
+                serde_json::to_string(&manifests.scheduler_deployment),
             ]
             .map(|json| json.expect("serializes"))
         };
@@ -435,6 +462,7 @@ mod tests {
                 manifests.controller_manager_deployment.spec.expect("spec").template,
                 &hashes.controller_manager,
             ),
+            (manifests.scheduler_deployment.spec.expect("spec").template, &hashes.scheduler),
         ];
         for (template, hash) in templates {
             let annotations =
@@ -459,6 +487,13 @@ mod tests {
         ];
         controller_manager.sort();
         assert_eq!(mounted_secret_names(&names, Component::ControllerManager), controller_manager);
+        let mut scheduler = vec![
+            names.cluster_ca_secret(),
+            names.front_proxy_ca_secret(),
+            names.scheduler_kubeconfig_secret(),
+        ];
+        scheduler.sort();
+        assert_eq!(mounted_secret_names(&names, Component::Scheduler), scheduler);
         let apiserver = mounted_secret_names(&names, Component::ApiServer);
         for expected in [
             names.cluster_ca_secret(),

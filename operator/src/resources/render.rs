@@ -36,9 +36,10 @@ pub(crate) const APISERVER_SERVICE: Template = template!("apiserver-service");
 pub(crate) const APISERVER_CONFIG: Template = template!("apiserver-config");
 pub(crate) const APISERVER_DEPLOYMENT: Template = template!("apiserver-deployment");
 pub(crate) const CONTROLLER_MANAGER_DEPLOYMENT: Template = template!("controller-manager-deployment");
+pub(crate) const SCHEDULER_DEPLOYMENT: Template = template!("scheduler-deployment");
 pub(crate) const SECRET: Template = template!("secret");
 
-const TEMPLATES: [Template; 8] = [
+const TEMPLATES: [Template; 9] = [
     ETCD_SERVICE,
     ETCD_STATEFULSET,
     ETCD_NETWORK_POLICY,
@@ -46,6 +47,7 @@ const TEMPLATES: [Template; 8] = [
     APISERVER_CONFIG,
     APISERVER_DEPLOYMENT,
     CONTROLLER_MANAGER_DEPLOYMENT,
+    SCHEDULER_DEPLOYMENT,
     SECRET,
 ];
 

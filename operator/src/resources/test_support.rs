@@ -32,6 +32,7 @@ impl Default for Fixture {
                 etcd: "etcd-hash".into(),
                 apiserver: "apiserver-hash".into(),
                 controller_manager: "controller-manager-hash".into(),
+                scheduler: "scheduler-hash".into(),
             },
         }
     }
