@@ -1,6 +1,6 @@
 //! Nestor: a cluster-in-cluster manager. A `TenantCluster` in a meta cluster
 //! becomes a running Kubernetes control plane (etcd, kube-apiserver,
-//! kube-controller-manager) with a generated PKI and emitted kubeconfigs.
+//! kube-controller-manager, kube-scheduler) with a generated PKI and emitted kubeconfigs.
 //!
 //! Map of the crate, in reconcile order:
 //! - [`api`]: the CRD types and their admission rules.
