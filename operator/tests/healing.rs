@@ -39,7 +39,7 @@ async fn tenant_whole(ns: &TestNamespace) -> Result<(), String> {
         _ => return Err(format!("not Ready: phase {:?}, Ready {:?}", status.phase, ready)),
     }
     let names = ns.names(TENANT);
-    for name in [names.apiserver(), names.controller_manager()] {
+    for name in [names.apiserver(), names.controller_manager(), names.scheduler()] {
         let deployment = ns.api::<Deployment>().get(&name).await.map_err(|error| error.to_string())?;
         let wanted = deployment.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1);
         let status = deployment.status.unwrap_or_default();

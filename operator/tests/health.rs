@@ -13,6 +13,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 use kube::api::ListParams;
@@ -79,9 +80,23 @@ async fn frozen_apiserver_scenario(ns: &TestNamespace) {
                 && condition_message(tenant, "EtcdReady").contains("probe: 1/1 members healthy")
                 && condition_message(tenant, "APIServerReady").contains("probe: /readyz ok")
                 && condition_message(tenant, "ControllerManagerReady").contains("probe: leader Lease fresh")
+                && condition_message(tenant, "SchedulerReady").contains("probe: leader Lease fresh")
         })
         .await;
     eprintln!("Ready with probe results after {:?}: {}", started.elapsed(), describe_tenant(&ready));
+    // The scheduler's own Lease, held by one of its own pods, and its Deployment available.
+    let scheduler_lease = condition_message(&ready, "SchedulerReady");
+    assert!(
+        scheduler_lease.contains(&format!("held by {}-", names.scheduler())),
+        "the scheduler's Lease is held by a scheduler pod: {scheduler_lease}"
+    );
+    let scheduler = ns.api::<Deployment>().get(&names.scheduler()).await.expect("scheduler Deployment");
+    assert_eq!(
+        scheduler.status.as_ref().and_then(|status| status.available_replicas),
+        Some(1),
+        "{:?}",
+        scheduler.status
+    );
     assert!(
         condition_message(&ready, "EtcdReady").contains("member list has 1"),
         "{}",
@@ -138,6 +153,7 @@ async fn frozen_apiserver_scenario(ns: &TestNamespace) {
                 && is_ready(tenant)
                 && condition_message(tenant, "APIServerReady").contains("probe: /readyz ok")
                 && condition_message(tenant, "ControllerManagerReady").contains("probe: leader Lease fresh")
+                && condition_message(tenant, "SchedulerReady").contains("probe: leader Lease fresh")
         })
         .await;
     let recovery = frozen_at.elapsed();

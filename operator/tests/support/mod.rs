@@ -338,6 +338,7 @@ pub fn expected_objects(names: &TenantNames) -> BTreeSet<ObjectKey> {
         names.admin_kubeconfig_secret(),
         names.admin_in_cluster_kubeconfig_secret(),
         names.controller_manager_kubeconfig_secret(),
+        names.scheduler_kubeconfig_secret(),
     ];
     let mut expected: BTreeSet<ObjectKey> =
         secrets.iter().map(|name| ObjectKey::new("Secret", name)).collect();
@@ -350,6 +351,7 @@ pub fn expected_objects(names: &TenantNames) -> BTreeSet<ObjectKey> {
         ObjectKey::new("StatefulSet", &names.etcd()),
         ObjectKey::new("Deployment", &names.apiserver()),
         ObjectKey::new("Deployment", &names.controller_manager()),
+        ObjectKey::new("Deployment", &names.scheduler()),
         ObjectKey::new("NetworkPolicy", &names.etcd_network_policy()),
     ]);
     expected
