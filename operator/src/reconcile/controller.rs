@@ -128,6 +128,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     ctx.metrics.watch_tenants(controller.store());
     ctx.health.watch_tenants(controller.store());
     let monitor = tokio::spawn(monitor::run(ctx.clone(), controller.store(), probe_trigger));
+    let approver = tokio::spawn(super::inside::approve_serving_certificates(ctx.clone()));
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -144,6 +145,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         })
         .await;
     monitor.abort();
+    approver.abort();
     for watch in cache_watches {
         watch.abort();
     }

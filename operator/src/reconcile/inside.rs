@@ -7,6 +7,9 @@
 //! a tenant that is starting is served on the pass that sees it ready. A failure is
 //! logged and tried on the next pass; it never fails the pass, since the tenant's
 //! control plane in the meta cluster does not depend on it.
+//!
+//! Between passes, [`approve_serving_certificates`] approves the kubelet serving
+//! certificates of joined nodes, through the client the last apply used.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -23,32 +26,54 @@ use crate::health::{ProbeOutcome, ProbeReport, apiserver_address};
 use crate::kubeconfig::ClientCredentials;
 use crate::names::TenantNames;
 use crate::tenant_api::join::{JoinInputs, join_objects, node_endpoint};
+use crate::tenant_api::serving_csr::Decision;
 use crate::tenant_api::{apply_join_objects, tenant_client};
 
 /// How often the objects inside a tenant are applied again when nothing changed: the
 /// longest a deleted or edited one stays so.
 pub const INSIDE_RESYNC: Duration = Duration::from_secs(300);
 
+/// How often pending kubelet serving CSRs are looked for inside each tenant whose join
+/// objects are in place: a node that just joined waits at most this long for the
+/// serving certificate that `kubectl logs` and `exec` need.
+pub const SERVING_CSR_INTERVAL: Duration = Duration::from_secs(10);
+/// Tenants whose serving CSRs are looked at concurrently.
+const SERVING_CSR_CONCURRENCY: usize = 8;
+
+/// What was applied inside a tenant: a hash of the objects, when, and the client that
+/// did it (kept for the serving-CSR approver, which then needs no handshake per round).
+struct Applied {
+    fingerprint: u64,
+    at: Instant,
+    client: kube::Client,
+}
+
 /// When each tenant's objects were last applied inside it, and what they were.
 #[derive(Default)]
 pub struct InsideTracker {
-    applied: Mutex<HashMap<ObjectRef<TenantCluster>, (u64, Instant)>>,
+    applied: Mutex<HashMap<ObjectRef<TenantCluster>, Applied>>,
 }
 
 impl InsideTracker {
-    /// Whether objects hashing to `fingerprint` are due for `key` at `now` (pure).
+    /// Whether objects hashing to `fingerprint` are due for `key` at `now`.
     fn due(&self, key: &ObjectRef<TenantCluster>, fingerprint: u64, now: Instant) -> bool {
         let applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        applied
-            .get(key)
-            .is_none_or(|(last, at)| *last != fingerprint || now.duration_since(*at) >= INSIDE_RESYNC)
+        applied.get(key).is_none_or(|applied| {
+            applied.fingerprint != fingerprint || now.duration_since(applied.at) >= INSIDE_RESYNC
+        })
     }
 
-    fn record(&self, key: ObjectRef<TenantCluster>, fingerprint: u64, now: Instant) {
+    fn record(&self, key: ObjectRef<TenantCluster>, fingerprint: u64, now: Instant, client: kube::Client) {
         self.applied
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, (fingerprint, now));
+            .insert(key, Applied { fingerprint, at: now, client });
+    }
+
+    /// The clients of every tenant whose join objects are in place.
+    fn clients(&self) -> Vec<(ObjectRef<TenantCluster>, kube::Client)> {
+        let applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        applied.iter().map(|(key, applied)| (key.clone(), applied.client.clone())).collect()
     }
 
     /// Forgets a deleted tenant.
@@ -104,17 +129,56 @@ pub(super) async fn keep_inside(
         }
     };
     let Some(address) = apiserver_address(service.as_ref()) else { return };
-    let result = match tenant_client(&desired.kubeconfigs.admin_in_cluster, address) {
-        Ok(client) => apply_join_objects(&client, &objects).await.map_err(|error| error.to_string()),
-        Err(error) => Err(error.to_string()),
+    let client = match tenant_client(&desired.kubeconfigs.admin_in_cluster, address) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(%error, "cannot build a client for the tenant; the join objects wait for the next pass");
+            return;
+        }
     };
-    match result {
+    match apply_join_objects(&client, &objects).await {
         Ok(count) => {
             tracing::info!(objects = count, "applied the join objects inside the tenant");
-            ctx.inside.record(key, fingerprint, now);
+            ctx.inside.record(key, fingerprint, now, client);
         }
         Err(error) => {
             tracing::warn!(%error, "cannot apply the join objects inside the tenant; retried on the next pass")
         }
+    }
+}
+
+/// Runs until the task is dropped: every [`SERVING_CSR_INTERVAL`], approves the kubelet
+/// serving CSRs that pass [`crate::tenant_api::serving_csr::decide`] in every tenant whose
+/// join objects are in place (one LIST per tenant when none is pending).
+pub async fn approve_serving_certificates(ctx: std::sync::Arc<Context>) {
+    use futures::StreamExt;
+    let mut ticker = tokio::time::interval(SERVING_CSR_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        futures::stream::iter(ctx.inside.clients())
+            .for_each_concurrent(SERVING_CSR_CONCURRENCY, |(key, client)| async move {
+                let round = tokio::time::timeout(
+                    crate::tenant_api::REQUEST_TIMEOUT,
+                    crate::tenant_api::serving_csr::approve_serving_csrs(&client),
+                );
+                match round.await {
+                    Ok(Ok(decisions)) => {
+                        for (csr, decision) in decisions {
+                            match decision {
+                                Decision::Approve { node } => {
+                                    tracing::info!(tenant = %key, %csr, %node, "approved a kubelet serving certificate")
+                                }
+                                Decision::Leave(reason) => {
+                                    tracing::info!(tenant = %key, %csr, %reason, "left a kubelet serving CSR pending")
+                                }
+                            }
+                        }
+                    }
+                    Ok(Err(error)) => tracing::debug!(tenant = %key, %error, "cannot look at serving CSRs"),
+                    Err(_) => tracing::debug!(tenant = %key, "serving CSRs: the tenant did not answer in time"),
+                }
+            })
+            .await;
     }
 }

@@ -110,6 +110,9 @@ fn apiserver_args(input: &TenantInputs<'_>) -> Vec<String> {
         ("tls-min-version", "VersionTLS12".to_string()),
         ("kubelet-client-certificate", pki(KUBELET_CLIENT_CERT)),
         ("kubelet-client-key", pki(KUBELET_CLIENT_KEY)),
+        // Kubelets serve certificates from the tenant CA (serverTLSBootstrap, approved
+        // against their Node by tenant_api::serving_csr): verify every kubelet called (CIS 1.2.5).
+        ("kubelet-certificate-authority", pki(CA_CERT)),
         ("kubelet-preferred-address-types", "InternalIP,ExternalIP,Hostname".to_string()),
         ("proxy-client-cert-file", pki(FRONT_PROXY_CLIENT_CERT)),
         ("proxy-client-key-file", pki(FRONT_PROXY_CLIENT_KEY)),

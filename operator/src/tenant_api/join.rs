@@ -305,7 +305,7 @@ mod tests {
         JoinInputs { cluster_name: "team-a", ca_pem: CA, node_endpoint: endpoint }
     }
 
-    fn config_map_value<'a>(objects: &'a JoinObjects, name: &str, key: &str) -> serde_json::Value {
+    fn config_map_value(objects: &JoinObjects, name: &str, key: &str) -> serde_json::Value {
         let map =
             objects.config_maps.iter().find(|map| map.metadata.name.as_deref() == Some(name)).expect(name);
         let text = map.data.as_ref().and_then(|data| data.get(key)).expect(key);

@@ -17,6 +17,7 @@
 //! - deleting a TenantCluster needs nothing from here: the tenant may already be gone.
 
 pub mod join;
+pub mod serving_csr;
 
 use std::net::SocketAddr;
 use std::time::Duration;
