@@ -4,13 +4,15 @@
 //! A tenant with two apiservers is created at 1.34.2, a ConfigMap is written through its
 //! emitted kubeconfig, and `nestor upgrade --version 1.35.4` runs as a user runs it. While
 //! the upgrade rolls, once a second: the tenant's `/livez` and a GET of the ConfigMap go
-//! through the apiserver Service (every failure is kept), and the controller-manager
-//! Deployment's image is compared with the images of the apiserver pods. At the end the
-//! tenant reports v1.35.4, the ConfigMap is still there, a 1.35.4 controller-manager holds
-//! a fresh leader Lease, and the Events tell the story.
+//! through the apiserver Service (every failure is kept), and the controller-manager's and
+//! the scheduler's Deployment images are compared with the images of the apiserver pods.
+//! At the end the tenant reports v1.35.4, the ConfigMap is still there, a 1.35.4
+//! controller-manager and a 1.35.4 scheduler each hold a fresh leader Lease, and the
+//! Events tell the story.
 //!
-//! Needs the images `nestor.local/kube-apiserver:v1.35.4` and
-//! `nestor.local/kube-controller-manager:v1.35.4` (`make meta-up` builds and imports them).
+//! Needs the images `nestor.local/kube-apiserver:v1.35.4`,
+//! `nestor.local/kube-controller-manager:v1.35.4` and `nestor.local/kube-scheduler:v1.35.4`
+//! (`make meta-up` builds and imports them).
 
 mod support;
 
@@ -22,7 +24,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use nestor::health::lease::{CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE, freshness};
+use nestor::health::lease::{
+    CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE, LeaderLease, SCHEDULER_LEASE, freshness,
+};
 use nestor::names::{Component, TenantNames};
 use serde_json::json;
 use support::{
@@ -47,24 +51,29 @@ fn first_image(spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> String {
         .unwrap_or_default()
 }
 
-/// What one sample of the control plane saw: the controller-manager Deployment's
-/// template version and the version of every live apiserver pod.
+/// What one sample of the control plane saw: the controller-manager's and the
+/// scheduler's Deployment template versions and the version of every live apiserver pod.
 struct Sample {
     controller_manager: String,
+    scheduler: String,
     apiservers: Vec<String>,
 }
 
-/// Reads the controller-manager Deployment and the apiserver pods. Pods already
-/// terminating are left out: they are out of the Service's endpoints (a new
-/// controller-manager connects through the Service, so it never reaches them) and only
-/// finish the requests they hold during their shutdown delay.
-async fn sample(ns: &TestNamespace, names: &TenantNames) -> Result<Sample, String> {
-    let deployment = ns
-        .api::<Deployment>()
-        .get(&names.controller_manager())
-        .await
-        .map_err(|error| format!("controller-manager Deployment: {error}"))?;
+/// The version of Deployment `name`'s pod template.
+async fn template_version(ns: &TestNamespace, name: &str) -> Result<String, String> {
+    let deployment =
+        ns.api::<Deployment>().get(name).await.map_err(|error| format!("Deployment {name}: {error}"))?;
     let template = deployment.spec.as_ref().and_then(|spec| spec.template.spec.as_ref());
+    Ok(version_of(&first_image(template)).to_string())
+}
+
+/// Reads the controller-manager and scheduler Deployments and the apiserver pods. Pods
+/// already terminating are left out: they are out of the Service's endpoints (a new
+/// controller-manager or scheduler connects through the Service, so it never reaches
+/// them) and only finish the requests they hold during their shutdown delay.
+async fn sample(ns: &TestNamespace, names: &TenantNames) -> Result<Sample, String> {
+    let controller_manager = template_version(ns, &names.controller_manager()).await?;
+    let scheduler = template_version(ns, &names.scheduler()).await?;
     let selector = names
         .selector_labels(Component::ApiServer)
         .into_iter()
@@ -82,7 +91,42 @@ async fn sample(ns: &TestNamespace, names: &TenantNames) -> Result<Sample, Strin
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .map(|pod| version_of(&first_image(pod.spec.as_ref())).to_string())
         .collect();
-    Ok(Sample { controller_manager: version_of(&first_image(template)).to_string(), apiservers })
+    Ok(Sample { controller_manager, scheduler, apiservers })
+}
+
+/// The holder of `lease` in the tenant behind `client` when it is fresh and held by a
+/// pod of `component` that runs `version`.
+async fn fresh_leader_at(
+    ns: &TestNamespace,
+    client: &Client,
+    names: &TenantNames,
+    lease: LeaderLease,
+    component: Component,
+    version: &str,
+) -> Result<String, String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let lease = leases.get(lease.name).await.map_err(|error| error.to_string())?;
+    let verdict = freshness(&lease, jiff::Timestamp::now());
+    if !verdict.is_healthy() {
+        return Err(format!("{verdict:?}"));
+    }
+    let holder = lease.spec.and_then(|spec| spec.holder_identity).unwrap_or_default();
+    let selector = names
+        .selector_labels(component)
+        .into_iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|error| error.to_string())?;
+    let leader = pods.items.iter().find(|pod| holder.starts_with(&format!("{}_", pod.name_any())));
+    match leader.map(|pod| version_of(&first_image(pod.spec.as_ref())).to_string()) {
+        Some(running) if running == version => Ok(holder),
+        other => Err(format!("Lease held by {holder}, a pod at {other:?}")),
+    }
 }
 
 /// One probe through the Service: `/livez`, then the ConfigMap written before the upgrade.
@@ -114,7 +158,7 @@ fn ready_at(tenant: &nestor::api::TenantCluster, version: &str) -> bool {
 }
 
 #[tokio::test]
-async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_manager() {
+async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_manager_and_scheduler() {
     in_namespace("upgrade", async |ns| {
         let _operator = Operator::start(&ns.name, "upgrade").await;
         let names = ns.names(TENANT);
@@ -153,10 +197,20 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
         })
         .await;
         probe(&client).await.expect("the tenant serves before the upgrade");
-        let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
         let holder_before = wait_for("a controller-manager leader", MAX_WAIT, async || {
-            let lease = leases.get(CONTROLLER_MANAGER_LEASE.name).await.map_err(|error| error.to_string())?;
-            lease.spec.and_then(|spec| spec.holder_identity).ok_or("no holder".to_string())
+            fresh_leader_at(
+                &ns,
+                &client,
+                &names,
+                CONTROLLER_MANAGER_LEASE,
+                Component::ControllerManager,
+                FROM,
+            )
+            .await
+        })
+        .await;
+        let scheduler_before = wait_for("a scheduler leader", MAX_WAIT, async || {
+            fresh_leader_at(&ns, &client, &names, SCHEDULER_LEASE, Component::Scheduler, FROM).await
         })
         .await;
 
@@ -175,6 +229,7 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
         let (mut probes, mut failures) = (0u32, Vec::new());
         let (mut samples, mut skew_violations) = (0u32, Vec::new());
         let (mut apiserver_rolling_before_cm, mut apiserver_done_at, mut cm_moved_at) = (0u32, None, None);
+        let (mut apiserver_rolling_before_scheduler, mut scheduler_moved_at) = (0u32, None);
         let rolled = poll_for(PHASE_TIMEOUT, Duration::from_secs(1), async || {
             let elapsed = upgrade_started.elapsed();
             probes += 1;
@@ -196,6 +251,18 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
                         }
                     } else if new_apiservers > 0 {
                         apiserver_rolling_before_cm += 1;
+                    }
+                    if seen.scheduler == TO {
+                        scheduler_moved_at.get_or_insert(elapsed);
+                        if seen.apiservers.iter().any(|version| version != TO) {
+                            skew_violations.push(format!(
+                                "{:.0}s: scheduler {TO} with apiservers {:?}",
+                                elapsed.as_secs_f64(),
+                                seen.apiservers
+                            ));
+                        }
+                    } else if new_apiservers > 0 {
+                        apiserver_rolling_before_scheduler += 1;
                     }
                     if new_apiservers == 2 && seen.apiservers.len() == 2 {
                         apiserver_done_at.get_or_insert(elapsed);
@@ -222,24 +289,31 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
             |at: Option<Duration>| at.map_or("never".to_string(), |at| format!("{:.0} s", at.as_secs_f64()));
         eprintln!(
             "upgraded {FROM} -> {TO} in {:.1} s (status.version and Ready); all apiservers at {TO} \
-             after {}, controller-manager template moved after {}; {probes} probes (/livez + GET \
-             ConfigMap), {} failed: {failures:?}; {samples} skew samples, \
-             {apiserver_rolling_before_cm} with new apiservers and the old controller-manager",
+             after {}, controller-manager template moved after {}, scheduler template after {}; \
+             {probes} probes (/livez + GET ConfigMap), {} failed: {failures:?}; {samples} skew \
+             samples, {apiserver_rolling_before_cm} with new apiservers and the old \
+             controller-manager, {apiserver_rolling_before_scheduler} with the old scheduler",
             upgrade_time.as_secs_f64(),
             seconds(apiserver_done_at),
             seconds(cm_moved_at),
+            seconds(scheduler_moved_at),
             failures.len()
         );
         assert!(failures.is_empty(), "the tenant stopped serving during the upgrade: {failures:?}");
         assert!(
             skew_violations.is_empty(),
-            "controller-manager newer than an apiserver: {skew_violations:?}"
+            "controller-manager or scheduler newer than an apiserver: {skew_violations:?}"
         );
         assert!(
             apiserver_rolling_before_cm > 0,
             "no sample caught the apiservers moving first: the ordering was not observed"
         );
         assert!(cm_moved_at.is_some(), "the controller-manager moved to {TO}");
+        assert!(
+            apiserver_rolling_before_scheduler > 0,
+            "no sample caught the apiservers moving before the scheduler: the ordering was not observed"
+        );
+        assert!(scheduler_moved_at.is_some(), "the scheduler moved to {TO}");
 
         // The tenant runs the new version, with its data.
         let fresh = ns.tenant_client(TENANT).await.expect("tenant client");
@@ -247,33 +321,18 @@ async fn an_upgrade_keeps_serving_and_rolls_the_apiserver_before_the_controller_
         assert_eq!(version.git_version, format!("v{TO}"));
         probe(&fresh).await.expect("the ConfigMap written at 1.34.2 reads back at 1.35.4");
 
-        // A 1.35.4 controller-manager leads, with a fresh Lease.
-        let cm_selector = names
-            .selector_labels(Component::ControllerManager)
-            .into_iter()
-            .map(|(key, value)| format!("{key}={value}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let leases: Api<Lease> = Api::namespaced(fresh.clone(), LEASE_NAMESPACE);
+        // A 1.35.4 controller-manager and a 1.35.4 scheduler lead, each with a fresh Lease.
         let holder = wait_for("a 1.35.4 controller-manager holding a fresh Lease", MAX_WAIT, async || {
-            let lease = leases.get(CONTROLLER_MANAGER_LEASE.name).await.map_err(|error| error.to_string())?;
-            let verdict = freshness(&lease, jiff::Timestamp::now());
-            if !verdict.is_healthy() {
-                return Err(format!("{verdict:?}"));
-            }
-            let holder = lease.spec.and_then(|spec| spec.holder_identity).unwrap_or_default();
-            let pods = ns
-                .api::<Pod>()
-                .list(&ListParams::default().labels(&cm_selector))
+            fresh_leader_at(&ns, &fresh, &names, CONTROLLER_MANAGER_LEASE, Component::ControllerManager, TO)
                 .await
-                .map_err(|error| error.to_string())?;
-            let leader = pods.items.iter().find(|pod| holder.starts_with(&format!("{}_", pod.name_any())));
-            match leader.map(|pod| version_of(&first_image(pod.spec.as_ref())).to_string()) {
-                Some(version) if version == TO => Ok(holder),
-                other => Err(format!("Lease held by {holder}, a pod at {other:?}")),
-            }
         })
         .await;
+        let scheduler_holder = wait_for("a 1.35.4 scheduler holding a fresh Lease", MAX_WAIT, async || {
+            fresh_leader_at(&ns, &fresh, &names, SCHEDULER_LEASE, Component::Scheduler, TO).await
+        })
+        .await;
+        assert_ne!(scheduler_holder, scheduler_before, "a new scheduler took over");
+        assert_eq!(template_version(&ns, &names.scheduler()).await.as_deref(), Ok(TO));
         assert_ne!(holder, holder_before, "a new controller-manager took over");
 
         // The Events since the upgrade started (first emitted then, or repeated since) say

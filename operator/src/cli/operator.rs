@@ -46,7 +46,7 @@ pub struct OperatorArgs {
     #[arg(long = "watch-namespace", env = "NESTOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
-    /// How often each tenant's etcd, apiserver and controller-manager lease are probed
+    /// How often each tenant's etcd, apiserver, controller-manager and scheduler leases are probed
     /// (Go duration); `0s` turns probes, healing and etcd scaling off.
     #[arg(long, env = "NESTOR_HEALTH_INTERVAL", default_value = "10s", value_parser = go_duration)]
     pub health_interval: Duration,

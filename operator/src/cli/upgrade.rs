@@ -26,8 +26,8 @@ pub struct UpgradeArgs {
     pub name: String,
 
     /// Target Kubernetes version, MAJOR.MINOR.PATCH (one minor version at a time).
-    /// The apiserver rolls first, the controller-manager once every apiserver replica
-    /// runs the new version; `status.version` moves when both finished.
+    /// The apiserver rolls first, the controller-manager and the scheduler once every
+    /// apiserver replica runs the new version; `status.version` moves when all three finished.
     #[arg(long = "to", visible_alias = "version", value_name = "VERSION")]
     pub to: String,
 

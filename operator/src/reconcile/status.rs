@@ -936,6 +936,39 @@ mod tests {
         assert!(changes.is_empty(), "{changes:?}");
     }
 
+    #[test]
+    fn a_scheduler_that_led_and_then_fails_its_probe_is_probe_failed_with_a_warning() {
+        let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
+        let stale = HealthVerdicts {
+            apiserver: verdict(true, "/readyz ok"),
+            controller_manager: verdict(
+                true,
+                "leader Lease fresh: held by cm-0, renewed within its 15s duration",
+            ),
+            scheduler: verdict(
+                false,
+                "leader Lease stale: held by sched-0, not renewed within its 15s duration",
+            ),
+            ..HealthVerdicts::default()
+        };
+        let updates = component_conditions(&names(), &healthy_observation(), &stale, None);
+        let (failed, changes) = compute_status(&tenant(Some(ready)), &updates, None, None, at(30));
+        let scheduler = find_condition(&failed.conditions, types::SCHEDULER_READY).expect("present");
+        assert_eq!((scheduler.status.as_str(), scheduler.reason.as_str()), ("False", "ProbeFailed"));
+        assert_eq!(
+            scheduler.message,
+            "probe failed: leader Lease stale: held by sched-0, not renewed within its 15s duration \
+             (1/1 replicas ready)"
+        );
+        let manager = find_condition(&failed.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
+        assert_eq!(manager.status, "True", "the controller-manager is judged by its own Lease");
+        assert!(changes.iter().any(|change| matches!(change,
+            StatusChange::ConditionFlipped { type_, status: ConditionStatus::False, .. } if type_ == "SchedulerReady")));
+        assert!(
+            changes.contains(&StatusChange::PhaseChanged { from: Some(Phase::Ready), to: Phase::Degraded })
+        );
+    }
+
     /// A Ready tenant at 1.34.2 whose spec was just bumped to 1.35.4 (generation 5).
     fn bumped_to_1_35() -> TenantCluster {
         let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
