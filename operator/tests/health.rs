@@ -97,6 +97,38 @@ async fn frozen_apiserver_scenario(ns: &TestNamespace) {
         "{:?}",
         scheduler.status
     );
+    // ... and at work: a pod created in the tenant is judged by it. The tenant has no node,
+    // so the verdict is Unschedulable; without a scheduler no pod ever gets one.
+    let tenant = ns.tenant_client(TENANT).await.expect("tenant client");
+    let tenant_pods: kube::Api<Pod> = kube::Api::namespaced(tenant, "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "waits-for-a-node"},
+        "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]},
+    }))
+    .expect("pod");
+    // The default ServiceAccount, which admission requires, comes with the controller-manager.
+    wait_for("a pod created in the tenant", Duration::from_secs(60), async || {
+        match tenant_pods.create(&kube::api::PostParams::default(), &pod).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
+    let verdict = wait_for("the tenant's scheduler to judge the pod", Duration::from_secs(60), async || {
+        let pod = tenant_pods.get("waits-for-a-node").await.map_err(|error| error.to_string())?;
+        let conditions = pod.status.and_then(|status| status.conditions).unwrap_or_default();
+        match conditions.into_iter().find(|condition| condition.type_ == "PodScheduled") {
+            Some(condition) => Ok(condition),
+            None => Err("no PodScheduled condition yet".to_string()),
+        }
+    })
+    .await;
+    assert_eq!(
+        (verdict.status.as_str(), verdict.reason.as_deref()),
+        ("False", Some("Unschedulable")),
+        "{verdict:?}"
+    );
     assert!(
         condition_message(&ready, "EtcdReady").contains("member list has 1"),
         "{}",
