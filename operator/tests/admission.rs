@@ -177,6 +177,12 @@ rejects! {
     rejects_zero_controller_manager_replicas:
         "no-kcm", {"version": "1.34.2", "controllerManager": {"replicas": 0}},
         "spec.controllerManager.replicas", "greater than or equal to 1";
+    rejects_zero_scheduler_replicas:
+        "no-scheduler", {"version": "1.34.2", "scheduler": {"replicas": 0}},
+        "spec.scheduler.replicas", "greater than or equal to 1";
+    rejects_too_many_scheduler_replicas:
+        "many-schedulers", {"version": "1.34.2", "scheduler": {"replicas": 11}},
+        "spec.scheduler.replicas", "less than or equal to 10";
     rejects_node_port_without_node_port_service:
         "stray-node-port", {"version": "1.34.2", "network": {"nodePort": 30080}},
         "spec.network.nodePort", "only be set when spec.network.serviceType is NodePort";
@@ -262,6 +268,7 @@ async fn accepts_minimal_spec_and_fills_in_the_same_defaults_as_the_operator() {
                 "etcd": { "replicas": 3, "storage": { "ephemeral": false } },
                 "apiServer": { "replicas": 1 },
                 "controllerManager": { "replicas": 1 },
+                "scheduler": { "replicas": 1 },
                 "network": {
                     "serviceType": "ClusterIP",
                     "serviceCIDR": "10.96.0.0/12",
@@ -301,6 +308,11 @@ async fn accepts_spec_using_every_field() {
                 "certSANs": ["api.tenant.example", "*.tenant.example", "192.0.2.10", "2001:db8::10"],
             },
             "controllerManager": { "replicas": 2, "extraArgs": { "v": "2" } },
+            "scheduler": {
+                "replicas": 2,
+                "extraArgs": { "v": "3" },
+                "resources": { "requests": { "cpu": "20m" } },
+            },
             "network": {
                 "serviceType": "NodePort",
                 "nodePort": 31443,

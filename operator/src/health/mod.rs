@@ -563,6 +563,8 @@ impl ControlPlaneProbes {
     }
 }
 
+/// Probes the apiserver through its Service and on each started pod, then, once the
+/// Service answers, the controller manager's and the scheduler's leader Leases at once.
 async fn probe_apiserver_and_leaders(
     credentials: &ProbeCredentials,
     apiserver_service: Result<Option<SocketAddr>, String>,
