@@ -174,7 +174,7 @@ async fn a_tenant_lives_and_dies_through_the_cli() {
 
         let run = run_nestor(&["get", "team-a", "-n", ns]).await;
         let row: Vec<&str> = run.stdout.lines().nth(1).expect("a row").split_whitespace().collect();
-        assert_eq!(row[..4], ["team-a", "1.34.2", "Ready", "5/5"], "{run:?}");
+        assert_eq!(row[..4], ["team-a", "1.34.2", "Ready", "6/6"], "{run:?}");
         assert_eq!(row[4], format!("https://team-a-apiserver.{ns}.svc:6443"));
         let run = run_nestor(&["get", "team-a", "-n", ns, "-o", "json"]).await;
         let object: Value = serde_json::from_str(&run.stdout).expect("JSON");
@@ -182,9 +182,15 @@ async fn a_tenant_lives_and_dies_through_the_cli() {
 
         let run = run_nestor(&["describe", "team-a", "-n", ns]).await;
         assert!(run.status.success(), "{run:?}");
-        for expected in
-            ["Phase:                Ready", "Certificates expire:  ", "EtcdReady", "APIServerReady"]
-        {
+        for expected in [
+            "Phase:                Ready",
+            "Certificates expire:  ",
+            "EtcdReady",
+            "APIServerReady",
+            "SchedulerReady",
+            "  scheduler:          1 replica(s)",
+            "Deployment/team-a-scheduler",
+        ] {
             assert!(run.stdout.contains(expected), "describe lacks {expected:?}:\n{}", run.stdout);
         }
         let serving =
@@ -192,6 +198,13 @@ async fn a_tenant_lives_and_dies_through_the_cli() {
         let serving: Vec<&str> = serving.expect("serving certificate row").split_whitespace().collect();
         assert_eq!(serving[1], "kube-apiserver");
         assert!((363..=365).contains(&serving[3].parse::<i64>().unwrap()), "{serving:?}");
+        let scheduler =
+            run.stdout.lines().find(|line| line.trim_start().starts_with("team-a-scheduler-kubeconfig "));
+        let scheduler: Vec<&str> = scheduler.expect("scheduler certificate row").split_whitespace().collect();
+        assert_eq!(scheduler[1], "system:kube-scheduler");
+        let component = run.stdout.lines().find(|line| line.trim_start().starts_with("kube-scheduler "));
+        let component: Vec<&str> = component.expect("scheduler component row").split_whitespace().collect();
+        assert_eq!(component[1..], ["Deployment/team-a-scheduler", "1/1"], "{component:?}");
 
         // The admin kubeconfig works against the tenant.
         let run = run_nestor(&["kubeconfig", "team-a", "-n", ns]).await;
