@@ -269,6 +269,7 @@ async fn accepts_minimal_spec_and_fills_in_the_same_defaults_as_the_operator() {
                 "apiServer": { "replicas": 1 },
                 "controllerManager": { "replicas": 1 },
                 "scheduler": { "replicas": 1 },
+                "addons": { "kubeProxy": { "enabled": true }, "coreDNS": { "enabled": true, "replicas": 2 } },
                 "network": {
                     "serviceType": "ClusterIP",
                     "serviceCIDR": "10.96.0.0/12",
@@ -313,6 +314,7 @@ async fn accepts_spec_using_every_field() {
                 "extraArgs": { "v": "3" },
                 "resources": { "requests": { "cpu": "20m" } },
             },
+            "addons": { "kubeProxy": { "enabled": false }, "coreDNS": { "enabled": true, "replicas": 3 } },
             "network": {
                 "serviceType": "NodePort",
                 "nodePort": 31443,

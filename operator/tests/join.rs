@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use nestor::kubeconfig::ClientCredentials;
 use nestor::pki::{CertificateAuthority, CertificateRequest, KeyAlgorithm, issue};
@@ -23,14 +24,15 @@ const TENANT: &str = "joinable";
 async fn a_tenant_keeps_what_kubeadm_join_reads_and_approves_only_honest_serving_certificates() {
     in_namespace("join", async |ns| {
         let started = std::time::Instant::now();
-        let _operator = Operator::start(&ns.name, "join").await;
+        // Drift inside the tenant is repaired on this period (5 min by default).
+        let _operator = Operator::start_with(&ns.name, "join", &["--inside-resync", "10s"]).await;
         // A node port of its own per run, so two runs on one meta cluster do not collide.
         let node_port = 30100 + (std::process::id() % 1500) as i32;
         let mut spec = runnable_spec();
         spec["network"] =
             json!({"serviceType": "NodePort", "externalHost": "10.200.0.1", "nodePort": node_port});
         ns.create_tenant(TENANT, spec).await;
-        let tenant = wait_for("the tenant to be Ready", MAX_WAIT, async || {
+        wait_for("the tenant to be Ready", MAX_WAIT, async || {
             let tenant = ns.tenant(TENANT).await?;
             if support::is_ready(&tenant) { Ok(tenant) } else { Err(support::describe_tenant(&tenant)) }
         })
@@ -88,6 +90,67 @@ async fn a_tenant_keeps_what_kubeadm_join_reads_and_approves_only_honest_serving
         .await;
         eprintln!("token {token_id} signed into cluster-info after {:?}", started.elapsed());
 
+        // The addons: applied, AddonsReady says they wait for a node, drift is repaired,
+        // and one turned off is deleted.
+        let tenant = wait_for("AddonsReady", MAX_WAIT, async || {
+            let tenant = ns.tenant(TENANT).await?;
+            match support::find_condition(&tenant, "AddonsReady") {
+                Some(condition) if condition.status == "True" => Ok(tenant),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let addons = support::find_condition(&tenant, "AddonsReady").expect("AddonsReady");
+        assert_eq!(addons.reason, "NoNodes", "{addons:?}");
+        assert!(support::is_ready(&tenant), "AddonsReady is not part of Ready");
+        let daemon_sets: Api<DaemonSet> = Api::namespaced(admin.clone(), "kube-system");
+        let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "kube-system");
+        let services: Api<Service> = Api::namespaced(admin.clone(), "kube-system");
+        let dns = services.get("kube-dns").await.expect("the kube-dns Service");
+        assert_eq!(dns.spec.and_then(|spec| spec.cluster_ip).as_deref(), Some("10.96.0.10"));
+        let proxy = daemon_sets.get("kube-proxy").await.expect("the kube-proxy DaemonSet");
+        let image = proxy.spec.and_then(|spec| spec.template.spec).map(|pod| pod.containers[0].image.clone());
+        assert_eq!(
+            image,
+            Some(Some("nestor.local/kube-proxy:v1.34.2".into())),
+            "follows the tenant's version"
+        );
+        daemon_sets.delete("kube-proxy", &Default::default()).await.expect("delete kube-proxy");
+        let edit = json!({"data": {"Corefile": ".:53 {\n    errors\n}\n"}});
+        system
+            .patch("coredns", &PatchParams::default(), &Patch::Merge(&edit))
+            .await
+            .expect("edit the Corefile");
+        let drifted = std::time::Instant::now();
+        wait_for("the kube-proxy DaemonSet and the Corefile to be put back", MAX_WAIT, async || {
+            let proxy = daemon_sets.get_opt("kube-proxy").await.map_err(|error| error.to_string())?;
+            let corefile = system.get("coredns").await.map_err(|error| error.to_string())?;
+            let corefile = corefile.data.unwrap_or_default().remove("Corefile").unwrap_or_default();
+            match (proxy, corefile.contains("kubernetes cluster.local")) {
+                (Some(_), true) => Ok(()),
+                (proxy, restored) => {
+                    Err(format!("kube-proxy back: {}, Corefile back: {restored}", proxy.is_some()))
+                }
+            }
+        })
+        .await;
+        eprintln!("drift inside the tenant repaired {:?} after the edits", drifted.elapsed());
+        let off = json!({"spec": {"addons": {"kubeProxy": {"enabled": false}}}});
+        ns.api::<nestor::api::TenantCluster>()
+            .patch(TENANT, &PatchParams::default(), &Patch::Merge(&off))
+            .await
+            .expect("turn kube-proxy off");
+        wait_for(
+            "kube-proxy turned off to be deleted inside the tenant",
+            MAX_WAIT,
+            async || match daemon_sets.get_opt("kube-proxy").await.map_err(|error| error.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".into()),
+            },
+        )
+        .await;
+        assert!(deployments.get_opt("coredns").await.expect("read").is_some(), "CoreDNS stays on");
+
         // A node's serving certificate: approved for its own address, not for another's.
         create_node(&admin, "w1", "10.202.9.2").await;
         let node_client = node_identity(&ns, "w1").await;
@@ -114,7 +177,6 @@ async fn a_tenant_keeps_what_kubeadm_join_reads_and_approves_only_honest_serving
             "a CSR for another node's address was decided: {:?}",
             foreign.status
         );
-        let _ = tenant;
     })
     .await;
 }

@@ -76,6 +76,10 @@ pub struct TenantClusterSpec {
     /// How the tenant API is exposed and the tenant's own address ranges.
     #[serde(default)]
     pub network: NetworkSpec,
+    /// The addons the operator keeps inside the tenant (kube-proxy, CoreDNS); each can be
+    /// turned off for tenants that bring their own.
+    #[serde(default)]
+    pub addons: AddonsSpec,
     /// Registry and repository prefix for the control-plane images
     /// (`<imageRepository>/kube-apiserver:v<version>`), without tag or digest. Defaults to
     /// registry.k8s.io.
@@ -235,6 +239,61 @@ impl Default for SchedulerSpec {
     fn default() -> Self {
         Self { replicas: 1, extra_args: BTreeMap::new(), resources: None }
     }
+}
+
+/// The addons inside the tenant (see `tenant_api::addons`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonsSpec {
+    /// kube-proxy in iptables mode, a DaemonSet on every node.
+    #[serde(default)]
+    pub kube_proxy: KubeProxyAddon,
+    /// CoreDNS, with the `kube-dns` Service at the tenth address of `serviceCIDR`.
+    #[serde(default, rename = "coreDNS")]
+    pub core_dns: CoreDnsAddon,
+}
+
+/// kube-proxy.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeProxyAddon {
+    /// Off for tenants whose CNI replaces kube-proxy (Cilium, for example); what Nestor
+    /// applied is then deleted from the tenant.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for KubeProxyAddon {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// CoreDNS.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CoreDnsAddon {
+    /// Off for tenants that run a DNS of their own; what Nestor applied is then deleted.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Number of CoreDNS pods, 1 to 10 (kubeadm runs 2).
+    #[serde(default = "default_coredns_replicas")]
+    #[schemars(range(min = 1, max = 10))]
+    pub replicas: i32,
+}
+
+impl Default for CoreDnsAddon {
+    fn default() -> Self {
+        Self { enabled: true, replicas: default_coredns_replicas() }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_coredns_replicas() -> i32 {
+    2
 }
 
 /// How the tenant apiserver's Service is exposed.

@@ -60,6 +60,11 @@ pub struct OperatorArgs {
     /// Timeout of one probe request.
     #[arg(long, env = "NESTOR_HEALTH_TIMEOUT", default_value = "5s", value_parser = go_duration)]
     pub health_timeout: Duration,
+
+    /// How often the objects the operator keeps inside each tenant (join objects, addons)
+    /// are applied again when nothing changed: the longest a deleted or edited one stays so.
+    #[arg(long, env = "NESTOR_INSIDE_RESYNC", default_value = "5m", value_parser = go_duration)]
+    pub inside_resync: Duration,
 }
 
 fn go_duration(text: &str) -> Result<Duration, String> {
@@ -95,7 +100,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(
         Context::new(client, metrics, Arc::new(SystemClock), args.watch_namespace.clone())
             .with_health_settings(health)
-            .with_concurrency(args.max_concurrent_reconciles),
+            .with_concurrency(args.max_concurrent_reconciles)
+            .with_inside_resync(args.inside_resync),
     );
 
     if args.leader_election() {

@@ -27,6 +27,10 @@ pub mod types {
     pub const SCHEDULER_READY: &str = "SchedulerReady";
     /// The admin kubeconfig Secret exists.
     pub const KUBECONFIG_READY: &str = "KubeconfigReady";
+    /// The addons inside the tenant (kube-proxy, CoreDNS) are available on its nodes.
+    /// Not part of `Ready`: a control plane without nodes is ready, and its addons cannot
+    /// run before a node joins.
+    pub const ADDONS_READY: &str = "AddonsReady";
     /// Summary: every other condition is True.
     pub const READY: &str = "Ready";
 
@@ -78,6 +82,12 @@ pub mod reason {
     /// The controller manager (or scheduler) runs and the apiserver is Ready, but none
     /// has led yet (a new tenant's first leader election), or its Lease was not probed yet.
     pub const WAITING_FOR_LEADER: &str = "WaitingForLeader";
+    /// AddonsReady False: an enabled addon is not available on the tenant's nodes.
+    pub const ADDONS_NOT_READY: &str = "AddonsNotReady";
+    /// AddonsReady True while no node has joined: applied, waiting for a node to run on.
+    pub const NO_NODES: &str = "NoNodes";
+    /// AddonsReady True when every addon is turned off.
+    pub const ADDONS_DISABLED: &str = "AddonsDisabled";
 }
 
 /// Source of "now", injected so condition tests are deterministic.

@@ -164,6 +164,14 @@ impl Context {
         self
     }
 
+    /// The same context with another interval for re-applying what is kept inside each
+    /// tenant (see [`super::inside`]); at least a second.
+    pub fn with_inside_resync(mut self, resync: std::time::Duration) -> Self {
+        self.inside =
+            super::inside::InsideTracker::with_resync(resync.max(std::time::Duration::from_secs(1)));
+        self
+    }
+
     /// The same context with other probe settings.
     pub fn with_health_settings(mut self, settings: HealthSettings) -> Self {
         self.health_settings = settings;

@@ -1,5 +1,6 @@
 //! The pass's step inside the tenant cluster: keeps there what joining nodes read (see
-//! [`crate::tenant_api::join`]), through the tenant's own apiserver.
+//! [`crate::tenant_api::join`]) and the addons (see [`crate::tenant_api::addons`]),
+//! through the tenant's own apiserver, and reports the addons as AddonsReady.
 //!
 //! Applied when what Nestor keeps there changed, and otherwise every
 //! [`INSIDE_RESYNC`] to put back what someone changed or deleted inside the tenant (the
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::ObjectRef;
 
+use super::conditions::{ConditionStatus, ConditionUpdate, reason, types};
 use super::context::Context;
 use super::observe::{OwnedCache, read};
 use crate::api::TenantCluster;
@@ -25,12 +27,14 @@ use crate::desired::DesiredState;
 use crate::health::{ProbeOutcome, ProbeReport, apiserver_address};
 use crate::kubeconfig::ClientCredentials;
 use crate::names::TenantNames;
+use crate::tenant_api::addons::{self, AddonInputs, addon_objects};
 use crate::tenant_api::join::{JoinInputs, join_objects, node_endpoint};
 use crate::tenant_api::serving_csr::Decision;
-use crate::tenant_api::{apply_join_objects, tenant_client};
+use crate::tenant_api::{addon_state, apply_addon_objects, apply_join_objects, tenant_client};
 
-/// How often the objects inside a tenant are applied again when nothing changed: the
-/// longest a deleted or edited one stays so.
+/// How often the objects inside a tenant are applied again when nothing changed, by
+/// default (`nestor operator --inside-resync`): the longest a deleted or edited one
+/// stays so.
 pub const INSIDE_RESYNC: Duration = Duration::from_secs(300);
 
 /// How often pending kubelet serving CSRs are looked for inside each tenant whose join
@@ -49,17 +53,34 @@ struct Applied {
 }
 
 /// When each tenant's objects were last applied inside it, and what they were.
-#[derive(Default)]
 pub struct InsideTracker {
     applied: Mutex<HashMap<ObjectRef<TenantCluster>, Applied>>,
+    resync: Duration,
+}
+
+impl Default for InsideTracker {
+    fn default() -> Self {
+        Self::with_resync(INSIDE_RESYNC)
+    }
 }
 
 impl InsideTracker {
+    /// A tracker that re-applies unchanged objects every `resync`.
+    pub fn with_resync(resync: Duration) -> Self {
+        Self { applied: Mutex::default(), resync }
+    }
+
+    /// How often unchanged objects are applied again; a tenant whose objects are inside
+    /// comes back this often, since nothing in the meta cluster brings it.
+    pub fn resync(&self) -> Duration {
+        self.resync
+    }
+
     /// Whether objects hashing to `fingerprint` are due for `key` at `now`.
     fn due(&self, key: &ObjectRef<TenantCluster>, fingerprint: u64, now: Instant) -> bool {
         let applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         applied.get(key).is_none_or(|applied| {
-            applied.fingerprint != fingerprint || now.duration_since(applied.at) >= INSIDE_RESYNC
+            applied.fingerprint != fingerprint || now.duration_since(applied.at) >= self.resync
         })
     }
 
@@ -68,6 +89,12 @@ impl InsideTracker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key, Applied { fingerprint, at: now, client });
+    }
+
+    /// The client of `key`'s last apply.
+    fn client(&self, key: &ObjectRef<TenantCluster>) -> Option<kube::Client> {
+        let applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        applied.get(key).map(|applied| applied.client.clone())
     }
 
     /// The clients of every tenant whose join objects are in place.
@@ -82,7 +109,9 @@ impl InsideTracker {
     }
 }
 
-/// Applies the join objects inside `tenant` when they are due and its apiserver answers.
+/// Applies the join objects and the addons inside `tenant` when they are due and its
+/// apiserver answers, and says whether the addons run (condition AddonsReady; `None`
+/// when the tenant could not be asked, which keeps the condition as it was).
 pub(super) async fn keep_inside(
     tenant: &TenantCluster,
     names: &TenantNames,
@@ -90,61 +119,118 @@ pub(super) async fn keep_inside(
     cache: Option<&OwnedCache>,
     report: Option<&ProbeReport>,
     ctx: &Context,
-) {
+) -> Option<ConditionUpdate> {
     let serving = report.and_then(|report| report.apiserver.as_ref()).is_some_and(ProbeOutcome::is_healthy);
     if !serving {
-        return;
+        return None;
     }
-    let Ok(credentials) = ClientCredentials::from_kubeconfig(&desired.kubeconfigs.admin_in_cluster) else {
-        return;
-    };
-    let inputs = JoinInputs {
-        cluster_name: &names.tenant,
-        ca_pem: &credentials.ca_pem,
-        node_endpoint: node_endpoint(&tenant.spec, &desired.endpoint),
-    };
-    let objects = join_objects(&tenant.spec, &inputs);
+    let credentials = ClientCredentials::from_kubeconfig(&desired.kubeconfigs.admin_in_cluster).ok()?;
+    let node_endpoint = node_endpoint(&tenant.spec, &desired.endpoint);
+    let join = join_objects(
+        &tenant.spec,
+        &JoinInputs { cluster_name: &names.tenant, ca_pem: &credentials.ca_pem, node_endpoint },
+    );
+    let addons = addon_objects(
+        &tenant.spec,
+        &AddonInputs { apiserver_url: node_endpoint.unwrap_or(desired.endpoint.as_str()) },
+    );
     let fingerprint = {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        format!("{objects:?}").hash(&mut hasher);
+        format!("{join:?}{addons:?}").hash(&mut hasher);
         hasher.finish()
     };
     let key = ObjectRef::from_obj(tenant);
     let now = Instant::now();
-    if !ctx.inside.due(&key, fingerprint, now) {
-        return;
-    }
-    let service = match read(
-        &ctx.client,
-        cache.map(|cache| &cache.services),
-        &names.namespace,
-        &names.apiserver(),
-    )
-    .await
-    {
+    let client = if ctx.inside.due(&key, fingerprint, now) {
+        let client = connect(names, desired, cache, ctx).await?;
+        let applied = async {
+            Ok::<_, kube::Error>(
+                apply_join_objects(&client, &join).await? + apply_addon_objects(&client, &addons).await?,
+            )
+        };
+        match applied.await {
+            Ok(count) => {
+                tracing::info!(objects = count, "applied the join objects and addons inside the tenant");
+                ctx.inside.record(key, fingerprint, now, client.clone());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot apply inside the tenant; retried on the next pass");
+                return None;
+            }
+        }
+        client
+    } else {
+        ctx.inside.client(&key)?
+    };
+    addons_condition(&tenant.spec, &client).await
+}
+
+/// A client for the tenant's apiserver through its Service (see [`tenant_client`]).
+async fn connect(
+    names: &TenantNames,
+    desired: &DesiredState,
+    cache: Option<&OwnedCache>,
+    ctx: &Context,
+) -> Option<kube::Client> {
+    let services = cache.map(|cache| &cache.services);
+    let service = match read(&ctx.client, services, &names.namespace, &names.apiserver()).await {
         Ok(service) => service,
         Err(error) => {
-            tracing::info!(%error, "cannot read the apiserver Service; the join objects wait for the next pass");
-            return;
+            tracing::info!(%error, "cannot read the apiserver Service; the tenant is reached on the next pass");
+            return None;
         }
     };
-    let Some(address) = apiserver_address(service.as_ref()) else { return };
-    let client = match tenant_client(&desired.kubeconfigs.admin_in_cluster, address) {
-        Ok(client) => client,
+    let address = apiserver_address(service.as_ref())?;
+    match tenant_client(&desired.kubeconfigs.admin_in_cluster, address) {
+        Ok(client) => Some(client),
         Err(error) => {
-            tracing::warn!(%error, "cannot build a client for the tenant; the join objects wait for the next pass");
-            return;
-        }
-    };
-    match apply_join_objects(&client, &objects).await {
-        Ok(count) => {
-            tracing::info!(objects = count, "applied the join objects inside the tenant");
-            ctx.inside.record(key, fingerprint, now, client);
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot apply the join objects inside the tenant; retried on the next pass")
+            tracing::warn!(%error, "cannot build a client for the tenant");
+            None
         }
     }
+}
+
+/// AddonsReady from the tenant's nodes and addon workloads.
+async fn addons_condition(
+    spec: &crate::api::TenantClusterSpec,
+    client: &kube::Client,
+) -> Option<ConditionUpdate> {
+    if !spec.addons.kube_proxy.enabled && !spec.addons.core_dns.enabled {
+        let message = "kube-proxy and CoreDNS are turned off in spec.addons";
+        return Some(ConditionUpdate::new(
+            types::ADDONS_READY,
+            ConditionStatus::True,
+            reason::ADDONS_DISABLED,
+            message,
+        ));
+    }
+    let (nodes, kube_proxy, coredns) = match addon_state(client).await {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the addons' state inside the tenant");
+            return None;
+        }
+    };
+    Some(match addons::not_ready(spec, nodes, kube_proxy.as_ref(), coredns.as_ref()) {
+        Some(problems) => ConditionUpdate::new(
+            types::ADDONS_READY,
+            ConditionStatus::False,
+            reason::ADDONS_NOT_READY,
+            problems,
+        ),
+        None if nodes == 0 => ConditionUpdate::new(
+            types::ADDONS_READY,
+            ConditionStatus::True,
+            reason::NO_NODES,
+            "addons applied; they run once a node joins (nestor join)",
+        ),
+        None => ConditionUpdate::new(
+            types::ADDONS_READY,
+            ConditionStatus::True,
+            reason::READY,
+            format!("addons available on {nodes} node(s)"),
+        ),
+    })
 }
 
 /// Runs until the task is dropped: every [`SERVING_CSR_INTERVAL`], approves the kubelet

@@ -20,6 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::apply::{apply_object, patch_status};
+use super::conditions::ConditionStatus;
 use super::context::Context;
 use super::events::publish_changes;
 use super::heal::{heal, run_scaling_step};
@@ -43,6 +44,8 @@ const CONVERGING_RESYNC: Duration = Duration::from_secs(30);
 /// Re-check interval while etcd is being scaled: each step is one quick etcd call,
 /// and the next one waits for this pass's result.
 const SCALING_RESYNC: Duration = Duration::from_secs(2);
+/// Re-check interval while the addons inside the tenant are not available on its nodes.
+const ADDONS_RESYNC: Duration = Duration::from_secs(15);
 
 /// Checks what the API server's admission rules cannot express. Pure.
 ///
@@ -107,15 +110,21 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
     }
 
     // 5b. inside the tenant: what nodes need to join it
-    if let Some(desired) = &built {
-        keep_inside(tenant, &names, desired, cache.as_ref(), report.as_ref(), ctx).await;
-    }
+    let addons = match &built {
+        Some(desired) => keep_inside(tenant, &names, desired, cache.as_ref(), report.as_ref(), ctx).await,
+        None => None,
+    };
 
     // 6. observe the workloads, write the status once
     let observation =
         observe::observe(&ctx.client, cache.as_ref(), &names, secret_names(&listed_secrets, built.as_ref()))
             .await?;
-    let updates = component_conditions(&names, &observation, &health, plan.progress.as_ref());
+    let mut updates = component_conditions(&names, &observation, &health, plan.progress.as_ref());
+    // Addons not running on nodes that exist: nothing in the meta cluster moves when they
+    // come up, so look again soon.
+    let addons_waiting = addons.as_ref().is_some_and(|update| update.status == ConditionStatus::False);
+    let inside_kept = addons.is_some();
+    updates.extend(addons);
     let running_version = observation.rollout.control_plane_version();
     let (mut status, changes) = compute_status(tenant, &updates, running_version, None, ctx.clock.now());
     if let Some(desired) = &built {
@@ -131,7 +140,10 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
     if patch_status(&ctx.client, tenant, &status, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
     }
-    Ok(Action::requeue(next_check(tenant, &status, built.as_ref(), &plan, ctx.clock.now())))
+    let next = next_check(tenant, &status, built.as_ref(), &plan, ctx.clock.now());
+    // Drift inside the tenant is repaired on the inside step's own period.
+    let next = if inside_kept { next.min(ctx.inside.resync()) } else { next };
+    Ok(Action::requeue(if addons_waiting { next.min(ADDONS_RESYNC) } else { next }))
 }
 
 /// Builds every object of the tenant (pure, [`crate::desired`]) and applies those that

@@ -16,6 +16,7 @@
 //!   put back (drift repair);
 //! - deleting a TenantCluster needs nothing from here: the tenant may already be gone.
 
+pub mod addons;
 pub mod join;
 pub mod serving_csr;
 
@@ -139,6 +140,91 @@ pub async fn apply_join_objects(client: &Client, objects: &join::JoinObjects) ->
         + objects.role_bindings.len()
         + objects.cluster_roles.len()
         + objects.cluster_role_bindings.len())
+}
+
+/// Applies the enabled addons (see [`addons::addon_objects`]) and deletes the workloads
+/// and configuration of those turned off, where Nestor put them (label
+/// [`addons::MANAGED_BY`]). Returns how many objects were applied.
+pub async fn apply_addon_objects(
+    client: &Client,
+    objects: &addons::AddonObjects,
+) -> Result<usize, kube::Error> {
+    for object in &objects.service_accounts {
+        apply(client, object).await?;
+    }
+    for object in &objects.cluster_roles {
+        apply_cluster_scoped(client, object).await?;
+    }
+    for object in &objects.cluster_role_bindings {
+        apply_cluster_scoped(client, object).await?;
+    }
+    for object in &objects.config_maps {
+        apply(client, object).await?;
+    }
+    for object in &objects.services {
+        apply(client, object).await?;
+    }
+    for object in &objects.daemon_sets {
+        apply(client, object).await?;
+    }
+    for object in &objects.deployments {
+        apply(client, object).await?;
+    }
+    for addon in &objects.disabled {
+        match *addon {
+            "kube-proxy" => {
+                delete_if_ours::<k8s_openapi::api::apps::v1::DaemonSet>(client, "kube-proxy").await?;
+                delete_if_ours::<k8s_openapi::api::core::v1::ConfigMap>(client, "kube-proxy").await?;
+            }
+            _ => {
+                delete_if_ours::<k8s_openapi::api::apps::v1::Deployment>(client, "coredns").await?;
+                delete_if_ours::<k8s_openapi::api::core::v1::Service>(client, "kube-dns").await?;
+                delete_if_ours::<k8s_openapi::api::core::v1::ConfigMap>(client, "coredns").await?;
+            }
+        }
+    }
+    Ok(objects.service_accounts.len()
+        + objects.cluster_roles.len()
+        + objects.cluster_role_bindings.len()
+        + objects.config_maps.len()
+        + objects.services.len()
+        + objects.daemon_sets.len()
+        + objects.deployments.len())
+}
+
+/// Deletes `kube-system/<name>` of kind `K` when it carries Nestor's label: a tenant's own
+/// kube-proxy or DNS of the same name is never touched.
+async fn delete_if_ours<K>(client: &Client, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), "kube-system");
+    let Some(object) = api.get_opt(name).await? else { return Ok(()) };
+    let ours = object.labels().get(addons::MANAGED_BY.0).is_some_and(|value| value == addons::MANAGED_BY.1);
+    if ours {
+        api.delete(name, &Default::default()).await?;
+        tracing::info!(kind = K::kind(&()).as_ref(), name, "deleted an addon object turned off in the spec");
+    }
+    Ok(())
+}
+
+/// How many nodes the tenant has, and its addons' workloads as they run.
+pub async fn addon_state(
+    client: &Client,
+) -> Result<
+    (usize, Option<k8s_openapi::api::apps::v1::DaemonSet>, Option<k8s_openapi::api::apps::v1::Deployment>),
+    kube::Error,
+> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let count = nodes.list_metadata(&Default::default()).await?.items.len();
+    let daemon_sets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::namespaced(client.clone(), "kube-system");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "kube-system");
+    Ok((count, daemon_sets.get_opt("kube-proxy").await?, deployments.get_opt("coredns").await?))
 }
 
 fn apply_params() -> PatchParams {
