@@ -173,6 +173,10 @@ async fn short_lived_certificates_are_renewed_and_rolled_out_while_the_apiserver
         let serving = names.apiserver_serving_secret();
         let first_expiry = not_after(&ns, &serving).await.expect("serving certificate");
         let first_hash = pod_template_hash(&ns, &names.apiserver()).await;
+        // The scheduler's client certificate (in its kubeconfig) is renewed with the rest,
+        // and its pods roll for it as the apiserver's do.
+        let first_scheduler_hash = pod_template_hash(&ns, &names.scheduler()).await;
+        assert!(first_scheduler_hash.is_some(), "the scheduler's pods carry a config hash");
 
         // Probe the serving apiserver every second until the renewed certificate is
         // rolled out; the probe's client is rebuilt on failure (its kubeconfig rotates too).
@@ -200,6 +204,12 @@ async fn short_lived_certificates_are_renewed_and_rolled_out_while_the_apiserver
                 if hash == first_hash {
                     return Err(format!(
                         "renewed, apiserver pods not rolled (config hash {hash:?}); {tally}"
+                    ));
+                }
+                let scheduler_hash = pod_template_hash(&ns, &names.scheduler()).await;
+                if scheduler_hash == first_scheduler_hash {
+                    return Err(format!(
+                        "renewed, scheduler pods not rolled (config hash {scheduler_hash:?}); {tally}"
                     ));
                 }
                 match tenant_whole(&ns).await {
