@@ -10,6 +10,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset of the helpers.
 
+pub mod worker;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::fs::File;
