@@ -2,22 +2,15 @@
 //! kubelet certificates with the cluster CA and service-account tokens with the
 //! service-account key. `spec.controllerManager.extraArgs` overrides any flag.
 //!
-//! It starts together with the apiserver, not after it. Given both client CA files (as
-//! kubeadm gives them), it never reads them from the `extension-apiserver-authentication`
-//! ConfigMap at start-up; without them that read is fatal while the apiserver is still
-//! starting, and the kubelet's crash-loop backoff then starts it seconds late. With them
-//! it serves `/healthz` at once and waits in leader election until the apiserver answers.
-
-use std::collections::BTreeMap;
+//! It starts together with the apiserver, not after it, like every leader-elected
+//! component (see [`super::leader_elected`]).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ResourceRequirements;
-use serde::Serialize;
 
-use super::pod::{ProjectedFile, flags, resources_or_default};
-use super::render::{CONTROLLER_MANAGER_DEPLOYMENT, render};
+use super::leader_elected::{CA_CERT, FRONT_PROXY_CA_CERT, LeaderElected, leader_elected_deployment};
+use super::pod::ProjectedFile;
 use super::secrets::{KUBECONFIG_KEY, SERVICE_ACCOUNT_PRIVATE_KEY_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
-use super::{MetadataContext, ResourceError, TenantInputs};
+use super::{ResourceError, TenantInputs};
 use crate::names::{Component, TenantNames};
 
 /// Secure port of the controller-manager's health and metrics endpoints.
@@ -25,9 +18,7 @@ pub const CONTROLLER_MANAGER_PORT: i32 = 10257;
 
 const CREDENTIALS_MOUNT_PATH: &str = "/etc/kubernetes/controller-manager";
 const KUBECONFIG: &str = "controller-manager.conf";
-const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
-const FRONT_PROXY_CA_CERT: &str = "front-proxy-ca.crt";
 const SERVICE_ACCOUNT_PRIVATE_KEY: &str = "sa.key";
 
 /// Every Secret file the controller-manager mounts: its kubeconfig, the cluster CA
@@ -48,77 +39,52 @@ pub(super) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
     ]
 }
 
-fn controller_manager_args(input: &TenantInputs<'_>) -> Vec<String> {
+/// The controller-manager as [`LeaderElected`] describes it: its own flags sign kubelet
+/// certificates and service-account tokens, and allocate node pod ranges.
+fn controller_manager<'a>(input: &'a TenantInputs<'_>) -> LeaderElected<'a> {
+    let names = input.names();
     let network = &input.spec.network;
     let credential = |file: &str| format!("{CREDENTIALS_MOUNT_PATH}/{file}");
-    let defaults = BTreeMap::from([
-        ("kubeconfig", credential(KUBECONFIG)),
-        ("authentication-kubeconfig", credential(KUBECONFIG)),
-        ("authorization-kubeconfig", credential(KUBECONFIG)),
-        // Both given, so start-up needs no apiserver (see the module doc).
-        ("client-ca-file", credential(CA_CERT)),
-        ("requestheader-client-ca-file", credential(FRONT_PROXY_CA_CERT)),
-        // Reachable from the kubelet's probe, which runs outside the pod's loopback.
-        ("bind-address", "0.0.0.0".to_string()),
-        ("secure-port", CONTROLLER_MANAGER_PORT.to_string()),
-        ("leader-elect", "true".to_string()),
-        ("use-service-account-credentials", "true".to_string()),
-        ("controllers", "*,bootstrapsigner,tokencleaner".to_string()),
-        ("cluster-signing-cert-file", credential(CA_CERT)),
-        ("cluster-signing-key-file", credential(CA_KEY)),
-        ("root-ca-file", credential(CA_CERT)),
-        ("service-account-private-key-file", credential(SERVICE_ACCOUNT_PRIVATE_KEY)),
-        ("cluster-name", input.owner.names.tenant.clone()),
-        ("service-cluster-ip-range", network.service_cidr.clone()),
-        // Node pod ranges, as kubeadm does when a pod subnet is set: simple CNIs
-        // (flannel, kindnet) read them from Node.spec.podCIDR.
-        ("cluster-cidr", network.pod_cidr.clone()),
-        ("allocate-node-cidrs", "true".to_string()),
-        ("profiling", "false".to_string()),
-    ]);
-    flags(defaults, &input.spec.controller_manager.extra_args)
-}
-
-#[derive(Serialize)]
-struct Mounts {
-    credentials: &'static str,
-}
-
-#[derive(Serialize)]
-struct DeploymentContext {
-    metadata: MetadataContext,
-    selector: BTreeMap<String, String>,
-    replicas: i32,
-    config_hash: String,
-    image: String,
-    args: Vec<String>,
-    port: i32,
-    resources: ResourceRequirements,
-    mounts: Mounts,
-    credential_files: Vec<ProjectedFile>,
+    LeaderElected {
+        component: Component::ControllerManager,
+        name: names.controller_manager(),
+        binary: "kube-controller-manager",
+        credentials_mount_path: CREDENTIALS_MOUNT_PATH,
+        kubeconfig: KUBECONFIG,
+        port: CONTROLLER_MANAGER_PORT,
+        replicas: input.spec.controller_manager.replicas,
+        config_hash: input.config_hashes.controller_manager.clone(),
+        image: input.images.controller_manager.clone(),
+        own_flags: vec![
+            ("use-service-account-credentials", "true".to_string()),
+            ("controllers", "*,bootstrapsigner,tokencleaner".to_string()),
+            ("cluster-signing-cert-file", credential(CA_CERT)),
+            ("cluster-signing-key-file", credential(CA_KEY)),
+            ("root-ca-file", credential(CA_CERT)),
+            ("service-account-private-key-file", credential(SERVICE_ACCOUNT_PRIVATE_KEY)),
+            ("cluster-name", input.owner.names.tenant.clone()),
+            ("service-cluster-ip-range", network.service_cidr.clone()),
+            // Node pod ranges, as kubeadm does when a pod subnet is set: simple CNIs
+            // (flannel, kindnet) read them from Node.spec.podCIDR.
+            ("cluster-cidr", network.pod_cidr.clone()),
+            ("allocate-node-cidrs", "true".to_string()),
+        ],
+        extra_args: &input.spec.controller_manager.extra_args,
+        resources: input.spec.controller_manager.resources.as_ref(),
+        credential_files: mounted_files(names),
+    }
 }
 
 /// Deployment `names.controller_manager()`: `spec.controllerManager.replicas` pods, one
 /// of which leads at a time.
 pub fn controller_manager_deployment(input: &TenantInputs<'_>) -> Result<Deployment, ResourceError> {
-    let names = input.names();
-    let context = DeploymentContext {
-        metadata: input.owner.metadata(names.controller_manager(), Component::ControllerManager),
-        selector: names.selector_labels(Component::ControllerManager),
-        replicas: input.spec.controller_manager.replicas,
-        config_hash: input.config_hashes.controller_manager.clone(),
-        image: input.images.controller_manager.clone(),
-        args: controller_manager_args(input),
-        port: CONTROLLER_MANAGER_PORT,
-        resources: resources_or_default(input.spec.controller_manager.resources.as_ref()),
-        mounts: Mounts { credentials: CREDENTIALS_MOUNT_PATH },
-        credential_files: mounted_files(names),
-    };
-    render(CONTROLLER_MANAGER_DEPLOYMENT, &context)
+    leader_elected_deployment(input, controller_manager(input))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     use super::*;

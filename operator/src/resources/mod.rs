@@ -21,6 +21,7 @@
 mod apiserver;
 mod controller_manager;
 mod etcd;
+mod leader_elected;
 mod pod;
 mod render;
 mod scheduler;

@@ -35,19 +35,17 @@ pub(crate) const ETCD_NETWORK_POLICY: Template = template!("etcd-network-policy"
 pub(crate) const APISERVER_SERVICE: Template = template!("apiserver-service");
 pub(crate) const APISERVER_CONFIG: Template = template!("apiserver-config");
 pub(crate) const APISERVER_DEPLOYMENT: Template = template!("apiserver-deployment");
-pub(crate) const CONTROLLER_MANAGER_DEPLOYMENT: Template = template!("controller-manager-deployment");
-pub(crate) const SCHEDULER_DEPLOYMENT: Template = template!("scheduler-deployment");
+pub(crate) const LEADER_ELECTED_DEPLOYMENT: Template = template!("leader-elected-deployment");
 pub(crate) const SECRET: Template = template!("secret");
 
-const TEMPLATES: [Template; 9] = [
+const TEMPLATES: [Template; 8] = [
     ETCD_SERVICE,
     ETCD_STATEFULSET,
     ETCD_NETWORK_POLICY,
     APISERVER_SERVICE,
     APISERVER_CONFIG,
     APISERVER_DEPLOYMENT,
-    CONTROLLER_MANAGER_DEPLOYMENT,
-    SCHEDULER_DEPLOYMENT,
+    LEADER_ELECTED_DEPLOYMENT,
     SECRET,
 ];
 

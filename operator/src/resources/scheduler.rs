@@ -2,21 +2,16 @@
 //! pods to its nodes, which no pod of a tenant without one ever gets.
 //! `spec.scheduler.extraArgs` overrides any flag.
 //!
-//! Like the controller-manager (see `controller_manager.rs`) it starts together with
-//! the apiserver and is given both client CA files, so its start-up reads nothing
-//! from the apiserver: it serves `/healthz` at once and waits in leader election
-//! (Lease `kube-system/kube-scheduler`) until the apiserver answers.
-
-use std::collections::BTreeMap;
+//! Like every leader-elected component (see [`super::leader_elected`]) it starts
+//! together with the apiserver and waits in leader election (Lease
+//! `kube-system/kube-scheduler`) until the apiserver answers.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ResourceRequirements;
-use serde::Serialize;
 
-use super::pod::{ProjectedFile, flags, resources_or_default};
-use super::render::{SCHEDULER_DEPLOYMENT, render};
+use super::leader_elected::{CA_CERT, FRONT_PROXY_CA_CERT, LeaderElected, leader_elected_deployment};
+use super::pod::ProjectedFile;
 use super::secrets::{KUBECONFIG_KEY, TLS_CERT_KEY};
-use super::{MetadataContext, ResourceError, TenantInputs};
+use super::{ResourceError, TenantInputs};
 use crate::names::{Component, TenantNames};
 
 /// Secure port of the scheduler's health and metrics endpoints.
@@ -24,8 +19,6 @@ pub const SCHEDULER_PORT: i32 = 10259;
 
 const CREDENTIALS_MOUNT_PATH: &str = "/etc/kubernetes/scheduler";
 const KUBECONFIG: &str = "scheduler.conf";
-const CA_CERT: &str = "ca.crt";
-const FRONT_PROXY_CA_CERT: &str = "front-proxy-ca.crt";
 
 /// Every Secret file the scheduler mounts: its kubeconfig, the cluster CA certificate
 /// (it authenticates client certificates) and the front-proxy CA certificate (it
@@ -38,64 +31,37 @@ pub(super) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
     ]
 }
 
-fn scheduler_args(input: &TenantInputs<'_>) -> Vec<String> {
-    let credential = |file: &str| format!("{CREDENTIALS_MOUNT_PATH}/{file}");
-    let defaults = BTreeMap::from([
-        ("kubeconfig", credential(KUBECONFIG)),
-        ("authentication-kubeconfig", credential(KUBECONFIG)),
-        ("authorization-kubeconfig", credential(KUBECONFIG)),
-        // Both given, so start-up needs no apiserver (see the module doc).
-        ("client-ca-file", credential(CA_CERT)),
-        ("requestheader-client-ca-file", credential(FRONT_PROXY_CA_CERT)),
-        // Reachable from the kubelet's probe, which runs outside the pod's loopback.
-        ("bind-address", "0.0.0.0".to_string()),
-        ("secure-port", SCHEDULER_PORT.to_string()),
-        ("leader-elect", "true".to_string()),
-        ("profiling", "false".to_string()),
-    ]);
-    flags(defaults, &input.spec.scheduler.extra_args)
-}
-
-#[derive(Serialize)]
-struct Mounts {
-    credentials: &'static str,
-}
-
-#[derive(Serialize)]
-struct DeploymentContext {
-    metadata: MetadataContext,
-    selector: BTreeMap<String, String>,
-    replicas: i32,
-    config_hash: String,
-    image: String,
-    args: Vec<String>,
-    port: i32,
-    resources: ResourceRequirements,
-    mounts: Mounts,
-    credential_files: Vec<ProjectedFile>,
+/// The scheduler as [`LeaderElected`] describes it: no flags of its own beyond the shared ones.
+fn scheduler<'a>(input: &'a TenantInputs<'_>) -> LeaderElected<'a> {
+    let names = input.names();
+    LeaderElected {
+        component: Component::Scheduler,
+        name: names.scheduler(),
+        binary: "kube-scheduler",
+        credentials_mount_path: CREDENTIALS_MOUNT_PATH,
+        kubeconfig: KUBECONFIG,
+        port: SCHEDULER_PORT,
+        replicas: input.spec.scheduler.replicas,
+        config_hash: input.config_hashes.scheduler.clone(),
+        image: input.images.scheduler.clone(),
+        own_flags: Vec::new(),
+        extra_args: &input.spec.scheduler.extra_args,
+        resources: input.spec.scheduler.resources.as_ref(),
+        credential_files: mounted_files(names),
+    }
 }
 
 /// Deployment `names.scheduler()`: `spec.scheduler.replicas` pods, one of which leads
 /// at a time.
 pub fn scheduler_deployment(input: &TenantInputs<'_>) -> Result<Deployment, ResourceError> {
-    let names = input.names();
-    let context = DeploymentContext {
-        metadata: input.owner.metadata(names.scheduler(), Component::Scheduler),
-        selector: names.selector_labels(Component::Scheduler),
-        replicas: input.spec.scheduler.replicas,
-        config_hash: input.config_hashes.scheduler.clone(),
-        image: input.images.scheduler.clone(),
-        args: scheduler_args(input),
-        port: SCHEDULER_PORT,
-        resources: resources_or_default(input.spec.scheduler.resources.as_ref()),
-        mounts: Mounts { credentials: CREDENTIALS_MOUNT_PATH },
-        credential_files: mounted_files(names),
-    };
-    render(SCHEDULER_DEPLOYMENT, &context)
+    leader_elected_deployment(input, scheduler(input))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::ResourceRequirements;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
