@@ -61,6 +61,11 @@ JSON
   rm -rf "$layout"
 }
 
+# archive_digest ARCHIVE: the manifest digest an archive of write_oci_archive names.
+archive_digest() {
+  tar -xOf "$1" index.json | grep -o '"digest":"sha256:[0-9a-f]*"' | head -1 | cut -d'"' -f4
+}
+
 # containerd_running: the meta cluster's containerd answers on its socket.
 containerd_running() {
   [[ -S $META_CONTAINERD_SOCKET ]] && ctr --address "$META_CONTAINERD_SOCKET" version >/dev/null 2>&1
