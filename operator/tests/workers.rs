@@ -22,16 +22,32 @@ const TENANT: &str = "workers";
 const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
-/// A node port per test and run (31600–32559), so two runs on one meta cluster, the join
-/// test (30100–31599) and the demo (30050) do not collide.
-fn node_port(test: i32) -> i32 {
-    31600 + (std::process::id() % 480) as i32 * 2 + test
+/// A node port for one test of this run: from 31600–32559 (the join test uses 30100–31599,
+/// the demo 30050), starting at an offset of this run's pid so two runs on one meta cluster
+/// differ, and skipping every node port a meta cluster Service already holds.
+async fn free_node_port(ns: &TestNamespace, test: i32) -> i32 {
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::all(ns.client.clone());
+    let taken: Vec<i32> = services
+        .list(&ListParams::default())
+        .await
+        .expect("list meta Services")
+        .items
+        .into_iter()
+        .flat_map(|service| service.spec.and_then(|spec| spec.ports).unwrap_or_default())
+        .filter_map(|port| port.node_port)
+        .collect();
+    let start = (std::process::id() % 480) as i32 * 2 + test;
+    (0..960)
+        .map(|step| 31600 + (start + step * 2) % 960)
+        .find(|port| !taken.contains(port))
+        .expect("a free node port in 31600-32559")
 }
 
-/// Starts an operator for `ns`, creates a tenant nodes can join at `node_port` and waits
+/// Starts an operator for `ns`, creates a tenant nodes can join at a free node port and waits
 /// until it is Ready; returns the operator (kept alive by the caller) and an admin client.
-async fn joinable_tenant(ns: &TestNamespace, node_port: i32, started: Instant) -> (Operator, kube::Client) {
+async fn joinable_tenant(ns: &TestNamespace, test: i32, started: Instant) -> (Operator, kube::Client) {
     let operator = Operator::start(&ns.name, "workers").await;
+    let node_port = free_node_port(ns, test).await;
     let mut spec = runnable_spec();
     spec["network"] = json!({"serviceType": "NodePort", "externalHost": "10.200.0.1", "nodePort": node_port});
     ns.create_tenant(TENANT, spec).await;
@@ -129,7 +145,7 @@ fn signed_certificate(pem: &str, ca_pem: &str) -> (String, Vec<String>, Vec<Stri
 async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
     in_namespace("workers", async |ns| {
         let started = Instant::now();
-        let (_operator, admin) = joinable_tenant(&ns, node_port(0), started).await;
+        let (_operator, admin) = joinable_tenant(&ns, 0, started).await;
         let names = ns.names(TENANT);
         let ca_secret = ns.secret(&names.cluster_ca_secret()).await.expect("read").expect("cluster CA Secret");
         let ca_pem = String::from_utf8(ca_secret.data.expect("data")["tls.crt"].0.clone()).expect("utf-8");
@@ -249,7 +265,7 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
 async fn expired_and_wrong_tokens_are_refused_by_kubeadm_and_leave_no_node() {
     in_namespace("tokens", async |ns| {
         let started = Instant::now();
-        let (_operator, admin) = joinable_tenant(&ns, node_port(1), started).await;
+        let (_operator, admin) = joinable_tenant(&ns, 1, started).await;
         let tokens: Api<Secret> = Api::namespaced(admin.clone(), "kube-system");
 
         // An expired token: the controller-manager's tokencleaner deletes its Secret once it
