@@ -193,11 +193,12 @@ fn extra_args_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// The tenant's kube-controller-manager replicas.
+/// A leader-elected control-plane component's pods: kube-controller-manager and
+/// kube-scheduler take the same settings.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ControllerManagerSpec {
-    /// Number of kube-controller-manager pods (one leads, the rest wait), 1 to 10.
+pub struct LeaderElectedSpec {
+    /// Number of pods (one leads, the rest wait), 1 to 10.
     #[serde(default = "default_one")]
     #[schemars(range(min = 1, max = 10))]
     pub replicas: i32,
@@ -211,35 +212,16 @@ pub struct ControllerManagerSpec {
     pub resources: Option<ResourceRequirements>,
 }
 
-impl Default for ControllerManagerSpec {
+impl Default for LeaderElectedSpec {
     fn default() -> Self {
         Self { replicas: 1, extra_args: BTreeMap::new(), resources: None }
     }
 }
 
-/// The tenant's kube-scheduler replicas.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SchedulerSpec {
-    /// Number of kube-scheduler pods (one leads, the rest wait), 1 to 10.
-    #[serde(default = "default_one")]
-    #[schemars(range(min = 1, max = 10))]
-    pub replicas: i32,
-    /// Extra `--flag=value` arguments (flag names without the leading dashes); they override
-    /// Nestor's defaults of the same name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "extra_args_schema")]
-    pub extra_args: BTreeMap<String, String>,
-    /// Compute resources of each pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-}
-
-impl Default for SchedulerSpec {
-    fn default() -> Self {
-        Self { replicas: 1, extra_args: BTreeMap::new(), resources: None }
-    }
-}
+/// The tenant's kube-controller-manager pods.
+pub type ControllerManagerSpec = LeaderElectedSpec;
+/// The tenant's kube-scheduler pods.
+pub type SchedulerSpec = LeaderElectedSpec;
 
 /// The addons inside the tenant (see `tenant_api::addons`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
