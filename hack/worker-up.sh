@@ -194,10 +194,12 @@ setup_mount_namespace() {
   mkdir -p /var/lib/kubelet
   touch "$MOUNT_NS"
   # The machine's own /etc/hosts (its name resolves to its address, as kubeadm's
-  # hostname check wants) and a resolver on its own loopback, which answers nothing:
-  # no name lookup leaves the machine, and none waits for a timeout.
+  # hostname check wants) and a resolver at its own address, where nothing listens: a
+  # lookup is refused at once (port unreachable), none leaves the machine, and none
+  # waits for a timeout. Not loopback: CoreDNS forwards to the node's resolver, and
+  # 127.0.0.1 inside its pod is CoreDNS itself (its loop plugin then stops it).
   { cat /etc/hosts; echo "$WORKER_ADDRESS $NAME"; } >"$ROOT/etc/hosts"
-  printf '# worker %s: no resolver off this machine\nnameserver 127.0.0.1\n' "$NAME" >"$ROOT/etc/resolv.conf"
+  printf '# worker %s: no resolver off this machine\nnameserver %s\n' "$NAME" "$WORKER_ADDRESS" >"$ROOT/etc/resolv.conf"
   # Inside: drop the copies of mounts that belong to others (the meta cluster's volumes,
   # snapshots and pod network namespaces, other workers' namespaces), which would
   # otherwise stay alive here; put the worker's own /etc and /var/lib/kubelet in place;

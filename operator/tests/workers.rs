@@ -157,7 +157,7 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
         // The real kubeadm join on a worker host; worker-up returns once the Node is Ready.
         let worker = WorkerHost::named("wj");
         let joined = Instant::now();
-        let run = worker.up(&line, &[], "pause busybox").await;
+        let run = worker.up(&line, &[], "pause kube-proxy coredns busybox").await;
         assert!(run.success, "worker-up {} failed:\n{}", worker.name, run.stderr);
         let nodes: Api<Node> = Api::all(admin.clone());
         let node = nodes.get(&worker.name).await.expect("the worker's Node");
@@ -216,13 +216,13 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
         // A pod, scheduled by the tenant's scheduler onto the worker.
         let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
         let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "hello"},
+            "metadata": {"name": "hello", "labels": {"app": "hello"}},
             "spec": {
                 "terminationGracePeriodSeconds": 0,
                 "containers": [{
                     "name": "hello",
                     "image": busybox_image(),
-                    "command": ["sh", "-c", "echo hello from $(hostname) on $NODE; exec sleep 3600"],
+                    "command": ["sh", "-c", "echo hello from $(hostname) on $NODE; mkdir -p /www; echo hello-from-web > /www/index.html; httpd -p 8080 -h /www; exec sleep 3600"],
                     "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
                 }],
             },
@@ -256,7 +256,49 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
         assert_eq!(logs.trim(), format!("hello from hello on {}", worker.name));
         let exec = kubectl(&ns, &["exec", "hello", "--", "sh", "-c", "echo exec in $(hostname)"]).await;
         assert_eq!(exec.trim(), "exec in hello");
-        eprintln!("[{:>6.1?}] logs and exec through the tenant apiserver; whole test", started.elapsed());
+        eprintln!("[{:>6.1?}] logs and exec through the tenant apiserver", started.elapsed());
+
+        // The addons on the worker: kube-proxy and CoreDNS run (their pods reach the
+        // apiserver through the `kubernetes` Service, whose endpoint is the node endpoint),
+        // a ClusterIP Service answers from another pod, and names resolve through CoreDNS.
+        wait_for("AddonsReady on the worker", Duration::from_secs(180), async || {
+            let tenant = ns.tenant(TENANT).await?;
+            match support::find_condition(&tenant, "AddonsReady") {
+                Some(condition) if condition.status == "True" && condition.reason == "Ready" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        eprintln!("[{:>6.1?}] kube-proxy and CoreDNS available on the worker", started.elapsed());
+        let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(admin.clone(), "default");
+        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"name": "hello"},
+            "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        }))
+        .expect("service");
+        services.create(&PostParams::default(), &service).await.expect("create the Service");
+        let client: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "client"},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "client", "image": busybox_image(), "command": ["sleep", "3600"]}],
+            },
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &client).await.expect("create the client pod");
+        wait_for("the client pod to run", Duration::from_secs(120), async || {
+            let pod = pods.get("client").await.map_err(|error| error.to_string())?;
+            let phase = pod.status.as_ref().and_then(|status| status.phase.clone()).unwrap_or_default();
+            if phase == "Running" { Ok(()) } else { Err(format!("phase {phase:?}")) }
+        })
+        .await;
+        // busybox's nc, not wget (which crashes in this image); the Service by its DNS name.
+        let fetch = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 hello.default.svc.cluster.local 80";
+        let page = kubectl(&ns, &["exec", "client", "--", "sh", "-c", fetch]).await;
+        assert!(page.contains("hello-from-web"), "the Service answered {page:?}");
+        let lookup = kubectl(&ns, &["exec", "client", "--", "nslookup", "kubernetes.default.svc.cluster.local"]).await;
+        assert!(lookup.contains("10.96.0.1"), "kubernetes.default resolves to its ClusterIP: {lookup}");
+        eprintln!("[{:>6.1?}] a ClusterIP Service answers by its DNS name; whole test", started.elapsed());
     })
     .await;
 }

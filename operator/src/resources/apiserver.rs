@@ -140,6 +140,14 @@ fn apiserver_args(input: &TenantInputs<'_>) -> Vec<String> {
         // --anonymous-auth stays at its default (true): the kubelet's probes of
         // /livez and /readyz are anonymous, as in kubeadm.
     ]);
+    let mut defaults = defaults;
+    if crate::tenant_api::join::nodes_can_join(input.spec) {
+        // Pods on the nodes reach the apiserver through the `kubernetes` Service; its
+        // endpoint must be the node endpoint, not a pod address in the meta cluster that
+        // nodes cannot reach. The operator writes that endpoint inside the tenant
+        // (tenant_api::join::kubernetes_endpoint_slice) instead of each apiserver.
+        defaults.insert("endpoint-reconciler-type", "none".to_string());
+    }
     flags(defaults, &input.spec.api_server.extra_args)
 }
 

@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -65,20 +66,63 @@ pub struct JoinObjects {
     pub cluster_roles: Vec<ClusterRole>,
     /// TLS bootstrap, node reads, and the apiserver's access to kubelets.
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    /// The `kubernetes` Service's endpoint at the node endpoint.
+    pub endpoint_slices: Vec<EndpointSlice>,
 }
 
-/// The URL nodes join at: the tenant endpoint when it is meant for clients outside the
-/// meta cluster (an external host behind a NodePort or LoadBalancer Service), else none.
+/// Whether nodes can join the tenant: its endpoint is meant for clients outside the meta
+/// cluster (an external host behind a NodePort or LoadBalancer Service).
+pub fn nodes_can_join(spec: &TenantClusterSpec) -> bool {
+    spec.network.external_host.is_some() && spec.network.service_type != ServiceType::ClusterIP
+}
+
+/// The URL nodes join at: the tenant endpoint when [`nodes_can_join`], else none.
 pub fn node_endpoint<'a>(spec: &TenantClusterSpec, endpoint: &'a str) -> Option<&'a str> {
-    let reachable =
-        spec.network.external_host.is_some() && spec.network.service_type != ServiceType::ClusterIP;
-    reachable.then_some(endpoint)
+    nodes_can_join(spec).then_some(endpoint)
+}
+
+/// The EndpointSlice of the `default/kubernetes` Service at the node endpoint (pure): pods
+/// on the nodes reach the apiserver there, through kube-proxy, as clients outside the meta
+/// cluster do. The apiservers of a joinable tenant do not write their own pod addresses
+/// (`--endpoint-reconciler-type=none`, see `resources::apiserver`); `None` when the
+/// endpoint's host is not an IP address (an EndpointSlice holds addresses, not names).
+pub fn kubernetes_endpoint_slice(node_endpoint: &str) -> Option<EndpointSlice> {
+    let uri: http::Uri = node_endpoint.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let address: std::net::IpAddr = host.parse().ok()?;
+    let port = i32::from(uri.port_u16().unwrap_or(443));
+    let mut labels = BTreeMap::from([
+        ("kubernetes.io/service-name".to_string(), "kubernetes".to_string()),
+        ("endpointslice.kubernetes.io/managed-by".to_string(), "nestor.dev".to_string()),
+    ]);
+    labels.extend(metadata(None, "").labels.unwrap_or_default());
+    Some(EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some("kubernetes".into()),
+            namespace: Some("default".into()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        address_type: if address.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
+        endpoints: vec![Endpoint {
+            addresses: vec![address.to_string()],
+            conditions: Some(EndpointConditions { ready: Some(true), ..EndpointConditions::default() }),
+            ..Endpoint::default()
+        }],
+        ports: Some(vec![EndpointPort {
+            name: Some("https".into()),
+            port: Some(port),
+            protocol: Some("TCP".into()),
+            ..EndpointPort::default()
+        }]),
+    })
 }
 
 /// Every object `kubeadm join` reads in the tenant (pure).
 pub fn join_objects(spec: &TenantClusterSpec, inputs: &JoinInputs<'_>) -> JoinObjects {
     let mut objects = JoinObjects::default();
     if let Some(endpoint) = inputs.node_endpoint {
+        objects.endpoint_slices.extend(kubernetes_endpoint_slice(endpoint));
         objects.config_maps.push(config_map(
             "kube-public",
             "cluster-info",
@@ -394,6 +438,18 @@ mod tests {
             !bound.keys().any(|role| role.contains("selfnodeserver")),
             "serving CSRs need a check against the Node"
         );
+    }
+
+    #[test]
+    fn the_kubernetes_service_points_at_the_node_endpoint() {
+        let objects = join_objects(&spec(json!({})), &inputs(Some("https://10.200.0.1:30050")));
+        let slice = &objects.endpoint_slices[0];
+        assert_eq!(slice.metadata.name.as_deref(), Some("kubernetes"));
+        assert_eq!(slice.endpoints[0].addresses, vec!["10.200.0.1".to_string()]);
+        assert_eq!(slice.ports.as_ref().expect("ports")[0].port, Some(30050));
+        assert_eq!(slice.address_type, "IPv4");
+        assert!(kubernetes_endpoint_slice("https://node.example:30050").is_none(), "a name is no address");
+        assert!(join_objects(&spec(json!({})), &inputs(None)).endpoint_slices.is_empty());
     }
 
     #[test]

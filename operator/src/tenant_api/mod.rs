@@ -135,7 +135,11 @@ pub async fn apply_join_objects(client: &Client, objects: &join::JoinObjects) ->
     for object in &objects.cluster_role_bindings {
         apply_cluster_scoped(client, object).await?;
     }
+    for object in &objects.endpoint_slices {
+        apply(client, object).await?;
+    }
     Ok(objects.config_maps.len()
+        + objects.endpoint_slices.len()
         + objects.roles.len()
         + objects.role_bindings.len()
         + objects.cluster_roles.len()
