@@ -127,8 +127,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .graceful_shutdown_on(shutdown);
     ctx.metrics.watch_tenants(controller.store());
     ctx.health.watch_tenants(controller.store());
+    // A node that joined changes nothing in the meta cluster; the approver, which sees
+    // its serving CSR first, asks for the pass that looks at the tenant's addons.
+    let approver =
+        tokio::spawn(super::inside::approve_serving_certificates(ctx.clone(), probe_trigger.clone()));
     let monitor = tokio::spawn(monitor::run(ctx.clone(), controller.store(), probe_trigger));
-    let approver = tokio::spawn(super::inside::approve_serving_certificates(ctx.clone()));
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

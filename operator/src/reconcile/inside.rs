@@ -235,21 +235,32 @@ async fn addons_condition(
 
 /// Runs until the task is dropped: every [`SERVING_CSR_INTERVAL`], approves the kubelet
 /// serving CSRs that pass [`crate::tenant_api::serving_csr::decide`] in every tenant whose
-/// join objects are in place (one LIST per tenant when none is pending).
-pub async fn approve_serving_certificates(ctx: std::sync::Arc<Context>) {
+/// join objects are in place (one LIST per tenant when none is pending). A tenant one was
+/// approved in (a node just joined) is sent to `trigger` for a pass: its addons now have
+/// a node to run on, and nothing in the meta cluster would bring that pass.
+pub async fn approve_serving_certificates(
+    ctx: std::sync::Arc<Context>,
+    trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<TenantCluster>>,
+) {
     use futures::StreamExt;
     let mut ticker = tokio::time::interval(SERVING_CSR_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         futures::stream::iter(ctx.inside.clients())
-            .for_each_concurrent(SERVING_CSR_CONCURRENCY, |(key, client)| async move {
+            .for_each_concurrent(SERVING_CSR_CONCURRENCY, |(key, client)| {
+                let trigger = &trigger;
+                async move {
                 let round = tokio::time::timeout(
                     crate::tenant_api::REQUEST_TIMEOUT,
                     crate::tenant_api::serving_csr::approve_serving_csrs(&client),
                 );
                 match round.await {
                     Ok(Ok(decisions)) => {
+                        if decisions.iter().any(|(_, decision)| matches!(decision, Decision::Approve { .. })) {
+                            // Closed only when the controller stopped, and this task with it.
+                            let _ = trigger.unbounded_send(key.clone());
+                        }
                         for (csr, decision) in decisions {
                             match decision {
                                 Decision::Approve { node } => {
@@ -264,7 +275,7 @@ pub async fn approve_serving_certificates(ctx: std::sync::Arc<Context>) {
                     Ok(Err(error)) => tracing::debug!(tenant = %key, %error, "cannot look at serving CSRs"),
                     Err(_) => tracing::debug!(tenant = %key, "serving CSRs: the tenant did not answer in time"),
                 }
-            })
+            }})
             .await;
     }
 }
