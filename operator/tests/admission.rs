@@ -147,6 +147,12 @@ macro_rules! rejects {
 }
 
 rejects! {
+    rejects_an_extra_arg_that_names_no_flag:
+        "empty-flag", {"version": "1.34.2", "apiServer": {"extraArgs": {"": "x"}}},
+        "spec.apiServer.extraArgs", "every key must name a flag";
+    rejects_a_scheduler_extra_arg_of_dashes_only:
+        "dashes-flag", {"version": "1.34.2", "scheduler": {"extraArgs": {"--": "x"}}},
+        "spec.scheduler.extraArgs", "every key must name a flag";
     rejects_name_longer_than_40_characters:
         "this-name-is-far-too-long-for-a-tenant-cl", {"version": "1.34.2"},
         "metadata.name", "must be at most 40 characters";

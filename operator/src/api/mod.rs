@@ -190,6 +190,13 @@ fn extra_args_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
             "type": "string",
             "maxLength": validation::MAX_EXTRA_ARG_VALUE_LENGTH,
         },
+        // The builders strip leading dashes and write --key=value: an empty key, or one of
+        // dashes only, would be `--=value`, which the component refuses at start-up. The
+        // apiserver prefixes the message with the exact path (spec.apiServer.extraArgs...).
+        "x-kubernetes-validations": [{
+            "rule": "self.all(key, key.matches('[^-]'))",
+            "message": "spec.<component>.extraArgs: every key must name a flag (an empty key, or one of dashes only, is no flag)",
+        }],
     })
 }
 
