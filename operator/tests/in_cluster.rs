@@ -9,11 +9,13 @@
 //!
 //! Needs the running local meta cluster through KUBECONFIG, root (the image script
 //! imports into containerd) and `kubectl` (`$KUBECTL`, else the one hack/ built). Other
-//! people's operators share the meta cluster, so the deployed operator is rendered with
-//! `--watch-namespace` of this test's namespace before it is applied: it never sees
-//! anyone else's tenants. The test owns `nestor-system` while it runs and deletes it,
-//! with the cluster-scoped RBAC, at the end; it refuses to start when an operator is
-//! already deployed there.
+//! people's operators share the meta cluster (the demo's among them, in `nestor-system`),
+//! so what deploy/ renders is moved before it is applied: into a namespace of this run
+//! (`nestor-it-<random>`) with cluster-scoped RBAC of names of its own, and with
+//! `--watch-namespace` of this test's namespace, so it never sees anyone else's tenants
+//! (and an operator watching every namespace leaves this one's tenant to it, see
+//! `nestor::reconcile::scope`). `make demo` followed by `make test` therefore works. The
+//! test deletes what it created at the end.
 
 mod support;
 
@@ -34,11 +36,27 @@ use nestor::api::TenantCluster;
 use nestor::names::TenantNames;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{describe_tenant, is_ready, poll_for, wait_for};
+use support::{describe_tenant, is_ready, poll_for};
 
 /// Where deploy/ puts the operator, and the names its manifests use.
-const OPERATOR_NAMESPACE: &str = "nestor-system";
+const DEPLOY_NAMESPACE: &str = "nestor-system";
 const OPERATOR_NAME: &str = "nestor-operator";
+
+/// The random suffix of this run's operator namespace and cluster-scoped RBAC.
+fn run_suffix() -> &'static str {
+    static SUFFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SUFFIX.get_or_init(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff))
+}
+
+/// The namespace this run deploys the operator into, instead of deploy/'s `nestor-system`.
+fn operator_namespace() -> String {
+    format!("nestor-it-{}", run_suffix())
+}
+
+/// This run's name for deploy/'s cluster-scoped RBAC (`nestor-operator`).
+fn cluster_rbac_name() -> String {
+    format!("{OPERATOR_NAME}-it-{}", run_suffix())
+}
 const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=nestor-operator";
 /// The image deploy/operator.yaml names; the test pins the build's sha tag instead.
 const DEV_IMAGE: &str = "nestor.local/nestor-operator:dev";
@@ -117,11 +135,33 @@ fn render_deploy(image: &str, watch_namespace: &str) -> String {
     let mut items: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&rendered)
         .map(|document| Value::deserialize(document).expect("kustomize output is YAML"))
         .collect();
+    // Into this run's namespace, with cluster-scoped RBAC of this run's names.
+    let (namespace, rbac) = (operator_namespace(), cluster_rbac_name());
+    for item in items.iter_mut() {
+        if item["metadata"]["namespace"] == DEPLOY_NAMESPACE {
+            item["metadata"]["namespace"] = json!(namespace);
+        }
+        let cluster_rbac = item["kind"] == "ClusterRole" || item["kind"] == "ClusterRoleBinding";
+        if (item["kind"] == "Namespace" && item["metadata"]["name"] == DEPLOY_NAMESPACE)
+            || (cluster_rbac && item["metadata"]["name"] == OPERATOR_NAME)
+        {
+            item["metadata"]["name"] = json!(if cluster_rbac { &rbac } else { &namespace });
+        }
+        if item["roleRef"]["kind"] == "ClusterRole" && item["roleRef"]["name"] == OPERATOR_NAME {
+            item["roleRef"]["name"] = json!(rbac);
+        }
+        // get_mut, not indexing: IndexMut would insert a `subjects: null` into every object.
+        for subject in item.get_mut("subjects").and_then(Value::as_array_mut).into_iter().flatten() {
+            if subject["namespace"] == DEPLOY_NAMESPACE {
+                subject["namespace"] = json!(namespace);
+            }
+        }
+    }
     let deployment = items
         .iter_mut()
         .find(|item| item["kind"] == "Deployment" && item["metadata"]["name"] == OPERATOR_NAME)
         .expect("deploy/ has the operator Deployment");
-    assert_eq!(deployment["metadata"]["namespace"], OPERATOR_NAMESPACE);
+    assert_eq!(deployment["metadata"]["namespace"], json!(operator_namespace()));
     let container = &mut deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], DEV_IMAGE, "deploy/operator.yaml names the local dev image");
     container["image"] = json!(image);
@@ -167,7 +207,7 @@ async fn wait_for_operator<T>(
 
 /// The operator pods' names and their logs.
 async fn operator_logs(client: &Client) -> Vec<(String, String)> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &operator_namespace());
     let mut logs = Vec::new();
     for pod in pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await.expect("list operator pods")
     {
@@ -202,23 +242,6 @@ async fn namespace_gone(namespaces: &Api<Namespace>, name: &str) -> Result<(), S
     }
 }
 
-/// `nestor-system` must be free: this test replaces whatever operator runs there.
-async fn claim_operator_namespace(client: &Client) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    if let Some(existing) = namespaces.get_opt(OPERATOR_NAMESPACE).await.expect("read namespaces") {
-        assert!(
-            existing.metadata.deletion_timestamp.is_some(),
-            "namespace {OPERATOR_NAMESPACE} exists: an operator is already deployed in this meta cluster \
-             (hack/demo.sh?). Remove it first: kubectl delete namespace {OPERATOR_NAMESPACE}; \
-             kubectl delete clusterrole,clusterrolebinding {OPERATOR_NAME}"
-        );
-        wait_for("the previous nestor-system to finish terminating", DELETE_TIMEOUT, async || {
-            namespace_gone(&namespaces, OPERATOR_NAMESPACE).await
-        })
-        .await;
-    }
-}
-
 /// Deletes the test namespace (letting the operator run the finalizer; stripping it if
 /// the operator cannot), then everything deploy/ created except the shared CRD.
 async fn clean_up(client: &Client, test_namespace: &str) {
@@ -237,10 +260,10 @@ async fn clean_up(client: &Client, test_namespace: &str) {
             let _ = tenants.patch(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
         }
     }
-    let _ = namespaces.delete(OPERATOR_NAMESPACE, &DeleteParams::default()).await;
-    let _ =
-        Api::<ClusterRoleBinding>::all(client.clone()).delete(OPERATOR_NAME, &DeleteParams::default()).await;
-    let _ = Api::<ClusterRole>::all(client.clone()).delete(OPERATOR_NAME, &DeleteParams::default()).await;
+    let _ = namespaces.delete(&operator_namespace(), &DeleteParams::default()).await;
+    let rbac = cluster_rbac_name();
+    let _ = Api::<ClusterRoleBinding>::all(client.clone()).delete(&rbac, &DeleteParams::default()).await;
+    let _ = Api::<ClusterRole>::all(client.clone()).delete(&rbac, &DeleteParams::default()).await;
 }
 
 #[tokio::test]
@@ -248,7 +271,6 @@ async fn deployed_operator_runs_a_tenant_with_its_own_rbac_and_one_leader() {
     let client = Client::try_default()
         .await
         .expect("the in-cluster test needs the meta cluster: set KUBECONFIG or start it (hack/meta-up.sh)");
-    claim_operator_namespace(&client).await;
 
     let test_namespace = format!("nestor-incluster-{:08x}", rand::random::<u32>());
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -268,7 +290,7 @@ async fn exercise_operator(client: &Client, test_namespace: &str) {
     let manifests = render_deploy(&image, test_namespace);
     tokio::task::spawn_blocking(move || apply(&manifests)).await.expect("apply task");
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &operator_namespace());
     wait_for_operator(client, "the operator Deployment to roll out", ROLLOUT_TIMEOUT, async || {
         let deployment = deployments.get(OPERATOR_NAME).await.map_err(|error| error.to_string())?;
         let status = deployment.status.ok_or("no status")?;
@@ -355,7 +377,7 @@ async fn assert_tenant_apiserver_answers(client: &Client, names: &TenantNames, t
 /// Both replicas ran without a restart, neither was refused by the API (a missing RBAC
 /// rule), and exactly one of them acquired the Lease and holds it.
 async fn assert_one_leader_and_no_forbidden_calls(client: &Client) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &operator_namespace());
     let pods = pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await.expect("list operator pods");
     assert_eq!(
         pods.items.len(),
@@ -393,8 +415,8 @@ async fn assert_one_leader_and_no_forbidden_calls(client: &Client) {
         logs.iter().filter(|(_, log)| log.contains("acquired lease")).map(|(pod, _)| pod.as_str()).collect();
     assert_eq!(leaders.len(), 1, "replicas that acquired the lease: {leaders:?}");
 
-    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let lease = leases.get(OPERATOR_NAME).await.expect("the operator's Lease exists in nestor-system");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &operator_namespace());
+    let lease = leases.get(OPERATOR_NAME).await.expect("the operator's Lease exists in its namespace");
     let holder = lease.spec.and_then(|spec| spec.holder_identity).expect("the Lease has a holder");
     // Identities are "<pod name>-<random suffix>" (nestor::leader::default_identity).
     assert!(
