@@ -89,8 +89,10 @@ timeline() {
   local name=$1 created_host=$2 ready_host=$3
   local tenant owned pods
   tenant=$(kc -n "$NAMESPACE" get tenantcluster "$name" -o json)
+  # Only kind and creation time: with their data, the Secrets alone passed the kernel's
+  # limit on one argument (128 KiB) once the scheduler's kubeconfig joined them.
   owned=$(kc -n "$NAMESPACE" get secrets,configmaps,services,statefulsets,deployments,networkpolicies \
-    -l "$TENANT_LABEL=$name" -o json)
+    -l "$TENANT_LABEL=$name" -o json | jq -c '{items: [.items[] | {kind, metadata: {creationTimestamp: .metadata.creationTimestamp}}]}')
   pods=$(kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL=$name" -o json)
   jq -n --argjson tenant "$tenant" --argjson owned "$owned" --argjson pods "$pods" \
     --argjson total "$(seconds "$created_host" "$ready_host")" '
