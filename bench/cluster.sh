@@ -89,11 +89,14 @@ timeline() {
   local name=$1 created_host=$2 ready_host=$3
   local tenant owned pods
   tenant=$(kc -n "$NAMESPACE" get tenantcluster "$name" -o json)
-  # Only kind and creation time: with their data, the Secrets alone passed the kernel's
-  # limit on one argument (128 KiB) once the scheduler's kubeconfig joined them.
+  # Only what the timeline reads: whole, the Secrets (and an HA tenant's pods) passed the
+  # kernel's limit on one argument (128 KiB) once the scheduler's objects joined them.
   owned=$(kc -n "$NAMESPACE" get secrets,configmaps,services,statefulsets,deployments,networkpolicies \
     -l "$TENANT_LABEL=$name" -o json | jq -c '{items: [.items[] | {kind, metadata: {creationTimestamp: .metadata.creationTimestamp}}]}')
-  pods=$(kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL=$name" -o json)
+  pods=$(kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL=$name" -o json | jq -c '{items: [.items[] | {
+    metadata: {labels: .metadata.labels, creationTimestamp: .metadata.creationTimestamp},
+    status: {conditions: .status.conditions,
+             containerStatuses: [.status.containerStatuses[]? | {state: {running: {startedAt: .state.running.startedAt}}}]}}]}')
   jq -n --argjson tenant "$tenant" --argjson owned "$owned" --argjson pods "$pods" \
     --argjson total "$(seconds "$created_host" "$ready_host")" '
     def epoch: if . == null then null else fromdateiso8601 end;
