@@ -180,6 +180,7 @@ fn pass_inputs(tenant: &TenantCluster) -> Option<u64> {
     let status = tenant.status.as_ref();
     status.and_then(|status| status.etcd_members).hash(&mut hasher);
     status.and_then(|status| status.etcd_cluster_id.as_deref()).hash(&mut hasher);
+    status.and_then(|status| status.version.as_deref()).hash(&mut hasher);
     crate::desired::pki_was_established(tenant).hash(&mut hasher);
     Some(hasher.finish())
 }

@@ -132,7 +132,14 @@ pub(super) async fn keep_inside(
     );
     let addons = addon_objects(
         &tenant.spec,
-        &AddonInputs { apiserver_url: node_endpoint.unwrap_or(desired.endpoint.as_str()) },
+        &AddonInputs {
+            apiserver_url: node_endpoint.unwrap_or(desired.endpoint.as_str()),
+            kube_proxy_version: tenant
+                .status
+                .as_ref()
+                .and_then(|status| status.version.as_deref())
+                .unwrap_or(&tenant.spec.version),
+        },
     );
     let fingerprint = {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -36,6 +36,9 @@ pub struct AddonInputs<'a> {
     /// The URL kube-proxy on the nodes reaches the apiserver at (the node endpoint when
     /// there is one).
     pub apiserver_url: &'a str,
+    /// The version kube-proxy runs: the one the whole control plane runs (status.version),
+    /// never newer than an apiserver (version-skew policy); spec.version for a new tenant.
+    pub kube_proxy_version: &'a str,
 }
 
 /// The addons' objects by kind (server-side apply needs the kind's API).
@@ -60,8 +63,8 @@ pub struct AddonObjects {
 }
 
 /// The image of kube-proxy for the tenant's version.
-pub fn kube_proxy_image(spec: &TenantClusterSpec) -> String {
-    format!("{}/kube-proxy:v{}", repository(spec), spec.version.trim_start_matches('v'))
+pub fn kube_proxy_image(spec: &TenantClusterSpec, version: &str) -> String {
+    format!("{}/kube-proxy:v{}", repository(spec), version.trim_start_matches('v'))
 }
 
 /// The CoreDNS image: kubeadm's `coredns/coredns` path on registry.k8s.io, `coredns`
@@ -154,7 +157,7 @@ fn add_kube_proxy(objects: &mut AddonObjects, spec: &TenantClusterSpec, inputs: 
                     "tolerations": [{"operator": "Exists"}],
                     "containers": [{
                         "name": "kube-proxy",
-                        "image": kube_proxy_image(spec),
+                        "image": kube_proxy_image(spec, inputs.kube_proxy_version),
                         "command": ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf", "--hostname-override=$(NODE_NAME)"],
                         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
                         "securityContext": {"privileged": true},
@@ -319,7 +322,7 @@ mod tests {
     }
 
     fn inputs() -> AddonInputs<'static> {
-        AddonInputs { apiserver_url: "https://10.200.0.1:30443" }
+        AddonInputs { apiserver_url: "https://10.200.0.1:30443", kube_proxy_version: "1.34.2" }
     }
 
     #[test]
@@ -334,7 +337,10 @@ mod tests {
         assert_eq!(container.image.as_deref(), Some("nestor.local/coredns:v1.12.1"));
         let upstream = spec(json!({"imageRepository": null}));
         assert_eq!(coredns_image(&upstream), "registry.k8s.io/coredns/coredns:v1.12.1");
-        assert_eq!(kube_proxy_image(&spec(json!({"version": "1.35.4"}))), "nestor.local/kube-proxy:v1.35.4");
+        assert_eq!(
+            kube_proxy_image(&spec(json!({"version": "1.35.4"})), "1.35.4"),
+            "nestor.local/kube-proxy:v1.35.4"
+        );
     }
 
     #[test]
