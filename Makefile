@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test unit bench bench-scale bench-density meta-up meta-down meta-status worker-up worker-down upstream images operator-image crds lint
+.PHONY: help install demo test unit bench bench-scale bench-density bench-workers meta-up meta-down meta-status worker-up worker-down upstream images operator-image crds lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ bench-scale: ## the scale benchmark only: SCALE_TENANTS (1000) tenants, pods sim
 
 bench-density: ## the density benchmark only: real tenants one by one (DENSITY_MAX, 12)
 	BENCH_PARTS=density hack/bench.sh
+
+bench-workers: ## the workloads benchmark only: tenant created -> pod Running on a joined worker (root)
+	BENCH_PARTS=workers hack/bench.sh
 
 meta-up: ## start the local meta cluster (builds upstream binaries and images on first use)
 	hack/meta-up.sh

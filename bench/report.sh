@@ -59,7 +59,9 @@ jq -r '
   def r(n): if . == null then null else (. * pow(10; n) | round) / pow(10; n) end;
   def verdict(ok): if ok == null then "" elif ok then "yes" else "**no**" end;
   def verbs: to_entries | map(select(.value > 0)) | map("\(.key) \(.value)") | join(", ");
-  .scale as $s | .density as $d
+  def show(unit): if . == null then "n/a" else "\(.) \(unit)" end;
+  def spread: if .median == null then "n/a" else "\(.median | r(1)) s (\(.min | r(1))–\(.max | r(1)))" end;
+  .scale as $s | .density as $d | .workers as $w
   | (if $s == null then empty else
     "",
     "Scale: \($s.tenants) TenantClusters, pods simulated by kwok (\($s.storage)); operator flags: \(if $s.operator_flags == "" then "defaults" else $s.operator_flags end).",
@@ -88,8 +90,29 @@ jq -r '
     "| Tenants Ready before one failed | \($d.ready)\(if $d.stopped_by == "cap" then " (cap reached, none failed)" else " (tenant \($d.ready + 1) failed: \($d.failure.not_ready | join("; ")))" end) |",
     "| Time to Ready of each tenant, in order | \([$d.steps[].ready_s | r(1) | tostring] | join(", ")) s |",
     "| One idle tenant'"'"'s pods: memory (working set), median (min–max) | \($d.footprint.memory_mib.median | r(1)) MiB (\($d.footprint.memory_mib.min | r(1))–\($d.footprint.memory_mib.max | r(1))) |",
+    "| One idle tenant'"'"'s pods: memory against the goal (≤ 260 MiB) | \(if $d.footprint.memory_mib.median == null then "n/a" elif $d.footprint.memory_mib.median <= 260 then "met" else "**missed**" end) |",
+    "| Its kube-scheduler pod, median memory / CPU | \($d.footprint.by_component["kube-scheduler"].memory_mib | r(1) | show("MiB")) / \($d.footprint.by_component["kube-scheduler"].cpu_mcpu | r(1) | show("mCPU")) |",
     "| One idle tenant'"'"'s pods: CPU, median (min–max) | \($d.footprint.cpu_mcpu.median | r(1)) mCPU (\($d.footprint.cpu_mcpu.min | r(1))–\($d.footprint.cpu_mcpu.max | r(1))) |",
     "| By component, median memory / CPU | \($d.footprint.by_component | to_entries | map("\(.key) \(.value.memory_mib | r(1)) MiB / \(.value.cpu_mcpu | r(1)) mCPU") | join("; ")) |",
     "| Node before / after (idle, \($d.ready) tenants): memory working set, CPU | \($d.node_before.node_memory_working_set_mib) → \($d.node_idle_after.node_memory_working_set_mib) MiB, \($d.node_before.node_cpu_mcpu) → \($d.node_idle_after.node_cpu_mcpu) mCPU |"
+    end),
+    (if $w == null then empty else
+    "",
+    "Workloads: \($w.ok_runs)/\($w.runs) runs of a joinable tenant (\($w.tenant)), a fresh worker host joined to it (images: \($w.worker_images)), a busybox pod placed by the tenant'"'"'s scheduler; median (min–max), host clock.",
+    "",
+    "| Figure | Measured | Goal | Met |",
+    "|---|---|---|---|",
+    "| TenantCluster created → first pod Running on the new worker | \($w.first_pod_running_s | spread) | ≤ 30 s | \(verdict(if $w.first_pod_running_s.median == null then false else $w.first_pod_running_s.median <= 30 end)) |",
+    "| `kubeadm join` started → Node Ready (worker-up'"'"'s log, 1 s resolution) | \($w.join_s | spread) | ≤ 10 s | \(verdict(if $w.join_s.median == null then false else $w.join_s.median <= 10 end)) |",
+    "| worker-up in all (network, containerd, image import, join, Node Ready) | \($w.worker_up_s | spread) | — | |",
+    "| of the first: TenantCluster created → Ready | \($w.tenant_ready_s | spread) | — | |",
+    "| of the first: `nestor join` (bootstrap token, join line) | \($w.nestor_join_s | spread) | — | |",
+    "| of the first: worker-up done → pod Running (ServiceAccount, scheduling, sandbox, start) | \($w.pod_running_after_worker_s | spread) | — | |",
+    "| The tenant'"'"'s pods \($w.idle_footprint.window_s) s later (one node, one pod): memory, median (min–max) | \($w.idle_footprint.memory_mib.median | r(1) | show("MiB")) (\($w.idle_footprint.memory_mib.min | r(1))–\($w.idle_footprint.memory_mib.max | r(1))) | ≤ 260 MiB | \(verdict(if $w.idle_footprint.memory_mib.median == null then null else $w.idle_footprint.memory_mib.median <= 260 end)) |",
+    "| Its kube-scheduler pod, median memory / CPU | \($w.idle_footprint.by_component["kube-scheduler"].memory_mib | r(1) | show("MiB")) / \($w.idle_footprint.by_component["kube-scheduler"].cpu_mcpu | r(1) | show("mCPU")) | — | |",
+    "| The same: CPU, median | \($w.idle_footprint.cpu_mcpu.median | r(1) | show("mCPU")) | — | |",
+    "| By component, median memory / CPU | \($w.idle_footprint.by_component | to_entries | map("\(.key) \(.value.memory_mib | r(1)) MiB / \(.value.cpu_mcpu | r(1)) mCPU") | join("; ")) |  | |",
+    (if ([$w.samples[] | select(.error != null)] | length) > 0 then
+      "", "Failed runs: \([$w.samples[] | select(.error != null) | "run \(.run): \(.error)"] | join("; "))" else empty end)
     end)
 ' "$RESULT"
