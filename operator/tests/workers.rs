@@ -239,12 +239,7 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
             pods.create(&PostParams::default(), &pod).await.map(drop).map_err(|error| error.to_string())
         })
         .await;
-        let running = wait_for("the pod to run on the worker", Duration::from_secs(120), async || {
-            let pod = pods.get("hello").await.map_err(|error| error.to_string())?;
-            let phase = pod.status.as_ref().and_then(|status| status.phase.clone()).unwrap_or_default();
-            if phase == "Running" { Ok(pod) } else { Err(format!("phase {phase:?}: {:?}", pod.status)) }
-        })
-        .await;
+        let running = running_pod(&pods, "hello", Duration::from_secs(120)).await;
         let spec = running.spec.as_ref().expect("spec");
         assert_eq!(spec.node_name.as_deref(), Some(worker.name.as_str()));
         let pod_ip = running.status.as_ref().and_then(|status| status.pod_ip.clone()).unwrap_or_default();
@@ -285,14 +280,7 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
         // The addons on the worker: kube-proxy and CoreDNS run (their pods reach the
         // apiserver through the `kubernetes` Service, whose endpoint is the node endpoint),
         // a ClusterIP Service answers from another pod, and names resolve through CoreDNS.
-        wait_for("AddonsReady on the worker", Duration::from_secs(180), async || {
-            let tenant = ns.tenant(TENANT).await?;
-            match support::find_condition(&tenant, "AddonsReady") {
-                Some(condition) if condition.status == "True" && condition.reason == "Ready" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        addons_ready(&ns).await;
         eprintln!("[{:>6.1?}] kube-proxy and CoreDNS available on the worker", started.elapsed());
         let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(admin.clone(), "default");
         let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
@@ -310,12 +298,7 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
         }))
         .expect("pod");
         pods.create(&PostParams::default(), &client).await.expect("create the client pod");
-        wait_for("the client pod to run", Duration::from_secs(120), async || {
-            let pod = pods.get("client").await.map_err(|error| error.to_string())?;
-            let phase = pod.status.as_ref().and_then(|status| status.phase.clone()).unwrap_or_default();
-            if phase == "Running" { Ok(()) } else { Err(format!("phase {phase:?}")) }
-        })
-        .await;
+        running_pod(&pods, "client", Duration::from_secs(120)).await;
         // busybox's nc, not wget (which crashes in this image); the Service by its DNS name.
         let fetch = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 hello.default.svc.cluster.local 80";
         let page = kubectl(&ns, &["exec", "client", "--", "sh", "-c", fetch]).await;
