@@ -47,7 +47,7 @@ META_ETCD_PEER_PORT=12380
 META_IPTABLES_CHAIN=NESTOR-META-FORWARD
 META_CONTAINERD_SOCKET="$META_RUN_DIR/containerd/containerd.sock"
 # containerd's registry hosts directory, whose _default/hosts.toml sends every image pull
-# to REGISTRY_FENCE, a closed loopback port (see write_containerd_config in meta-up).
+# to REGISTRY_FENCE, a closed loopback port (see write_containerd_config below).
 REGISTRY_HOSTS_DIR="$META_DIR/containerd/certs.d"
 REGISTRY_FENCE=https://127.0.0.1:9
 
@@ -108,4 +108,56 @@ worker_names() {
     done
     ip netns list 2>/dev/null | awk '$1 ~ /^nestor-w-/ {print substr($1, 10)}'
   } | sort -u
+}
+
+# write_containerd_config CONFIG_FILE ROOT STATE SOCKET OPT_DIR CNI_CONF_DIR HOSTS_DIR
+# The containerd configuration of the meta cluster and of every worker host, which differ
+# only in their paths. Registries are fenced: every registry host falls back to the
+# `_default` hosts.toml under the CRI's registry config_path (read by Debian 12's
+# containerd 1.6.20), whose only endpoint is REGISTRY_FENCE, a closed loopback port: a
+# pull fails at once with "connection refused" and no packet, not even a DNS query for
+# the registry's name, leaves the machine (or the worker's network namespace).
+# (`ctr images pull` resolves in the ctr process and ignores this unless given --hosts-dir.)
+write_containerd_config() {
+  local config=$1 root=$2 state=$3 socket=$4 opt=$5 cni_conf=$6 hosts=$7
+  mkdir -p "$(dirname "$config")" "$hosts/_default" "$cni_conf"
+  # containerd 1.6 rejects a hosts.toml without a [host] table ("invalid `host` tree")
+  # and then silently uses the registry itself, so the endpoint is named twice.
+  cat >"$hosts/_default/hosts.toml" <<EOF
+# Any registry not configured otherwise (all of them): a dead loopback endpoint.
+server = "$REGISTRY_FENCE"
+[host."$REGISTRY_FENCE"]
+  capabilities = ["pull", "resolve"]
+EOF
+  cat >"$config" <<EOF
+version = 2
+root = "$root"
+state = "$state"
+[grpc]
+  address = "$socket"
+[ttrpc]
+  address = "$socket.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$LOCAL_IMAGE_REPOSITORY/pause:$PAUSE_VERSION"
+  disable_apparmor = true
+  netns_mounts_under_state_dir = true
+  # This sandbox lacks CAP_SYS_RESOURCE, so the kubelet's negative
+  # oom_score_adj for pause and Guaranteed containers fails with EACCES
+  # ("can't get final child's PID from pipe"). Clamp to containerd's own value.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$cni_conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$hosts"
+EOF
 }

@@ -222,56 +222,8 @@ EOF
 # and the pause image the CRI uses as sandbox image), and every pod asks for it with
 # imagePullPolicy IfNotPresent, so the CRI never needs a registry. A pod naming any other
 # image (a TenantCluster left at imageRepository registry.k8s.io, a typo) would make
-# containerd pull it from the internet. So every registry host falls back to the
-# `_default` hosts.toml under the CRI's registry config_path (read by Debian 12's
-# containerd 1.6.20), whose only endpoint is a closed loopback port: such a pull fails at
-# once with "connection refused" and no packet, not even a DNS query for the registry's
-# name, leaves the machine.
-# (`ctr images pull` resolves in the ctr process and ignores this unless given --hosts-dir.)
-# REGISTRY_HOSTS_DIR and REGISTRY_FENCE are in lib.sh: tests/meta/smoke.sh checks the fence.
-write_containerd_config() {
-  mkdir -p "$META_DIR/containerd" "$REGISTRY_HOSTS_DIR/_default"
-  # containerd 1.6 rejects a hosts.toml without a [host] table ("invalid `host` tree")
-  # and then silently uses the registry itself, so the endpoint is named twice.
-  cat >"$REGISTRY_HOSTS_DIR/_default/hosts.toml" <<EOF
-# Any registry not configured otherwise (all of them): a dead loopback endpoint.
-server = "$REGISTRY_FENCE"
-[host."$REGISTRY_FENCE"]
-  capabilities = ["pull", "resolve"]
-EOF
-  cat >"$META_DIR/containerd/config.toml" <<EOF
-version = 2
-root = "$META_DIR/containerd/root"
-state = "$META_RUN_DIR/containerd/state"
-[grpc]
-  address = "$META_CONTAINERD_SOCKET"
-[ttrpc]
-  address = "$META_CONTAINERD_SOCKET.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$META_DIR/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$LOCAL_IMAGE_REPOSITORY/pause:$PAUSE_VERSION"
-  disable_apparmor = true
-  netns_mounts_under_state_dir = true
-  # This sandbox lacks CAP_SYS_RESOURCE, so the kubelet's negative
-  # oom_score_adj for pause and Guaranteed containers fails with EACCES
-  # ("can't get final child's PID from pipe"). Clamp to containerd's own value.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$META_DIR/cni/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$REGISTRY_HOSTS_DIR"
-EOF
-}
-
+# containerd pull it: write_containerd_config (lib.sh) fences every registry.
+# tests/meta/smoke.sh checks the fence.
 start_containerd() {
   mkdir -p "$META_DIR/containerd" "$META_RUN_DIR/containerd" "$META_DIR/cni/net.d"
   cat >"$META_DIR/cni/net.d/10-nestor-meta.conflist" <<EOF
@@ -286,7 +238,9 @@ start_containerd() {
   }]
 }
 EOF
-  write_containerd_config
+  write_containerd_config "$META_DIR/containerd/config.toml" "$META_DIR/containerd/root" \
+    "$META_RUN_DIR/containerd/state" "$META_CONTAINERD_SOCKET" "$META_DIR/containerd/opt" \
+    "$META_DIR/cni/net.d" "$REGISTRY_HOSTS_DIR"
   start containerd containerd --config "$META_DIR/containerd/config.toml"
   wait_until "containerd" 30 ctr --address "$META_CONTAINERD_SOCKET" version
   local archive

@@ -227,43 +227,14 @@ start_in_worker() {
   echo $! >"$(worker_pid_file "$component")"
 }
 
-# The meta cluster's containerd configuration (hack/meta-up.sh), every path its own,
-# registry fence included (127.0.0.1:9 is the worker's own loopback: still closed).
-write_containerd_config() {
-  mkdir -p "$STATE/containerd/certs.d/_default" "$STATE/cni/net.d" "$RUN/containerd" "$RUN/cni"
-  cat >"$STATE/containerd/certs.d/_default/hosts.toml" <<EOF
-server = "$REGISTRY_FENCE"
-[host."$REGISTRY_FENCE"]
-  capabilities = ["pull", "resolve"]
-EOF
-  cat >"$STATE/containerd/config.toml" <<EOF
-version = 2
-root = "$STATE/containerd/root"
-state = "$RUN/containerd/state"
-[grpc]
-  address = "$SOCKET"
-[ttrpc]
-  address = "$SOCKET.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$STATE/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$LOCAL_IMAGE_REPOSITORY/pause:$PAUSE_VERSION"
-  disable_apparmor = true
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$STATE/cni/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$STATE/containerd/certs.d"
-EOF
+# The meta cluster's containerd configuration (write_containerd_config in lib.sh), every
+# path its own, registry fence included (127.0.0.1:9 is the worker's own loopback: still
+# closed), and the worker's CNI configuration.
+write_worker_containerd_config() {
+  mkdir -p "$RUN/containerd" "$RUN/cni"
+  write_containerd_config "$STATE/containerd/config.toml" "$STATE/containerd/root" \
+    "$RUN/containerd/state" "$SOCKET" "$STATE/containerd/opt" "$STATE/cni/net.d" \
+    "$STATE/containerd/certs.d"
   # Pods on a bridge inside the worker, masqueraded behind the worker's address as a
   # machine's containers are; portmap serves hostPorts on the worker's address.
   cat >"$STATE/cni/net.d/10-nestor-worker.conflist" <<EOF
@@ -284,7 +255,7 @@ EOF
 }
 
 start_containerd() {
-  write_containerd_config
+  write_worker_containerd_config
   start_in_worker containerd containerd --config "$STATE/containerd/config.toml"
   wait_until "worker $NAME containerd" 60 ctr --address "$SOCKET" version
   local name archive count=0
