@@ -10,7 +10,7 @@
 # ENDPOINT is the tenant's node endpoint: a NodePort on the meta node address
 # (spec.network {serviceType: NodePort, externalHost: 10.200.0.1, nodePort: N} gives
 # 10.200.0.1:N). NAME (a DNS label of at most 12 characters) becomes the Node's name.
-# WORKER_IMAGES (default "pause kube-proxy coredns busybox") names the image archives of
+# WORKER_IMAGES (default "pause kube-proxy coredns busybox kas-network-proxy-proxy-agent") names the image archives of
 # hack/build-images.sh imported into the worker's containerd; nothing is ever pulled.
 #
 # What a worker is (see docs/development.md, "Worker hosts"):
@@ -66,7 +66,7 @@ if [[ $# -gt 0 ]]; then
   JOIN_ARGS=("$@")
 fi
 
-WORKER_IMAGES=${WORKER_IMAGES:-pause kube-proxy coredns busybox}
+WORKER_IMAGES=${WORKER_IMAGES:-pause kube-proxy coredns busybox kas-network-proxy-proxy-agent}
 STATE="$WORKER_DIR/$NAME"
 RUN="$WORKER_RUN_DIR/$NAME"
 LOGS="$META_LOG_DIR/worker-$NAME"
