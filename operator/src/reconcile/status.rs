@@ -428,6 +428,8 @@ pub fn compute_status(
         etcd_cluster_id: current.etcd_cluster_id.clone(),
         // Set by the reconciler when the member list matches the spec.
         etcd_members: current.etcd_members,
+        // What the spec asks for: the apiserver pods carry it from the same pass on.
+        node_routing: crate::resources::konnectivity::node_routing(&tenant.spec),
         conditions,
     };
     (status, changes)
