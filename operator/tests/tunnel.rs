@@ -92,6 +92,28 @@ async fn join_worker(ns: &TestNamespace, admin: &kube::Client, prefix: &str, sta
     worker
 }
 
+/// Waits until TunnelReady has `status` with a message containing `needle`; returns the
+/// condition's message and how long it took.
+async fn tunnel_ready(
+    ns: &TestNamespace,
+    status: &str,
+    needle: &str,
+    timeout: Duration,
+) -> (String, Duration) {
+    let started = Instant::now();
+    let message = wait_for(&format!("TunnelReady={status} ({needle})"), timeout, async || {
+        let tenant = ns.tenant(TENANT).await?;
+        match support::find_condition(&tenant, "TunnelReady") {
+            Some(condition) if condition.status == status && condition.message.contains(needle) => {
+                Ok(condition.message.clone())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    (message, started.elapsed())
+}
+
 /// Waits until pod `name` runs.
 async fn running_pod(pods: &Api<Pod>, name: &str) -> Pod {
     wait_for(&format!("pod {name} to run"), Duration::from_secs(180), async || {
@@ -341,6 +363,8 @@ async fn through_the_tunnel_the_apiserver_reaches_a_worker_the_meta_cluster_cann
         for check in &checks {
             assert!(check.outcome.is_ok(), "{} through the tunnel: {:?}", check.what, check.outcome);
         }
+        let (message, took) = tunnel_ready(&ns, "True", "agents of 1 node(s) connected", MAX_WAIT).await;
+        eprintln!("[{:>6.1?}] TunnelReady True ({took:?} after the checks): {message}", started.elapsed());
         eprintln!("[{:>6.1?}] all five through the tunnel; whole test", started.elapsed());
     })
     .await;
@@ -364,7 +388,254 @@ async fn with_the_tunnel_off_the_same_checks_fail() {
         for check in &checks {
             assert!(check.outcome.is_err(), "{} worked without the tunnel: {:?}", check.what, check.outcome);
         }
+        let tenant = ns.tenant(TENANT).await.expect("tenant");
+        let condition = support::find_condition(&tenant, "TunnelReady").expect("TunnelReady");
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "TunnelDisabled"));
         eprintln!("[{:>6.1?}] all five fail without the tunnel; whole test", started.elapsed());
+    })
+    .await;
+}
+
+/// A tunnel tenant (`replicas` apiservers) with one worker cut off from the meta pod
+/// network and pod `hello` running on it, whose logs already come through the tunnel.
+async fn tunnel_with_a_worker(
+    ns: &TestNamespace,
+    test: i32,
+    replicas: i32,
+    prefix: &str,
+    started: Instant,
+) -> (Operator, kube::Client, WorkerHost) {
+    let (operator, admin) = joinable_tenant(ns, test, true, replicas, started).await;
+    let worker = join_worker(ns, &admin, prefix, started).await;
+    worker.cut_off_from_meta_pods();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let hello: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+            "name": "hello", "image": busybox_image(),
+            "command": ["sh", "-c", "echo hello from $(hostname); exec sleep 3600"],
+        }]},
+    }))
+    .expect("pod");
+    wait_for("pod hello to be created", Duration::from_secs(60), async || {
+        pods.create(&PostParams::default(), &hello).await.map(drop).map_err(|error| error.to_string())
+    })
+    .await;
+    running_pod(&pods, "hello").await;
+    let took = logs_work(&admin, Duration::from_secs(120)).await.expect("logs through the tunnel");
+    eprintln!(
+        "[{:>6.1?}] hello runs on the worker, its logs come through the tunnel ({took:?})",
+        started.elapsed()
+    );
+    (operator, admin, worker)
+}
+
+/// Polls `kubectl logs hello` until it answers; how long that took.
+async fn logs_work(admin: &kube::Client, patience: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    poll_for(patience, Duration::from_millis(500), async || {
+        let logs = pods.logs("hello", &LogParams::default()).await.map_err(|error| error.to_string())?;
+        if logs.contains("hello from hello") { Ok(()) } else { Err(format!("logs {logs:?}")) }
+    })
+    .await?;
+    Ok(started.elapsed())
+}
+
+/// One `kubectl exec hello -- true` (extra kubectl `args` first); Err with kubectl's
+/// message.
+async fn exec_true(ns: &TestNamespace, args: &[&str]) -> Result<Duration, String> {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["exec", "hello", "--", "true"]);
+    let (mut command, kubeconfig) = kubectl_command(ns, TENANT, &all).await;
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .map_err(|e| e.to_string())?;
+    drop(kubeconfig);
+    if output.status.success() {
+        Ok(started.elapsed())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// The tenant's apiserver pods that are not being deleted, with their addresses.
+async fn apiserver_pods(ns: &TestNamespace) -> Vec<(String, String)> {
+    let names = ns.names(TENANT);
+    let selector = names
+        .selector_labels(nestor::names::Component::ApiServer)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = ns.api::<Pod>().list(&kube::api::ListParams::default().labels(&selector)).await.expect("pods");
+    pods.items
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| Some((pod.metadata.name?, pod.status?.pod_ip?)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_killed_agent_reconnects_and_logs_work_again() {
+    in_namespace("tunnel-agent", async |ns| {
+        let started = Instant::now();
+        let (_operator, admin, worker) = tunnel_with_a_worker(&ns, 22, 1, "ta", started).await;
+        let agents: Api<Pod> = Api::namespaced(admin.clone(), "kube-system");
+        let selector = kube::api::ListParams::default().labels("k8s-app=konnectivity-agent");
+        let agent =
+            agents.list(&selector).await.expect("agents").items.into_iter().next().expect("an agent pod");
+        let agent_name = agent.metadata.name.clone().expect("name");
+        let killed = Instant::now();
+        agents
+            .delete(&agent_name, &kube::api::DeleteParams::default().grace_period(0))
+            .await
+            .expect("delete");
+        // The deletion cuts the agent's connections at once: logs fail until its
+        // replacement connects.
+        let recovered = logs_work(&admin, MAX_WAIT).await.expect("logs after the agent was killed");
+        let replacement = agents.list(&selector).await.expect("agents").items;
+        assert!(
+            replacement.iter().all(|pod| pod.metadata.name.as_deref() != Some(agent_name.as_str())),
+            "the killed agent {agent_name} is gone"
+        );
+        eprintln!(
+            "[{:>6.1?}] agent {agent_name} on {} killed: logs work again {:?} after the kill (recovery time)",
+            started.elapsed(),
+            worker.name,
+            recovered.min(killed.elapsed())
+        );
+        let (message, took) = tunnel_ready(&ns, "True", "agents of 1 node(s) connected", MAX_WAIT).await;
+        eprintln!("[{:>6.1?}] TunnelReady True again ({took:?}): {message}", started.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_an_apiserver_roll_the_agents_follow_and_no_exec_fails() {
+    in_namespace("tunnel-roll", async |ns| {
+        let started = Instant::now();
+        let (_operator, _admin, _worker) = tunnel_with_a_worker(&ns, 23, 1, "tr", started).await;
+        exec_true(&ns, &[]).await.expect("exec before the roll");
+        let before = apiserver_pods(&ns).await;
+        // A certificate renewal: the server's serving certificate is re-issued, the config
+        // hash changes, and the apiserver pods roll.
+        let names = ns.names(TENANT);
+        ns.api::<Secret>()
+            .delete(&names.konnectivity_server_serving_secret(), &Default::default())
+            .await
+            .expect("delete the konnectivity-server certificate");
+        let rolled = Instant::now();
+        let after = wait_for("the apiserver pods to be replaced", MAX_WAIT, async || {
+            let now = apiserver_pods(&ns).await;
+            let replaced = !now.is_empty() && now.iter().all(|pod| !before.contains(pod));
+            let deployment = ns
+                .api::<k8s_openapi::api::apps::v1::Deployment>()
+                .get(&names.apiserver())
+                .await
+                .map_err(|error| error.to_string())?;
+            let status = deployment.status.unwrap_or_default();
+            let settled = status.updated_replicas == Some(1)
+                && status.ready_replicas == Some(1)
+                && status.replicas == Some(1);
+            if replaced && settled { Ok(now) } else { Err(format!("{now:?}, {status:?}")) }
+        })
+        .await;
+        eprintln!("[{:>6.1?}] apiserver rolled to {after:?} in {:?}", started.elapsed(), rolled.elapsed());
+        let recovery =
+            poll_for(MAX_WAIT, Duration::from_millis(500), async || exec_true(&ns, &[]).await).await;
+        assert!(recovery.is_ok(), "exec after the roll: {recovery:?}");
+        eprintln!(
+            "[{:>6.1?}] exec works through the new server {:?} after the roll began (recovery time)",
+            started.elapsed(),
+            rolled.elapsed()
+        );
+        // Settled: every exec from here on succeeds.
+        let mut latencies = Vec::new();
+        for attempt in 0..20 {
+            match exec_true(&ns, &[]).await {
+                Ok(took) => latencies.push(took),
+                Err(error) => panic!("exec {attempt} after the roll settled failed: {error}"),
+            }
+        }
+        latencies.sort();
+        eprintln!(
+            "[{:>6.1?}] 20 of 20 execs after the roll succeeded, median {:?}",
+            started.elapsed(),
+            latencies[10]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_two_apiservers_each_has_the_agents_and_logs_work_through_either() {
+    in_namespace("tunnel-ha", async |ns| {
+        let started = Instant::now();
+        let (_operator, _admin, _worker) = tunnel_with_a_worker(&ns, 24, 2, "th", started).await;
+        let (message, took) = tunnel_ready(&ns, "True", "agents of 1 node(s) connected", MAX_WAIT).await;
+        eprintln!("[{:>6.1?}] TunnelReady True ({took:?}): {message}", started.elapsed());
+        let pods = apiserver_pods(&ns).await;
+        assert_eq!(pods.len(), 2, "two apiservers: {pods:?}");
+        for (pod, _) in &pods {
+            assert!(message.contains(&format!("{pod}: 1 agent(s)")), "{pod} has the agent: {message}");
+        }
+        for (pod, ip) in &pods {
+            // Straight to this replica, past the Service.
+            let server = format!("--server=https://{ip}:6443");
+            let (mut command, kubeconfig) = kubectl_command(&ns, TENANT, &["logs", "hello", &server]).await;
+            let begun = Instant::now();
+            let output =
+                tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("kubectl");
+            drop(kubeconfig);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success() && stdout.contains("hello from hello"),
+                "kubectl logs through {pod}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            eprintln!(
+                "[{:>6.1?}] kubectl logs through replica {pod} ({ip}) in {:?}",
+                started.elapsed(),
+                begun.elapsed()
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_blocked_tunnel_port_turns_tunnel_ready_false_and_it_recovers() {
+    in_namespace("tunnel-block", async |ns| {
+        let started = Instant::now();
+        let (_operator, admin, worker) = tunnel_with_a_worker(&ns, 25, 1, "tb", started).await;
+        tunnel_ready(&ns, "True", "agents of 1 node(s) connected", MAX_WAIT).await;
+        let service = ns.api::<Service>().get(&ns.names(TENANT).apiserver()).await.expect("Service");
+        let tunnel_port = service
+            .spec
+            .and_then(|spec| spec.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|port| port.name.as_deref() == Some("konnectivity"))
+            .and_then(|port| port.node_port)
+            .expect("the tunnel's node port");
+        worker.block_port(tunnel_port, true);
+        let blocked = Instant::now();
+        eprintln!("[{:>6.1?}] worker {}: port {tunnel_port} blocked", started.elapsed(), worker.name);
+        let (message, took) = tunnel_ready(&ns, "False", "agents missing", Duration::from_secs(240)).await;
+        assert!(message.contains("tunnel port"), "the message says what the nodes must reach: {message}");
+        eprintln!("[{:>6.1?}] TunnelReady False {took:?} after the block: {message}", started.elapsed());
+        worker.block_port(tunnel_port, false);
+        let unblocked = Instant::now();
+        let (message, took) = tunnel_ready(&ns, "True", "agents of 1 node(s) connected", MAX_WAIT).await;
+        eprintln!(
+            "[{:>6.1?}] unblocked after {:?}; TunnelReady True again {took:?} later (recovery time): {message}",
+            started.elapsed(),
+            unblocked.duration_since(blocked)
+        );
+        logs_work(&admin, Duration::from_secs(60)).await.expect("logs after the recovery");
     })
     .await;
 }
