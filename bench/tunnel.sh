@@ -138,7 +138,11 @@ one_mode() {
   WORKER="bt$(random_suffix | cut -c1-6)${routing:0:1}"
   port=$(free_node_port)
   log "tunnel: $routing: tenant $name (node port $port), worker $WORKER"
+  # The meta cluster's CRD is shared: one without spec.network.tunnel prunes the field.
+  "$NESTOR_BIN" crd | kc apply --server-side --force-conflicts --field-manager=nestor-bench -f - >/dev/null
   tenant_yaml "$name" "$port" "$enabled" | kc create -f - >/dev/null
+  [[ $(kc -n "$NAMESPACE" get tenantcluster "$name" -o jsonpath='{.spec.network.tunnel.enabled}') == "$enabled" ]] ||
+    die "the stored TenantCluster lost spec.network.tunnel: the meta cluster's CRD is another build's"
   kc -n "$NAMESPACE" wait tenantcluster "$name" --for=condition=Ready=True --timeout="${READY_TIMEOUT}s" >/dev/null ||
     error="tenant not Ready within $READY_TIMEOUT s"
   if [[ -z $error ]]; then
