@@ -111,6 +111,7 @@ exec_samples() {
     }
     ended=$(now)
     seconds "$started" "$ended"
+    echo # `seconds` prints no newline
   done
 }
 

@@ -20,6 +20,9 @@
 #   iptables chains NESTOR-W-NAME (filter and mangle) let the worker reach only the meta
 #   node address (the tenants' NodePorts), never a meta Service or pod, and let the meta cluster's pods (a tenant's apiserver:
 #   logs, exec) reach only the worker's own address, past the meta cluster's egress fence.
+#   That last rule is direct routing (spec.network.tunnel.enabled: false); a tenant with the
+#   konnectivity tunnel (the default) does not use it, and operator/tests/tunnel.rs drops every
+#   connection from the meta pod network on the worker to prove so.
 # - a mount namespace of its own, pinned at /run/nestor-workers/ns/NAME.mnt, where /etc
 #   is an overlay (writes land in /var/lib/nestor-workers/NAME/root/etc) and
 #   /var/lib/kubelet is /var/lib/nestor-workers/NAME/root/var/lib/kubelet. kubeadm,
