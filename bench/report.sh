@@ -61,7 +61,7 @@ jq -r '
   def verbs: to_entries | map(select(.value > 0)) | map("\(.key) \(.value)") | join(", ");
   def show(unit): if . == null then "n/a" else "\(.) \(unit)" end;
   def spread: if .median == null then "n/a" else "\(.median | r(1)) s (\(.min | r(1))–\(.max | r(1)))" end;
-  .scale as $s | .density as $d | .workers as $w
+  .scale as $s | .density as $d | .workers as $w | .tunnel as $t
   | (if $s == null then empty else
     "",
     "Scale: \($s.tenants) TenantClusters, pods simulated by kwok (\($s.storage)); operator flags: \(if $s.operator_flags == "" then "defaults" else $s.operator_flags end).",
@@ -114,5 +114,18 @@ jq -r '
     "| By component, median memory / CPU | \($w.idle_footprint.by_component | to_entries | map("\(.key) \(.value.memory_mib | r(1)) MiB / \(.value.cpu_mcpu | r(1)) mCPU") | join("; ")) |  | |",
     (if ([$w.samples[] | select(.error != null)] | length) > 0 then
       "", "Failed runs: \([$w.samples[] | select(.error != null) | "run \(.run): \(.error)"] | join("; "))" else empty end)
+    end),
+    (if $t == null then empty else
+    "",
+    "Tunnel: \($t.tenant); \($t.execs_per_routing) `kubectl exec -- true` one after another per routing, through the tenant endpoint.",
+    "",
+    "| Figure | Measured | Goal | Met |",
+    "|---|---|---|---|",
+    "| `kubectl exec -- true` through the tunnel, median (p90, min–max) | \($t.exec_s.tunnel.median // "n/a") s (\($t.exec_s.tunnel.p90 // "n/a"), \($t.exec_s.tunnel.min // "n/a")–\($t.exec_s.tunnel.max // "n/a")) | — | |",
+    "| `kubectl exec -- true` direct, median (p90, min–max) | \($t.exec_s.direct.median // "n/a") s (\($t.exec_s.direct.p90 // "n/a"), \($t.exec_s.direct.min // "n/a")–\($t.exec_s.direct.max // "n/a")) | — | |",
+    "| Tunnel / direct, medians | \($t.exec_ratio // "n/a") × | ≤ 1.5 × | \(verdict(if $t.exec_ratio == null then null else $t.exec_ratio <= 1.5 end)) |",
+    "| Memory added per tenant: konnectivity-server beside the apiserver | \($t.memory.server_sidecar_mib | show("MiB")) (the apiserver itself \($t.memory.apiserver_mib | show("MiB"))) | — | |",
+    "| Memory added per node: the konnectivity-agent pod | \($t.memory.agent_mib | show("MiB")) | — | |",
+    (if ($t.errors | length) > 0 then "", "Failed: \([$t.errors[] | "\(.routing): \(.error)"] | join("; "))" else empty end)
     end)
 ' "$RESULT"

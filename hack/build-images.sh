@@ -3,7 +3,8 @@
 # same in-image layout as the upstream images (binaries in /usr/local/bin, a
 # nonroot user), and no registry or Docker engine involved:
 #
-#   $NESTOR_CACHE/images/<name>-<tag>.oci.tar   (imported by meta-up)
+#   $NESTOR_CACHE/images/<name>-<tag>.oci.tar   (imported by meta-up; a "/" in the
+#                                                name becomes "-" in the file name)
 #
 # Image names are "$LOCAL_IMAGE_REPOSITORY/<name>:<tag>", so a tenant pod spec
 # differs from one using registry.k8s.io only by the repository prefix.
@@ -35,7 +36,7 @@ image() {
   if [[ $1 == --overlay ]]; then overlay=$2; shift 2; fi
   local name=$1 tag=$2 entrypoint=$3
   shift 3
-  local out="$IMAGE_DIR/$name-$tag.oci.tar" ref="$LOCAL_IMAGE_REPOSITORY/$name:$tag" key
+  local out="$IMAGE_DIR/${name//\//-}-$tag.oci.tar" ref="$LOCAL_IMAGE_REPOSITORY/$name:$tag" key
   key=$(image_key "$ref" "$entrypoint" "$overlay" "$@")
   if ! archive_current "$out" "$key"; then
     local rootfs
@@ -134,13 +135,14 @@ build_pause_binary() {
 }
 
 main() {
-  local k8s k8s_upgrade etcd coredns lpp
+  local k8s k8s_upgrade etcd coredns lpp konnectivity
   k8s=$(upstream_bin_dir kubernetes "$KUBERNETES_VERSION")
   k8s_upgrade=$(upstream_bin_dir kubernetes "$KUBERNETES_UPGRADE_VERSION")
   etcd=$(upstream_bin_dir etcd "$ETCD_VERSION")
   coredns=$(upstream_bin_dir coredns "$COREDNS_VERSION")
   lpp=$(upstream_bin_dir local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION")
-  for dir in "$k8s" "$k8s_upgrade" "$etcd" "$coredns" "$lpp"; do
+  konnectivity=$(upstream_bin_dir konnectivity "$KONNECTIVITY_VERSION")
+  for dir in "$k8s" "$k8s_upgrade" "$etcd" "$coredns" "$lpp" "$konnectivity"; do
     [[ -f $dir/.complete ]] || die "$dir is missing: run hack/build-upstream.sh first"
   done
   CONTAINERD_RUNNING=no
@@ -168,7 +170,30 @@ main() {
   image coredns "$COREDNS_VERSION" '["/usr/local/bin/coredns"]' "$coredns/coredns"
   image local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" '["/usr/local/bin/local-path-provisioner"]' \
     "$lpp/local-path-provisioner"
+  # konnectivity, at upstream's path (registry.k8s.io/kas-network-proxy/proxy-server):
+  # the server is the apiserver's sidecar, the agent a tenant addon on every node.
+  image kas-network-proxy/proxy-server "$KONNECTIVITY_VERSION" '["/usr/local/bin/proxy-server"]' \
+    "$konnectivity/proxy-server"
+  image kas-network-proxy/proxy-agent "$KONNECTIVITY_VERSION" '["/usr/local/bin/proxy-agent"]' \
+    "$konnectivity/proxy-agent"
   build_busybox_image
+  build_tunnel_probe_image
+}
+
+# tunnel-probe (hack/tunnel-probe, standard library only): the webhook and aggregated
+# API server the tunnel e2e test runs on a worker. Built from the repository's source,
+# cached by a hash of it; no module download.
+build_tunnel_probe_image() {
+  local src="$HACK_DIR/tunnel-probe" hash out
+  hash=$(cat "$src/go.mod" "$src/main.go" | sha256sum | cut -c1-16)
+  out="$NESTOR_CACHE/bin/tunnel-probe-$hash/tunnel-probe"
+  if [[ ! -x $out ]]; then
+    mkdir -p "$(dirname "$out")"
+    (cd "$src" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false \
+      go build -trimpath -ldflags "-s -w" -o "$out.partial" .) || die "building hack/tunnel-probe failed"
+    mv "$out.partial" "$out"
+  fi
+  image tunnel-probe "$TUNNEL_PROBE_TAG" '["/usr/local/bin/tunnel-probe"]' "$out"
 }
 
 # busybox: the local-path provisioner's helper pods and the smoke tests' client

@@ -7,7 +7,7 @@
 #
 # A component whose directory holds a `.complete` marker is not rebuilt, so a
 # second run is a no-op. Usage: hack/build-upstream.sh [component ...]
-# (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner kwok;
+# (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner konnectivity kwok;
 # default all but kwok, which only the scale benchmark uses: bench/scale.sh builds it on
 # demand). kubernetes-upgrade is KUBERNETES_UPGRADE_VERSION's kube-apiserver and
 # kube-controller-manager only: a second tenant version to upgrade to.
@@ -174,6 +174,30 @@ build_local_path_provisioner() {
   publish_component local-path-provisioner "$v"
 }
 
+# konnectivity (sigs.k8s.io/apiserver-network-proxy): proxy-server, the apiserver's sidecar,
+# and proxy-agent, the tenant addon on every node. Its minor follows Kubernetes' minor; the
+# module replaces its konnectivity-client with a ./ path, so the wrapper pins the published
+# konnectivity-client of the same version.
+build_konnectivity() {
+  local v=$KONNECTIVITY_VERSION
+  if upstream_complete konnectivity "$v"; then log "konnectivity $v: cached"; return; fi
+  local src
+  src=$(wrapper_module konnectivity "$v")
+  (
+    cd "$src"
+    go mod edit -require "sigs.k8s.io/apiserver-network-proxy@$v" \
+      -replace "sigs.k8s.io/apiserver-network-proxy/konnectivity-client=sigs.k8s.io/apiserver-network-proxy/konnectivity-client@$v"
+  )
+  build_in_wrapper konnectivity "$v" "" sigs.k8s.io/apiserver-network-proxy/cmd/server sigs.k8s.io/apiserver-network-proxy/cmd/agent
+  # `go build` names the binaries after their directories; upstream ships them as
+  # proxy-server and proxy-agent.
+  local out
+  out=$(upstream_bin_dir konnectivity "$v")
+  mv "$out.partial/server" "$out.partial/proxy-server"
+  mv "$out.partial/agent" "$out.partial/proxy-agent"
+  publish_component konnectivity "$v"
+}
+
 # kwok: fake nodes and pod lifecycles for the scale benchmark (bench/scale.sh). A plain
 # module without sibling replaces, so the wrapper only requires it.
 build_kwok() {
@@ -197,7 +221,7 @@ build_kwok() {
 }
 
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd coredns local-path-provisioner kubernetes kubernetes-upgrade)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd coredns local-path-provisioner kubernetes kubernetes-upgrade konnectivity)
 command -v go >/dev/null || die "go is not installed; the upstream build needs Go 1.25 or newer" \
   "(k8s.io/kubernetes $KUBERNETES_UPGRADE_VERSION declares go 1.25.0, kwok $KWOK_VERSION 1.26.0;" \
   "GOTOOLCHAIN=local never downloads a newer toolchain)"
@@ -208,7 +232,8 @@ for component in "${components[@]}"; do
     etcd) build_etcd ;;
     coredns) build_coredns ;;
     local-path-provisioner) build_local_path_provisioner ;;
+    konnectivity) build_konnectivity ;;
     kwok) build_kwok ;;
-    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns, local-path-provisioner or kwok)" ;;
+    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns, local-path-provisioner, konnectivity or kwok)" ;;
   esac
 done

@@ -20,6 +20,8 @@ upstream_complete() { [[ -f "$(upstream_bin_dir "$1" "$2")/.complete" ]]; }
 # a TenantCluster uses them with spec.imageRepository set to this prefix.
 LOCAL_IMAGE_REPOSITORY=${LOCAL_IMAGE_REPOSITORY:-nestor.local}
 BUSYBOX_TAG=1.35-debian
+# The tunnel e2e test's webhook and aggregated API server (hack/tunnel-probe).
+TUNNEL_PROBE_TAG=dev
 
 # --- the local meta cluster (hack/meta-*.sh) ---
 # Persistent state (PKI, etcd, kubelet, containerd content, logs) and runtime

@@ -10,7 +10,7 @@
 # ENDPOINT is the tenant's node endpoint: a NodePort on the meta node address
 # (spec.network {serviceType: NodePort, externalHost: 10.200.0.1, nodePort: N} gives
 # 10.200.0.1:N). NAME (a DNS label of at most 12 characters) becomes the Node's name.
-# WORKER_IMAGES (default "pause kube-proxy coredns busybox") names the image archives of
+# WORKER_IMAGES (default "pause kube-proxy coredns busybox kas-network-proxy-proxy-agent") names the image archives of
 # hack/build-images.sh imported into the worker's containerd; nothing is ever pulled.
 #
 # What a worker is (see docs/development.md, "Worker hosts"):
@@ -20,6 +20,9 @@
 #   iptables chains NESTOR-W-NAME (filter and mangle) let the worker reach only the meta
 #   node address (the tenants' NodePorts), never a meta Service or pod, and let the meta cluster's pods (a tenant's apiserver:
 #   logs, exec) reach only the worker's own address, past the meta cluster's egress fence.
+#   That last rule is direct routing (spec.network.tunnel.enabled: false); a tenant with the
+#   konnectivity tunnel (the default) does not use it, and operator/tests/tunnel.rs drops every
+#   connection from the meta pod network on the worker to prove so.
 # - a mount namespace of its own, pinned at /run/nestor-workers/ns/NAME.mnt, where /etc
 #   is an overlay (writes land in /var/lib/nestor-workers/NAME/root/etc) and
 #   /var/lib/kubelet is /var/lib/nestor-workers/NAME/root/var/lib/kubelet. kubeadm,
@@ -66,7 +69,7 @@ if [[ $# -gt 0 ]]; then
   JOIN_ARGS=("$@")
 fi
 
-WORKER_IMAGES=${WORKER_IMAGES:-pause kube-proxy coredns busybox}
+WORKER_IMAGES=${WORKER_IMAGES:-pause kube-proxy coredns busybox kas-network-proxy-proxy-agent}
 STATE="$WORKER_DIR/$NAME"
 RUN="$WORKER_RUN_DIR/$NAME"
 LOGS="$META_LOG_DIR/worker-$NAME"

@@ -987,7 +987,9 @@ fn leaf_component(certificate: LeafCertificate) -> Component {
         LeafCertificate::ApiServerServing
         | LeafCertificate::ApiServerKubeletClient
         | LeafCertificate::ApiServerEtcdClient
-        | LeafCertificate::FrontProxyClient => Component::ApiServer,
+        | LeafCertificate::FrontProxyClient
+        | LeafCertificate::KonnectivityServerServing
+        | LeafCertificate::KonnectivityServerClient => Component::ApiServer,
         LeafCertificate::EtcdServer | LeafCertificate::EtcdPeer | LeafCertificate::EtcdHealthcheckClient => {
             Component::Etcd
         }
@@ -1205,6 +1207,8 @@ mod tests {
             secret(names.apiserver_kubelet_client_secret()),
             secret(names.apiserver_etcd_client_secret()),
             secret(names.front_proxy_client_secret()),
+            secret(names.konnectivity_server_serving_secret()),
+            secret(names.konnectivity_server_client_secret()),
             secret(names.etcd_server_secret()),
             secret(names.etcd_peer_secret()),
             secret(names.etcd_healthcheck_client_secret()),
@@ -1668,7 +1672,13 @@ mod tests {
         let first = build(&internal, &ObservedSecrets::new());
         let second = build(&external, &observed(&first));
 
-        assert_eq!(reissued(&second), [(LeafCertificate::ApiServerServing, "SansMismatch")]);
+        assert_eq!(
+            reissued(&second),
+            [
+                (LeafCertificate::ApiServerServing, "SansMismatch"),
+                (LeafCertificate::KonnectivityServerServing, "SansMismatch")
+            ]
+        );
         assert_eq!(second.endpoint, "https://api.team-a.example:6443");
         let admin_before = kubeconfig(&first, &names.admin_kubeconfig_secret());
         let admin_after = kubeconfig(&second, &names.admin_kubeconfig_secret());

@@ -132,6 +132,14 @@ impl TenantNames {
     pub fn front_proxy_client_secret(&self) -> String {
         self.derived("front-proxy-client")
     }
+    /// konnectivity-server's certificate towards the agents (the tunnel port).
+    pub fn konnectivity_server_serving_secret(&self) -> String {
+        self.derived("konnectivity-server")
+    }
+    /// konnectivity-server's client certificate towards its own apiserver (TokenReviews).
+    pub fn konnectivity_server_client_secret(&self) -> String {
+        self.derived("konnectivity-client")
+    }
     pub fn etcd_server_secret(&self) -> String {
         self.derived("etcd-server")
     }

@@ -256,6 +256,12 @@ rejects! {
     rejects_missing_version:
         "no-version", {},
         "spec.version", "Required value";
+    rejects_tunnel_node_port_without_node_port_service:
+        "tunnel-port", {"version": "1.34.2", "network": {"serviceType": "LoadBalancer", "externalHost": "192.0.2.1", "tunnel": {"nodePort": 31444}}},
+        "spec.network.tunnel.nodePort", "may only be set when spec.network.serviceType is NodePort";
+    rejects_tunnel_node_port_equal_to_the_apiservers:
+        "tunnel-same-port", {"version": "1.34.2", "network": {"serviceType": "NodePort", "nodePort": 31444, "tunnel": {"nodePort": 31444}}},
+        "spec.network.tunnel.nodePort", "must differ from spec.network.nodePort";
 }
 
 #[tokio::test]
@@ -281,6 +287,7 @@ async fn accepts_minimal_spec_and_fills_in_the_same_defaults_as_the_operator() {
                     "serviceCIDR": "10.96.0.0/12",
                     "podCIDR": "10.244.0.0/16",
                     "clusterDomain": "cluster.local",
+                    "tunnel": { "enabled": true },
                 },
                 "pki": {
                     "keyAlgorithm": "ECDSA-P256",
@@ -328,6 +335,7 @@ async fn accepts_spec_using_every_field() {
                 "serviceCIDR": "fd00:10:96::/112",
                 "podCIDR": "fd00:10:244::/56",
                 "clusterDomain": "tenant.internal",
+                "tunnel": { "enabled": true, "nodePort": 31444 },
             },
             "pki": { "keyAlgorithm": "RSA-2048", "certificateValidity": "2160h", "renewBefore": "360h30m" },
         });

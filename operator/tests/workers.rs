@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, LogParams, PostParams};
 use nestor::names::{Component, TenantNames};
 use serde_json::json;
-use support::worker::{WorkerHost, busybox_image, kubectl_binary};
+use support::worker::{PortForward, WorkerHost, busybox_image, free_node_port, http_get_local};
 use support::{
     MAX_WAIT, Operator, TestNamespace, in_namespace, poll_for, run_nestor, runnable_spec, wait_for,
 };
@@ -26,27 +26,6 @@ use support::{
 const TENANT: &str = "workers";
 const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
-
-/// A node port for one test of this run: from 31600–32559 (the join test uses 30100–31599,
-/// the demo 30050), starting at an offset of this run's pid so two runs on one meta cluster
-/// differ, and skipping every node port a meta cluster Service already holds.
-async fn free_node_port(ns: &TestNamespace, test: i32) -> i32 {
-    let services: Api<k8s_openapi::api::core::v1::Service> = Api::all(ns.client.clone());
-    let taken: Vec<i32> = services
-        .list(&ListParams::default())
-        .await
-        .expect("list meta Services")
-        .items
-        .into_iter()
-        .flat_map(|service| service.spec.and_then(|spec| spec.ports).unwrap_or_default())
-        .filter_map(|port| port.node_port)
-        .collect();
-    let start = (std::process::id() % 480) as i32 * 2 + test;
-    (0..960)
-        .map(|step| 31600 + (start + step * 2) % 960)
-        .find(|port| !taken.contains(port))
-        .expect("a free node port in 31600-32559")
-}
 
 /// Starts an operator for `ns`, creates a tenant nodes can join at a free node port and waits
 /// until it is Ready; returns the operator (kept alive by the caller) and an admin client.
@@ -162,7 +141,7 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
         // The real kubeadm join on a worker host; worker-up returns once the Node is Ready.
         let worker = WorkerHost::named("wj");
         let joined = Instant::now();
-        let run = worker.up(&line, &[], "pause kube-proxy coredns busybox").await;
+        let run = worker.up(&line, &[], "pause kube-proxy coredns busybox kas-network-proxy-proxy-agent").await;
         assert!(run.success, "worker-up {} failed:\n{}", worker.name, run.stderr);
         let nodes: Api<Node> = Api::all(admin.clone());
         let node = nodes.get(&worker.name).await.expect("the worker's Node");
@@ -262,7 +241,7 @@ async fn a_worker_joins_with_the_line_nestor_join_prints_and_runs_a_pod() {
         // the tenant apiserver to the kubelet and into the pod's httpd; the page is fetched
         // over plain TCP from here.
         let forwarding = Instant::now();
-        let forward = PortForward::start(&ns, "pod/hello", 8080).await;
+        let forward = PortForward::start(&ns, TENANT, "pod/hello", 8080).await;
         let page = wait_for("the page through kubectl port-forward", Duration::from_secs(60), async || {
             http_get_local(forward.port).await
         })
@@ -575,7 +554,7 @@ async fn an_upgrade_with_a_worker_joined_keeps_its_workload_answering_and_moves_
         let started = Instant::now();
         let (_operator, admin) = joinable_tenant(&ns, 2, started).await;
         // Both kube-proxy archives (the glob of worker-up matches v1.34.2 and v1.35.4).
-        let worker = join_worker(&ns, &admin, "wu", "pause kube-proxy coredns busybox", started).await;
+        let worker = join_worker(&ns, &admin, "wu", "pause kube-proxy coredns busybox kas-network-proxy-proxy-agent", started).await;
 
         // The workload: two httpd replicas behind a ClusterIP Service, on the worker.
         let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
@@ -880,7 +859,7 @@ async fn a_frozen_scheduler_is_restarted_by_its_liveness_probe_and_schedules_ont
         .await;
         eprintln!("[{:>6.1?}] tenant Ready", started.elapsed());
         let admin = ns.tenant_client(TENANT).await.expect("tenant client");
-        let worker = join_worker(&ns, &admin, "ws", "pause busybox", started).await;
+        let worker = join_worker(&ns, &admin, "ws", "pause busybox kas-network-proxy-proxy-agent", started).await;
         let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
         wait_for("a first pod to be created", Duration::from_secs(60), async || {
             pods.create(&PostParams::default(), &sleeper("before")).await.map(drop).map_err(|error| error.to_string())
@@ -1009,120 +988,7 @@ fn container_restarts(pod: &Pod) -> i32 {
         .unwrap_or(0)
 }
 
-/// kubectl for the test tenant with its admin kubeconfig, reaching the apiserver the way
-/// support's tenant_client does (the Service's ClusterIP, its DNS name for TLS); the
-/// kubeconfig file lives as long as the returned guard.
-async fn kubectl_command(
-    ns: &TestNamespace,
-    args: &[&str],
-) -> (std::process::Command, tempfile::NamedTempFile) {
-    let names = ns.names(TENANT);
-    let secret = ns.secret(&names.admin_kubeconfig_secret()).await.expect("read").expect("admin kubeconfig");
-    let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(kubeconfig.path(), &secret.data.expect("data")["value"].0).expect("write kubeconfig");
-    let service = ns
-        .api::<k8s_openapi::api::core::v1::Service>()
-        .get(&names.apiserver())
-        .await
-        .expect("apiserver Service");
-    let cluster_ip = service.spec.and_then(|spec| spec.cluster_ip).expect("ClusterIP");
-    let mut command = std::process::Command::new(kubectl_binary());
-    command
-        .arg(format!("--kubeconfig={}", kubeconfig.path().display()))
-        .arg(format!("--server=https://{cluster_ip}:6443"))
-        .arg(format!("--tls-server-name={}", names.apiserver_service_host()))
-        .arg("--request-timeout=30s")
-        .args(args)
-        .stdin(std::process::Stdio::null());
-    (command, kubeconfig)
-}
-
-/// Runs kubectl against the test tenant (see [`kubectl_command`]); returns stdout, panics
-/// on failure.
+/// kubectl against the test tenant (see [`support::worker::kubectl`]).
 async fn kubectl(ns: &TestNamespace, args: &[&str]) -> String {
-    let (mut command, kubeconfig) = kubectl_command(ns, args).await;
-    let output =
-        tokio::task::spawn_blocking(move || command.output().expect("run kubectl")).await.expect("kubectl");
-    drop(kubeconfig);
-    assert!(output.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// `kubectl port-forward` running in the background on a free local port; killed (SIGKILL
-/// to its pid) when dropped, also when the test fails.
-struct PortForward {
-    child: std::process::Child,
-    port: u16,
-    _kubeconfig: tempfile::NamedTempFile,
-}
-
-impl PortForward {
-    /// Forwards 127.0.0.1:<a free port> to `target`'s `remote_port` through the tenant apiserver.
-    async fn start(ns: &TestNamespace, target: &str, remote_port: u16) -> PortForward {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free local port")
-            .port();
-        let mapping = format!("{port}:{remote_port}");
-        let (mut command, kubeconfig) =
-            kubectl_command(ns, &["port-forward", "--address=127.0.0.1", target, &mapping]).await;
-        let child = command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("start kubectl port-forward");
-        eprintln!("kubectl port-forward {target} {mapping}: pid {}", child.id());
-        PortForward { child, port, _kubeconfig: kubeconfig }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for PortForward {
-    fn drop(&mut self) {
-        // `Child::kill` is SIGKILL to this child's pid only.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A plain HTTP/1.0 GET of `/` on 127.0.0.1:`port` (the answer is close-delimited); the
-/// whole response, headers included. tokio's readiness calls, so only its `net` feature.
-async fn http_get_local(port: u16) -> Result<String, String> {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let request = b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
-        let mut written = 0;
-        while written < request.len() {
-            stream.writable().await?;
-            match stream.try_write(&request[written..]) {
-                Ok(count) => written += count,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
-            }
-        }
-        let mut response = Vec::new();
-        let mut buffer = [0u8; 4096];
-        loop {
-            stream.readable().await?;
-            match stream.try_read(&mut buffer) {
-                Ok(0) => return Ok(response),
-                Ok(count) => response.extend_from_slice(&buffer[..count]),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
-            }
-        }
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| format!("GET 127.0.0.1:{port}: no answer in 10 s"))?
-        .map_err(|error| format!("GET 127.0.0.1:{port}: {error}"))?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    if text.starts_with("HTTP/1.") && text.contains(" 200 ") {
-        Ok(text)
-    } else {
-        Err(format!("answered {text:?}"))
-    }
+    support::worker::kubectl(ns, TENANT, args).await
 }

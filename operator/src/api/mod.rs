@@ -299,6 +299,8 @@ pub enum ServiceType {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = rules::node_port_needs_node_port_service(),
+    validation = rules::tunnel_node_port_needs_node_port_service(),
+    validation = rules::tunnel_node_port_differs(),
     validation = rules::pod_and_service_cidrs_disjoint()
 )]
 pub struct NetworkSpec {
@@ -346,6 +348,11 @@ pub struct NetworkSpec {
         )
     )]
     pub cluster_domain: String,
+    /// How the apiservers reach the nodes (kubelets for logs, exec, attach and
+    /// port-forward; webhooks, aggregated APIs and Service proxying served on the nodes):
+    /// through a konnectivity tunnel the nodes open (the default), or directly.
+    #[serde(default)]
+    pub tunnel: TunnelSpec,
 }
 
 impl Default for NetworkSpec {
@@ -357,8 +364,43 @@ impl Default for NetworkSpec {
             service_cidr: default_service_cidr(),
             pod_cidr: default_pod_cidr(),
             cluster_domain: default_cluster_domain(),
+            tunnel: TunnelSpec::default(),
         }
     }
+}
+
+/// The konnectivity tunnel: a konnectivity-server beside each apiserver, an agent on each
+/// node that dials it on the tenant endpoint's host. Only tenants nodes can join (an
+/// `externalHost` behind a NodePort or LoadBalancer Service) run it.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelSpec {
+    /// On (the default): the apiservers reach the nodes only through the connections the
+    /// nodes' agents open, so nodes behind NAT or a firewall need only reach the tenant
+    /// endpoint. Off: the apiservers dial nodes and pods directly, which needs a route
+    /// from the meta cluster's pods to them.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Fixed node port of the agents' port when `serviceType` is NodePort (30000-32767,
+    /// not `nodePort`); Kubernetes chooses one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+impl Default for TunnelSpec {
+    fn default() -> Self {
+        Self { enabled: true, node_port: None }
+    }
+}
+
+/// How the apiservers reach the nodes, as the status reports it.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum NodeRouting {
+    /// Through the konnectivity tunnel.
+    Tunnel,
+    /// Directly: the apiservers dial the nodes' addresses themselves.
+    Direct,
 }
 
 fn default_service_cidr() -> String {
@@ -455,8 +497,8 @@ pub struct TenantClusterStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// PKIReady, EtcdReady, APIServerReady, ControllerManagerReady, SchedulerReady, KubeconfigReady
-    /// and Ready.
+    /// PKIReady, EtcdReady, APIServerReady, ControllerManagerReady, SchedulerReady, KubeconfigReady,
+    /// AddonsReady, TunnelReady and Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -477,6 +519,10 @@ pub struct TenantClusterStatus {
     /// (`--initial-cluster-state=existing`) rather than bootstrap a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_cluster_id: Option<String>,
+    /// How the apiservers reach the tenant's nodes: `Tunnel` (konnectivity) or `Direct`.
+    /// Unset while nodes cannot join (no `externalHost` behind a NodePort or LoadBalancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_routing: Option<NodeRouting>,
     /// Voting etcd members the cluster last settled at: `spec.etcd.replicas` once a
     /// scaling finished. While etcd is scaled one member at a time, the scaling goes
     /// from this size, and the apiserver keeps naming at most this many members.

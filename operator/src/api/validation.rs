@@ -253,6 +253,24 @@ pub mod rules {
         .field_path(".nodePort")
     }
 
+    /// `spec.network.tunnel.nodePort` is a node port, so it needs a NodePort Service.
+    pub fn tunnel_node_port_needs_node_port_service() -> Rule {
+        rule(
+            "!has(self.tunnel) || !has(self.tunnel.nodePort) || self.serviceType == 'NodePort'",
+            "spec.network.tunnel.nodePort may only be set when spec.network.serviceType is NodePort",
+        )
+        .field_path(".tunnel.nodePort")
+    }
+
+    /// The agents' node port and the apiserver's are two ports of one Service.
+    pub fn tunnel_node_port_differs() -> Rule {
+        rule(
+            "!has(self.tunnel) || !has(self.tunnel.nodePort) || !has(self.nodePort) || self.tunnel.nodePort != self.nodePort",
+            "spec.network.tunnel.nodePort must differ from spec.network.nodePort: both are ports of the apiserver Service",
+        )
+        .field_path(".tunnel.nodePort")
+    }
+
     /// `spec.network.clusterDomain`.
     pub fn cluster_domain() -> Rule {
         rule(

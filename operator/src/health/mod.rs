@@ -20,6 +20,7 @@ pub mod apiserver;
 pub mod debounce;
 pub mod etcd;
 pub mod lease;
+pub mod tunnel;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -116,6 +117,9 @@ pub struct ProbeReport {
     pub controller_manager: Option<ProbeOutcome>,
     /// The scheduler's leader Lease.
     pub scheduler: Option<ProbeOutcome>,
+    /// The konnectivity servers' agents against the nodes ([`tunnel`]); `None` when no
+    /// apiserver pod runs a server.
+    pub tunnel: Option<ProbeOutcome>,
     /// Each started, running apiserver pod's `/livez`.
     pub apiserver_pods: Vec<PodProbe>,
     /// What the etcd probe saw in detail, for the membership repair; `None` when
@@ -143,6 +147,8 @@ pub struct HealthVerdicts {
     pub controller_manager: Option<Verdict>,
     /// kube-scheduler.
     pub scheduler: Option<Verdict>,
+    /// The konnectivity tunnel.
+    pub tunnel: Option<Verdict>,
 }
 
 /// An apiserver pod the operator should delete, and why.
@@ -171,6 +177,7 @@ pub struct TenantHealth {
     apiserver: Debouncer,
     controller_manager: Debouncer,
     scheduler: Debouncer,
+    tunnel: Debouncer,
     /// Failing apiserver pods by UID.
     failing_pods: BTreeMap<String, PodFailure>,
 }
@@ -210,6 +217,7 @@ impl TenantHealth {
             apiserver: judge(&mut self.apiserver, report.apiserver.as_ref()),
             controller_manager: judge(&mut self.controller_manager, report.controller_manager.as_ref()),
             scheduler: judge(&mut self.scheduler, report.scheduler.as_ref()),
+            tunnel: judge(&mut self.tunnel, report.tunnel.as_ref()),
         };
 
         // Pods that answered or are gone forget their failures.
@@ -523,8 +531,16 @@ pub async fn probe_tenant(
     };
     let apiserver_targets =
         of(Component::ApiServer).map(|pods| pods.iter().filter_map(probe_target).collect());
-    let control_plane =
-        probe_apiserver_and_leaders(credentials, apiserver_service, apiserver_targets, names, now, timeout);
+    let tunnel_servers = of(Component::ApiServer).map(|pods| tunnel::servers(&pods)).unwrap_or_default();
+    let control_plane = probe_apiserver_and_leaders(
+        credentials,
+        apiserver_service,
+        apiserver_targets,
+        &tunnel_servers,
+        names,
+        now,
+        timeout,
+    );
     let (etcd, control_plane) = futures::join!(etcd, control_plane);
     let (etcd, etcd_members) = match etcd {
         Some((outcome, observation)) => (Some(outcome), observation),
@@ -535,6 +551,7 @@ pub async fn probe_tenant(
         apiserver: control_plane.apiserver,
         controller_manager: control_plane.controller_manager,
         scheduler: control_plane.scheduler,
+        tunnel: control_plane.tunnel,
         apiserver_pods: control_plane.apiserver_pods,
         etcd_members,
     }
@@ -548,6 +565,7 @@ struct ControlPlaneProbes {
     apiserver_pods: Vec<PodProbe>,
     controller_manager: Option<ProbeOutcome>,
     scheduler: Option<ProbeOutcome>,
+    tunnel: Option<ProbeOutcome>,
 }
 
 impl ControlPlaneProbes {
@@ -559,6 +577,7 @@ impl ControlPlaneProbes {
             apiserver_pods: Vec::new(),
             controller_manager: outcome.clone(),
             scheduler: outcome,
+            tunnel: None,
         }
     }
 }
@@ -569,6 +588,7 @@ async fn probe_apiserver_and_leaders(
     credentials: &ProbeCredentials,
     apiserver_service: Result<Option<SocketAddr>, String>,
     apiserver_pods: Result<Vec<apiserver::PodTarget>, String>,
+    tunnel_servers: &[tunnel::ServerTarget],
     names: &TenantNames,
     now: Timestamp,
     timeout: Duration,
@@ -612,13 +632,24 @@ async fn probe_apiserver_and_leaders(
             }
         }
     };
-    let (controller_manager, scheduler) =
-        futures::join!(leader(lease::CONTROLLER_MANAGER_LEASE), leader(lease::SCHEDULER_LEASE));
+    // The nodes are counted through the Service too.
+    let tunnel = async {
+        match (reachable, tunnel_servers.is_empty()) {
+            (_, true) => None,
+            (Some(address), false) => {
+                Some(tunnel::probe(&admin.tls, address, &server_name, tunnel_servers, timeout).await)
+            }
+            (None, false) => Some(ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into())),
+        }
+    };
+    let (controller_manager, scheduler, tunnel) =
+        futures::join!(leader(lease::CONTROLLER_MANAGER_LEASE), leader(lease::SCHEDULER_LEASE), tunnel);
     ControlPlaneProbes {
         apiserver: Some(apiserver::verdict(&service, &pod_probes)),
         apiserver_pods: pod_probes,
         controller_manager: Some(controller_manager),
         scheduler: Some(scheduler),
+        tunnel,
     }
 }
 
@@ -684,6 +715,7 @@ mod tests {
             },
             controller_manager: healthy("lease fresh"),
             scheduler: healthy("scheduler lease fresh"),
+            tunnel: None,
             apiserver_pods: pods,
             etcd_members: None,
         }

@@ -28,8 +28,8 @@ pub use authority::{CA_VALIDITY, CertificateAuthority, ServiceAccountKeyPair};
 pub use encryption::{EncryptionKey, EncryptionProvider, encryption_configuration};
 pub use leaf::{CertificateRequest, CertificateUsage, IssuedCertificate, issue};
 pub use plan::{
-    Authority, LeafCertificate, META_CLUSTER_DOMAIN, PlannedAuthority, PlannedCertificate, TenantPkiInputs,
-    TenantPkiPlan, kubernetes_service_ip,
+    Authority, KONNECTIVITY_SERVER, LeafCertificate, META_CLUSTER_DOMAIN, PlannedAuthority,
+    PlannedCertificate, TenantPkiInputs, TenantPkiPlan, kubernetes_service_ip,
 };
 pub use renewal::{RenewalReason, certificate_not_after, renewal_reason};
 

@@ -16,6 +16,10 @@ pub const META_CLUSTER_DOMAIN: &str = "cluster.local";
 /// binding; a tenant has no kubeadm RBAC, so its admin credentials use it.
 const SYSTEM_MASTERS: &str = "system:masters";
 
+/// The identity of konnectivity-server: the common name of its certificates, and the
+/// user its TokenReviews are made as.
+pub const KONNECTIVITY_SERVER: &str = "system:konnectivity-server";
+
 /// What the tenant PKI is derived from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TenantPkiInputs {
@@ -97,6 +101,11 @@ pub enum LeafCertificate {
     ApiServerEtcdClient,
     /// kube-apiserver's client certificate towards aggregated API servers.
     FrontProxyClient,
+    /// konnectivity-server's serving certificate towards the agents on the nodes.
+    KonnectivityServerServing,
+    /// konnectivity-server's client certificate towards its apiserver (TokenReviews of
+    /// the agents' tokens).
+    KonnectivityServerClient,
     /// etcd's client-facing serving certificate.
     EtcdServer,
     /// etcd's member-to-member certificate.
@@ -113,11 +122,13 @@ pub enum LeafCertificate {
 
 impl LeafCertificate {
     /// Every leaf, in plan order.
-    pub const ALL: [LeafCertificate; 10] = [
+    pub const ALL: [LeafCertificate; 12] = [
         LeafCertificate::ApiServerServing,
         LeafCertificate::ApiServerKubeletClient,
         LeafCertificate::ApiServerEtcdClient,
         LeafCertificate::FrontProxyClient,
+        LeafCertificate::KonnectivityServerServing,
+        LeafCertificate::KonnectivityServerClient,
         LeafCertificate::EtcdServer,
         LeafCertificate::EtcdPeer,
         LeafCertificate::EtcdHealthcheckClient,
@@ -131,6 +142,8 @@ impl LeafCertificate {
         match self {
             LeafCertificate::ApiServerServing
             | LeafCertificate::ApiServerKubeletClient
+            | LeafCertificate::KonnectivityServerServing
+            | LeafCertificate::KonnectivityServerClient
             | LeafCertificate::ControllerManagerClient
             | LeafCertificate::SchedulerClient
             | LeafCertificate::AdminClient => Authority::Cluster,
@@ -151,6 +164,8 @@ impl LeafCertificate {
             LeafCertificate::ApiServerKubeletClient => names.apiserver_kubelet_client_secret(),
             LeafCertificate::ApiServerEtcdClient => names.apiserver_etcd_client_secret(),
             LeafCertificate::FrontProxyClient => names.front_proxy_client_secret(),
+            LeafCertificate::KonnectivityServerServing => names.konnectivity_server_serving_secret(),
+            LeafCertificate::KonnectivityServerClient => names.konnectivity_server_client_secret(),
             LeafCertificate::EtcdServer => names.etcd_server_secret(),
             LeafCertificate::EtcdPeer => names.etcd_peer_secret(),
             LeafCertificate::EtcdHealthcheckClient => names.etcd_healthcheck_client_secret(),
@@ -217,6 +232,15 @@ impl TenantPkiPlan {
                 CertificateRequest::client("kube-apiserver-etcd-client", None)
             }
             LeafCertificate::FrontProxyClient => CertificateRequest::client("front-proxy-client", None),
+            // The agents dial the tenant endpoint's host (the external host) and verify
+            // the server against the tenant CA: the apiserver's names, another identity.
+            LeafCertificate::KonnectivityServerServing => {
+                CertificateRequest { common_name: KONNECTIVITY_SERVER.into(), ..apiserver_serving.clone() }
+            }
+            // Bound to system:auth-delegator inside the tenant (tenant_api::tunnel).
+            LeafCertificate::KonnectivityServerClient => {
+                CertificateRequest::client(KONNECTIVITY_SERVER, None)
+            }
             LeafCertificate::EtcdServer | LeafCertificate::EtcdPeer => CertificateRequest {
                 common_name: names.etcd(),
                 organization: None,
@@ -499,6 +523,8 @@ mod tests {
                 ),
                 ("kube-apiserver-etcd-client", None, Authority::Etcd, "team-a-apiserver-etcd-client"),
                 ("front-proxy-client", None, Authority::FrontProxy, "team-a-front-proxy-client"),
+                ("system:konnectivity-server", None, Authority::Cluster, "team-a-konnectivity-server"),
+                ("system:konnectivity-server", None, Authority::Cluster, "team-a-konnectivity-client"),
                 ("team-a-etcd", None, Authority::Etcd, "team-a-etcd-server"),
                 ("team-a-etcd", None, Authority::Etcd, "team-a-etcd-peer"),
                 ("kube-etcd-healthcheck-client", None, Authority::Etcd, "team-a-etcd-healthcheck-client"),
@@ -522,7 +548,9 @@ mod tests {
         let plan = TenantPkiPlan::new(&inputs()).unwrap();
         for planned in plan.certificates() {
             let expected = match planned.certificate {
-                LeafCertificate::ApiServerServing => CertificateUsage::Server,
+                LeafCertificate::ApiServerServing | LeafCertificate::KonnectivityServerServing => {
+                    CertificateUsage::Server
+                }
                 LeafCertificate::EtcdServer | LeafCertificate::EtcdPeer => CertificateUsage::ServerAndClient,
                 _ => CertificateUsage::Client,
             };
@@ -531,6 +559,18 @@ mod tests {
                 assert!(planned.request.dns_names.is_empty() && planned.request.ip_addresses.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn the_konnectivity_server_serves_the_agents_under_the_apiservers_names() {
+        let plan = TenantPkiPlan::new(&inputs()).unwrap();
+        let apiserver = &plan.certificate(LeafCertificate::ApiServerServing).request;
+        let tunnel = &plan.certificate(LeafCertificate::KonnectivityServerServing).request;
+        assert_eq!(tunnel.common_name, KONNECTIVITY_SERVER);
+        assert_eq!(tunnel.dns_names, apiserver.dns_names, "agents dial the tenant endpoint's host");
+        assert_eq!(tunnel.ip_addresses, apiserver.ip_addresses);
+        let client = &plan.certificate(LeafCertificate::KonnectivityServerClient).request;
+        assert_eq!(client.common_name, KONNECTIVITY_SERVER, "the user bound to system:auth-delegator");
     }
 
     #[test]

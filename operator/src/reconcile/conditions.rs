@@ -31,6 +31,10 @@ pub mod types {
     /// Not part of `Ready`: a control plane without nodes is ready, and its addons cannot
     /// run before a node joins.
     pub const ADDONS_READY: &str = "AddonsReady";
+    /// The konnectivity tunnel carries the apiservers' traffic to every node: each
+    /// konnectivity-server has an agent of every Ready node. Not part of `Ready`, like
+    /// AddonsReady. Only on tenants nodes can join.
+    pub const TUNNEL_READY: &str = "TunnelReady";
     /// Summary: every other condition is True.
     pub const READY: &str = "Ready";
 
@@ -88,6 +92,10 @@ pub mod reason {
     pub const NO_NODES: &str = "NoNodes";
     /// AddonsReady True when every addon is turned off.
     pub const ADDONS_DISABLED: &str = "AddonsDisabled";
+    /// Some konnectivity-server lacks the agent of some node.
+    pub const AGENTS_MISSING: &str = "AgentsMissing";
+    /// `spec.network.tunnel.enabled` is false: the apiservers dial the nodes directly.
+    pub const TUNNEL_DISABLED: &str = "TunnelDisabled";
 }
 
 /// Source of "now", injected so condition tests are deterministic.

@@ -27,10 +27,13 @@ use crate::desired::DesiredState;
 use crate::health::{ProbeOutcome, ProbeReport, apiserver_address};
 use crate::kubeconfig::ClientCredentials;
 use crate::names::TenantNames;
+use crate::resources::konnectivity::AGENT_PORT_NAME;
 use crate::tenant_api::addons::{self, AddonInputs, addon_objects};
 use crate::tenant_api::join::{JoinInputs, join_objects, node_endpoint};
 use crate::tenant_api::serving_csr::Decision;
+use crate::tenant_api::tunnel::TunnelEndpoint;
 use crate::tenant_api::{addon_state, apply_addon_objects, apply_join_objects, tenant_client};
+use k8s_openapi::api::core::v1::Service;
 
 /// How often the objects inside a tenant are applied again when nothing changed, by
 /// default (`nestor operator --inside-resync`): the longest a deleted or edited one
@@ -126,6 +129,15 @@ pub(super) async fn keep_inside(
     }
     let credentials = ClientCredentials::from_kubeconfig(&desired.kubeconfigs.admin_in_cluster).ok()?;
     let node_endpoint = node_endpoint(&tenant.spec, &desired.endpoint);
+    let services = cache.map(|cache| &cache.services);
+    let service = match read(&ctx.client, services, &names.namespace, &names.apiserver()).await {
+        Ok(service) => service,
+        Err(error) => {
+            tracing::info!(%error, "cannot read the apiserver Service; the tenant is reached on the next pass");
+            return None;
+        }
+    };
+    let tunnel = node_endpoint.and_then(|endpoint| tunnel_endpoint(endpoint, service.as_ref()?));
     let join = join_objects(
         &tenant.spec,
         &JoinInputs { cluster_name: &names.tenant, ca_pem: &credentials.ca_pem, node_endpoint },
@@ -139,6 +151,7 @@ pub(super) async fn keep_inside(
                 .as_ref()
                 .and_then(|status| status.version.as_deref())
                 .unwrap_or(&tenant.spec.version),
+            tunnel: tunnel.as_ref(),
         },
     );
     let fingerprint = {
@@ -149,7 +162,7 @@ pub(super) async fn keep_inside(
     let key = ObjectRef::from_obj(tenant);
     let now = Instant::now();
     let client = if ctx.inside.due(&key, fingerprint, now) {
-        let client = connect(names, desired, cache, ctx).await?;
+        let client = connect(desired, service.as_ref())?;
         let applied = async {
             Ok::<_, kube::Error>(
                 apply_join_objects(&client, &join).await? + apply_addon_objects(&client, &addons).await?,
@@ -172,22 +185,25 @@ pub(super) async fn keep_inside(
     addons_condition(&tenant.spec, &client).await
 }
 
-/// A client for the tenant's apiserver through its Service (see [`tenant_client`]).
-async fn connect(
-    names: &TenantNames,
-    desired: &DesiredState,
-    cache: Option<&OwnedCache>,
-    ctx: &Context,
-) -> Option<kube::Client> {
-    let services = cache.map(|cache| &cache.services);
-    let service = match read(&ctx.client, services, &names.namespace, &names.apiserver()).await {
-        Ok(service) => service,
-        Err(error) => {
-            tracing::info!(%error, "cannot read the apiserver Service; the tenant is reached on the next pass");
-            return None;
-        }
+/// Where the nodes' agents dial the konnectivity servers: the node endpoint's host and
+/// the `konnectivity` port of the apiserver Service as the nodes reach it (its node port,
+/// or behind a LoadBalancer the port itself); `None` while Kubernetes has not given the
+/// node port yet.
+fn tunnel_endpoint(node_endpoint: &str, service: &Service) -> Option<TunnelEndpoint> {
+    let uri: http::Uri = node_endpoint.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let spec = service.spec.as_ref()?;
+    let port = spec.ports.as_ref()?.iter().find(|port| port.name.as_deref() == Some(AGENT_PORT_NAME))?;
+    let port = match spec.type_.as_deref() {
+        Some("NodePort") => port.node_port?,
+        _ => port.port,
     };
-    let address = apiserver_address(service.as_ref())?;
+    Some(TunnelEndpoint { host, port })
+}
+
+/// A client for the tenant's apiserver through its Service (see [`tenant_client`]).
+fn connect(desired: &DesiredState, service: Option<&Service>) -> Option<kube::Client> {
+    let address = apiserver_address(service)?;
     match tenant_client(&desired.kubeconfigs.admin_in_cluster, address) {
         Ok(client) => Some(client),
         Err(error) => {

@@ -203,6 +203,8 @@ pub fn reconcile_reason(
         Some("controller-manager")
     } else if disagrees(types::SCHEDULER_READY, report.scheduler.as_ref()) {
         Some("scheduler")
+    } else if disagrees(types::TUNNEL_READY, report.tunnel.as_ref()) {
+        Some("tunnel")
     } else if etcd_healthy && report.apiserver_pods.iter().any(|pod| pod.livez.is_err()) {
         Some("apiserver-pod")
     } else if broken_etcd_member {
@@ -252,6 +254,7 @@ mod tests {
             apiserver: ok(),
             controller_manager: ok(),
             scheduler: ok(),
+            tunnel: None,
             apiserver_pods: vec![PodProbe { name: "a".into(), uid: "a".into(), livez: Ok(()) }],
             etcd_members: None,
         }
@@ -343,6 +346,7 @@ mod tests {
             apiserver: Some(ProbeOutcome::Unhealthy("no route".into())),
             controller_manager: Some(ProbeOutcome::Inconclusive("apiserver not ready".into())),
             scheduler: Some(ProbeOutcome::Inconclusive("apiserver not ready".into())),
+            tunnel: None,
             apiserver_pods: vec![PodProbe {
                 name: "a".into(),
                 uid: "a".into(),

@@ -125,6 +125,7 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
     let addons_waiting = addons.as_ref().is_some_and(|update| update.status == ConditionStatus::False);
     let inside_kept = addons.is_some();
     updates.extend(addons);
+    updates.extend(super::status::tunnel_condition(&tenant.spec, health.tunnel.as_ref()));
     let running_version = observation.rollout.control_plane_version();
     let (mut status, changes) = compute_status(tenant, &updates, running_version, None, ctx.clock.now());
     if let Some(desired) = &built {

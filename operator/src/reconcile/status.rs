@@ -136,6 +136,41 @@ pub fn component_conditions(
     ]
 }
 
+/// TunnelReady (pure), for tenants nodes can join: with the tunnel on, the debounced
+/// verdict of the servers' agents (`None`, kept as it is, until a probe concluded); with
+/// it off, True with reason `TunnelDisabled`. `None` for tenants nodes cannot join.
+pub fn tunnel_condition(
+    spec: &crate::api::TenantClusterSpec,
+    verdict: Option<&Verdict>,
+) -> Option<ConditionUpdate> {
+    match crate::resources::konnectivity::node_routing(spec)? {
+        crate::api::NodeRouting::Direct => Some(ConditionUpdate::new(
+            types::TUNNEL_READY,
+            ConditionStatus::True,
+            reason::TUNNEL_DISABLED,
+            "spec.network.tunnel.enabled is false: the apiservers dial the nodes directly",
+        )),
+        crate::api::NodeRouting::Tunnel => {
+            let verdict = verdict?;
+            Some(if verdict.healthy {
+                ConditionUpdate::new(
+                    types::TUNNEL_READY,
+                    ConditionStatus::True,
+                    reason::READY,
+                    verdict.message.clone(),
+                )
+            } else {
+                ConditionUpdate::new(
+                    types::TUNNEL_READY,
+                    ConditionStatus::False,
+                    reason::AGENTS_MISSING,
+                    verdict.message.clone(),
+                )
+            })
+        }
+    }
+}
+
 /// How [`with_probe`] starts the message of a ready workload whose probe fails.
 const PROBE_FAILED_PREFIX: &str = "probe failed: ";
 
@@ -428,6 +463,8 @@ pub fn compute_status(
         etcd_cluster_id: current.etcd_cluster_id.clone(),
         // Set by the reconciler when the member list matches the spec.
         etcd_members: current.etcd_members,
+        // What the spec asks for: the apiserver pods carry it from the same pass on.
+        node_routing: crate::resources::konnectivity::node_routing(&tenant.spec),
         conditions,
     };
     (status, changes)
@@ -662,6 +699,7 @@ mod tests {
             apiserver: verdict(false, "pod team-a-apiserver-x: /livez: no answer within 2s"),
             controller_manager: None,
             scheduler: None,
+            tunnel: None,
         };
         let updates = component_conditions(&names(), &healthy_observation(), &health, None);
         let apiserver = updates.iter().find(|u| u.type_ == types::API_SERVER_READY).expect("present");
@@ -792,6 +830,7 @@ mod tests {
             apiserver: verdict(true, "/readyz ok"),
             controller_manager,
             scheduler,
+            tunnel: None,
         };
         let passes: [(Observation, HealthVerdicts); 5] = [
             (Observation::default(), HealthVerdicts::default()),
@@ -802,6 +841,7 @@ mod tests {
                     apiserver: verdict(false, "/readyz: connection refused"),
                     controller_manager: None,
                     scheduler: None,
+                    tunnel: None,
                 },
             ),
             (healthy_observation(), probed(verdict(false, never_led), verdict(false, scheduler_never_led))),
@@ -1101,5 +1141,24 @@ mod tests {
             compute_status(&bumped_to_1_35(), &[], mixed.control_plane_version(), None, at(5));
         assert_eq!(status.version.as_deref(), Some("1.34.2"));
         assert!(!changes.iter().any(|change| matches!(change, StatusChange::Upgraded { .. })), "{changes:?}");
+    }
+
+    #[test]
+    fn tunnel_ready_follows_the_verdict_or_says_the_tunnel_is_off() {
+        let mut spec: crate::api::TenantClusterSpec = serde_json::from_value(serde_json::json!({
+            "version": "1.34.2",
+            "network": {"serviceType": "NodePort", "externalHost": "10.200.0.1"},
+        }))
+        .expect("spec");
+        let missing = Verdict { healthy: false, message: "agents missing: 1 node(s), a: 0 agent(s)".into() };
+        let update = tunnel_condition(&spec, Some(&missing)).expect("a joinable tenant");
+        assert_eq!((update.status, update.reason), (ConditionStatus::False, reason::AGENTS_MISSING));
+        assert_eq!(update.message, missing.message);
+        assert_eq!(tunnel_condition(&spec, None), None, "no verdict yet: left as it is");
+        spec.network.tunnel.enabled = false;
+        let off = tunnel_condition(&spec, Some(&missing)).expect("off is reported");
+        assert_eq!((off.status, off.reason), (ConditionStatus::True, reason::TUNNEL_DISABLED));
+        spec.network.service_type = crate::api::ServiceType::ClusterIP;
+        assert_eq!(tunnel_condition(&spec, None), None, "no nodes can join: no condition");
     }
 }

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ResourceRequirements, Service};
 use serde::Serialize;
 
 use super::etcd::etcd_client_urls;
+use super::konnectivity::{self, tunnel_active};
 use super::pod::{ProjectedFile, flags, resources_or_default};
 use super::render::{APISERVER_CONFIG, APISERVER_DEPLOYMENT, APISERVER_SERVICE, render};
 use super::secrets::{
@@ -86,10 +87,12 @@ fn encryption_config_files(names: &TenantNames) -> Vec<ProjectedFile> {
     vec![ProjectedFile::new(names.encryption_config_secret(), ENCRYPTION_CONFIG_KEY, ENCRYPTION_CONFIG_KEY)]
 }
 
-/// Every Secret file the apiserver pods mount.
+/// Every Secret file the apiserver pods mount, the konnectivity-server sidecar's
+/// included (its certificates roll the pods like the apiserver's own).
 pub(super) fn mounted_files(names: &TenantNames) -> Vec<ProjectedFile> {
     let mut files = pki_files(names);
     files.extend(encryption_config_files(names));
+    files.extend(konnectivity::mounted_files(names));
     files
 }
 
@@ -148,6 +151,13 @@ fn apiserver_args(input: &TenantInputs<'_>) -> Vec<String> {
         // (tenant_api::join::kubernetes_endpoint_slice) instead of each apiserver.
         defaults.insert("endpoint-reconciler-type", "none".to_string());
     }
+    if tunnel_active(input.spec) {
+        // Kubelets, pods and Services on the nodes only through the konnectivity tunnel.
+        defaults.insert(
+            "egress-selector-config-file",
+            format!("{CONFIG_MOUNT_PATH}/{}", konnectivity::EGRESS_SELECTOR_KEY),
+        );
+    }
     flags(defaults, &input.spec.api_server.extra_args)
 }
 
@@ -155,16 +165,25 @@ fn apiserver_args(input: &TenantInputs<'_>) -> Vec<String> {
 struct ConfigMapContext {
     metadata: MetadataContext,
     audit_policy_key: &'static str,
+    egress_selector_key: &'static str,
+    egress_selector: String,
+    konnectivity_kubeconfig_key: &'static str,
+    konnectivity_kubeconfig: String,
 }
 
 /// ConfigMap `names.apiserver()` with the audit policy (key [`AUDIT_POLICY_KEY`]):
-/// request metadata for everything except probe endpoints, never bodies. It depends
-/// only on the owner, so the caller can hash it into `ConfigHashes::apiserver` before
-/// building the Deployment.
+/// request metadata for everything except probe endpoints, never bodies; and the
+/// konnectivity tunnel's egress selector and server kubeconfig (read only by a tenant
+/// that runs the tunnel). It depends only on the owner, so the caller can hash it into
+/// `ConfigHashes::apiserver` before building the Deployment.
 pub fn apiserver_config_map(owner: &TenantOwner) -> Result<ConfigMap, ResourceError> {
     let context = ConfigMapContext {
         metadata: owner.metadata(owner.names.apiserver(), Component::ApiServer),
         audit_policy_key: AUDIT_POLICY_KEY,
+        egress_selector_key: konnectivity::EGRESS_SELECTOR_KEY,
+        egress_selector: konnectivity::egress_selector_configuration(),
+        konnectivity_kubeconfig_key: konnectivity::SERVER_KUBECONFIG_KEY,
+        konnectivity_kubeconfig: konnectivity::server_kubeconfig(APISERVER_PORT),
     };
     render(APISERVER_CONFIG, &context)
 }
@@ -176,10 +195,20 @@ struct ServiceContext {
     service_type: ServiceType,
     port: i32,
     node_port: Option<i32>,
+    tunnel: Option<TunnelPortContext>,
+}
+
+#[derive(Serialize)]
+struct TunnelPortContext {
+    name: &'static str,
+    port: i32,
+    node_port: Option<i32>,
 }
 
 /// Service `names.apiserver()` of `spec.network.serviceType`, port 6443 named `https`;
-/// `spec.network.nodePort` applies to NodePort and LoadBalancer Services.
+/// `spec.network.nodePort` applies to NodePort and LoadBalancer Services. A tenant that
+/// runs the tunnel has a second port, `konnectivity` (8132), the agents' (node port
+/// `spec.network.tunnel.nodePort` when set).
 pub fn apiserver_service(input: &TenantInputs<'_>) -> Result<Service, ResourceError> {
     let names = input.names();
     let network = &input.spec.network;
@@ -187,12 +216,21 @@ pub fn apiserver_service(input: &TenantInputs<'_>) -> Result<Service, ResourceEr
         ServiceType::ClusterIP => None,
         ServiceType::NodePort | ServiceType::LoadBalancer => network.node_port,
     };
+    let tunnel = tunnel_active(input.spec).then_some(TunnelPortContext {
+        name: konnectivity::AGENT_PORT_NAME,
+        port: konnectivity::AGENT_PORT,
+        node_port: match network.service_type {
+            ServiceType::NodePort => network.tunnel.node_port,
+            ServiceType::ClusterIP | ServiceType::LoadBalancer => None,
+        },
+    });
     let context = ServiceContext {
         metadata: input.owner.metadata(names.apiserver(), Component::ApiServer),
         selector: names.selector_labels(Component::ApiServer),
         service_type: network.service_type,
         port: APISERVER_PORT,
         node_port,
+        tunnel,
     };
     render(APISERVER_SERVICE, &context)
 }
@@ -220,6 +258,19 @@ struct DeploymentContext {
     pki_files: Vec<ProjectedFile>,
     encryption_config_files: Vec<ProjectedFile>,
     config_map_name: String,
+    konnectivity: Option<KonnectivityContext>,
+}
+
+/// The konnectivity-server sidecar, when the tenant runs the tunnel.
+#[derive(Serialize)]
+struct KonnectivityContext {
+    image: String,
+    args: Vec<String>,
+    agent_port: i32,
+    health_port: i32,
+    socket_dir: &'static str,
+    pki_dir: &'static str,
+    pki_files: Vec<ProjectedFile>,
 }
 
 /// Deployment `names.apiserver()`: `spec.apiServer.replicas` apiservers talking to
@@ -246,6 +297,15 @@ pub fn apiserver_deployment(input: &TenantInputs<'_>) -> Result<Deployment, Reso
         pki_files: pki_files(names),
         encryption_config_files: encryption_config_files(names),
         config_map_name: names.apiserver(),
+        konnectivity: tunnel_active(input.spec).then(|| KonnectivityContext {
+            image: input.images.konnectivity_server.clone(),
+            args: konnectivity::server_args(input.spec, CONFIG_MOUNT_PATH),
+            agent_port: konnectivity::AGENT_PORT,
+            health_port: konnectivity::HEALTH_PORT,
+            socket_dir: konnectivity::SOCKET_DIR,
+            pki_dir: konnectivity::SERVER_PKI_DIR,
+            pki_files: konnectivity::mounted_files(names),
+        }),
     };
     render(APISERVER_DEPLOYMENT, &context)
 }
@@ -419,6 +479,70 @@ mod tests {
         let spec = apiserver_service(&fixture.inputs()).expect("builds").spec.expect("spec");
         assert_eq!(spec.type_.as_deref(), Some("NodePort"));
         assert_eq!(spec.ports.expect("ports")[0].node_port, Some(31443));
+    }
+
+    fn joinable(fixture: &mut Fixture) {
+        fixture.spec.network.service_type = ServiceType::NodePort;
+        fixture.spec.network.external_host = Some("10.200.0.1".into());
+        fixture.spec.network.node_port = Some(31443);
+    }
+
+    #[test]
+    fn a_joinable_tenant_runs_konnectivity_server_beside_each_apiserver() {
+        let mut fixture = Fixture::default();
+        joinable(&mut fixture);
+        fixture.spec.network.tunnel.node_port = Some(31444);
+        fixture.spec.api_server.replicas = 2;
+        let deployment = apiserver_deployment(&fixture.inputs()).expect("builds");
+        let template = deployment.spec.expect("spec").template;
+        let apiserver = container(&template, "kube-apiserver");
+        let args = apiserver.args.clone().expect("args");
+        assert_eq!(
+            flag(&args, "egress-selector-config-file"),
+            Some("/etc/kubernetes/config/egress-selector-configuration.yaml")
+        );
+        let server = container(&template, konnectivity::SERVER_CONTAINER);
+        assert_eq!(server.image.as_deref(), Some("registry.k8s.io/kas-network-proxy/proxy-server:v0.34.0"));
+        let server_args = server.args.clone().expect("args");
+        assert!(server_args.contains(&"--server-count=2".to_string()), "{server_args:?}");
+        // Both containers see the socket's directory.
+        for container in [apiserver, server] {
+            let mounts = container.volume_mounts.as_ref().expect("mounts");
+            assert!(
+                mounts.iter().any(|mount| mount.mount_path == konnectivity::SOCKET_DIR),
+                "{} mounts the socket",
+                container.name
+            );
+        }
+        // Its certificates, and only those, in a volume of its own.
+        let paths = projected_paths(&template, "konnectivity-pki");
+        assert_eq!(paths, ["ca.crt", "server.crt", "server.key", "client.crt", "client.key"]);
+        let service = apiserver_service(&fixture.inputs()).expect("builds").spec.expect("spec");
+        let ports = service.ports.expect("ports");
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[1].name.as_deref(), Some("konnectivity"));
+        assert_eq!(ports[1].port, 8132);
+        assert_eq!(ports[1].node_port, Some(31444));
+    }
+
+    #[test]
+    fn with_the_tunnel_off_or_no_nodes_the_apiserver_dials_directly() {
+        let mut fixture = Fixture::default();
+        let no_sidecar = |fixture: &Fixture| {
+            let deployment = apiserver_deployment(&fixture.inputs()).expect("builds");
+            let pod = deployment.spec.expect("spec").template.spec.expect("pod");
+            let args = pod.containers[0].args.clone().expect("args");
+            let ports =
+                apiserver_service(&fixture.inputs()).expect("svc").spec.expect("spec").ports.expect("ports");
+            pod.containers.len() == 1
+                && flag(&args, "egress-selector-config-file").is_none()
+                && ports.len() == 1
+        };
+        assert!(no_sidecar(&fixture), "a ClusterIP tenant has no nodes");
+        joinable(&mut fixture);
+        assert!(!no_sidecar(&fixture), "on by default");
+        fixture.spec.network.tunnel.enabled = false;
+        assert!(no_sidecar(&fixture), "off");
     }
 
     #[test]

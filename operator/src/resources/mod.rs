@@ -21,6 +21,7 @@
 mod apiserver;
 mod controller_manager;
 mod etcd;
+pub mod konnectivity;
 mod leader_elected;
 mod pod;
 mod render;
@@ -154,6 +155,9 @@ pub struct ImageSet {
     pub controller_manager: String,
     /// For example `registry.k8s.io/kube-scheduler:v1.34.2`.
     pub scheduler: String,
+    /// The apiserver's konnectivity-server sidecar, for example
+    /// `registry.k8s.io/kas-network-proxy/proxy-server:v0.34.0` (see [`konnectivity`]).
+    pub konnectivity_server: String,
 }
 
 impl ImageSet {
@@ -172,6 +176,7 @@ impl ImageSet {
             apiserver: format!("{repository}/kube-apiserver:v{version}"),
             controller_manager: format!("{repository}/kube-controller-manager:v{version}"),
             scheduler: format!("{repository}/kube-scheduler:v{version}"),
+            konnectivity_server: konnectivity::konnectivity_image(repository, "proxy-server", version),
         })
     }
 
@@ -505,10 +510,12 @@ mod tests {
             names.apiserver_etcd_client_secret(),
             names.front_proxy_client_secret(),
             names.encryption_config_secret(),
+            names.konnectivity_server_serving_secret(),
+            names.konnectivity_server_client_secret(),
         ] {
             assert!(apiserver.contains(&expected), "apiserver mounts {expected}");
         }
-        assert_eq!(apiserver.len(), 8);
+        assert_eq!(apiserver.len(), 10);
         assert!(mounted_secret_names(&names, Component::Pki).is_empty());
     }
 }

@@ -20,6 +20,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde_json::json;
 
 use super::join::cluster_dns_address;
+use super::tunnel::{TunnelEndpoint, add_tunnel_agent};
 use crate::api::TenantClusterSpec;
 
 /// The CoreDNS version kubeadm pairs with Kubernetes 1.34 and 1.35
@@ -36,9 +37,13 @@ pub struct AddonInputs<'a> {
     /// The URL kube-proxy on the nodes reaches the apiserver at (the node endpoint when
     /// there is one).
     pub apiserver_url: &'a str,
-    /// The version kube-proxy runs: the one the whole control plane runs (status.version),
-    /// never newer than an apiserver (version-skew policy); spec.version for a new tenant.
+    /// The version kube-proxy and konnectivity-agent run: the one the whole control plane
+    /// runs (status.version), never newer than an apiserver (version-skew policy);
+    /// spec.version for a new tenant.
     pub kube_proxy_version: &'a str,
+    /// Where konnectivity-agent dials the servers; `None` while the apiserver Service's
+    /// `konnectivity` port has no node port yet (see [`super::tunnel`]).
+    pub tunnel: Option<&'a TunnelEndpoint>,
 }
 
 /// The addons' objects by kind (server-side apply needs the kind's API).
@@ -58,7 +63,8 @@ pub struct AddonObjects {
     pub deployments: Vec<Deployment>,
     /// `kube-dns`.
     pub services: Vec<Service>,
-    /// The addons turned off, whose workloads are deleted: `kube-proxy`, `coredns`.
+    /// The addons turned off, whose workloads are deleted: `kube-proxy`, `coredns`,
+    /// `konnectivity-agent`.
     pub disabled: Vec<&'static str>,
 }
 
@@ -95,6 +101,7 @@ pub fn addon_objects(spec: &TenantClusterSpec, inputs: &AddonInputs<'_>) -> Addo
     } else {
         objects.disabled.push("coredns");
     }
+    add_tunnel_agent(&mut objects, spec, inputs.tunnel, inputs.kube_proxy_version);
     objects
 }
 
@@ -102,7 +109,7 @@ fn labels(app: &str) -> serde_json::Value {
     json!({APP_LABEL: app, MANAGED_BY.0: MANAGED_BY.1})
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+pub(super) fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     // The literals below are well-formed objects of T; a mistake is a bug caught by the tests.
     serde_json::from_value(value).expect("addon object literal")
 }
@@ -322,7 +329,7 @@ mod tests {
     }
 
     fn inputs() -> AddonInputs<'static> {
-        AddonInputs { apiserver_url: "https://10.200.0.1:30443", kube_proxy_version: "1.34.2" }
+        AddonInputs { apiserver_url: "https://10.200.0.1:30443", kube_proxy_version: "1.34.2", tunnel: None }
     }
 
     #[test]
@@ -381,13 +388,13 @@ mod tests {
     fn a_disabled_addon_is_not_built_and_is_named_for_deletion() {
         let objects = addon_objects(&spec(json!({"addons": {"kubeProxy": {"enabled": false}}})), &inputs());
         assert!(objects.daemon_sets.is_empty());
-        assert_eq!(objects.disabled, vec!["kube-proxy"]);
+        assert_eq!(objects.disabled, vec!["kube-proxy", "konnectivity-agent"], "no nodes can join");
         assert_eq!(objects.deployments.len(), 1, "CoreDNS still on");
         let none = addon_objects(
             &spec(json!({"addons": {"kubeProxy": {"enabled": false}, "coreDNS": {"enabled": false}}})),
             &inputs(),
         );
-        assert_eq!(none.disabled, vec!["kube-proxy", "coredns"]);
+        assert_eq!(none.disabled, vec!["kube-proxy", "coredns", "konnectivity-agent"]);
         assert!(none.services.is_empty() && none.deployments.is_empty() && none.config_maps.is_empty());
     }
 

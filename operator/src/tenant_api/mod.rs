@@ -19,6 +19,7 @@
 pub mod addons;
 pub mod join;
 pub mod serving_csr;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -179,6 +180,9 @@ pub async fn apply_addon_objects(
             "kube-proxy" => {
                 delete_if_ours::<k8s_openapi::api::apps::v1::DaemonSet>(client, "kube-proxy").await?;
                 delete_if_ours::<k8s_openapi::api::core::v1::ConfigMap>(client, "kube-proxy").await?;
+            }
+            crate::resources::konnectivity::AGENT_NAME => {
+                delete_if_ours::<k8s_openapi::api::apps::v1::DaemonSet>(client, addon).await?;
             }
             _ => {
                 delete_if_ours::<k8s_openapi::api::apps::v1::Deployment>(client, "coredns").await?;

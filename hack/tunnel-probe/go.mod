@@ -1,0 +1,3 @@
+module nestor.dev/tunnel-probe
+
+go 1.24
