@@ -170,6 +170,19 @@ pub fn with_scaling(mut update: ConditionUpdate, progress: Option<&ScalingProgre
     update
 }
 
+/// EtcdReady of `updates` when etcd's `NOSPACE` alarm holds and the operator cannot
+/// free enough (`problem`, see [`crate::etcd::maintenance::SpacePlan`]): False with
+/// reason `QuotaExceeded` and what the user must do first in the message.
+pub fn with_space(mut updates: Vec<ConditionUpdate>, problem: Option<&str>) -> Vec<ConditionUpdate> {
+    let Some(problem) = problem else { return updates };
+    for update in updates.iter_mut().filter(|update| update.type_ == types::ETCD_READY) {
+        update.status = ConditionStatus::False;
+        update.reason = reason::QUOTA_EXCEEDED;
+        update.message = format!("{problem} ({})", update.message);
+    }
+    updates
+}
+
 fn secrets_condition(type_: &'static str, required: &[String], observation: &Observation) -> ConditionUpdate {
     let missing: Vec<&str> =
         required.iter().filter(|name| !observation.secrets.contains(*name)).map(String::as_str).collect();

@@ -1,0 +1,213 @@
+//! etcd space maintenance against the real meta cluster, the scenario of a new user: a
+//! tenant whose etcd has a small quota (`spec.etcd.quotaBackendBytes`, 16 MiB) is filled
+//! with ConfigMaps until writes fail with "database space exceeded". Then, twice:
+//! 1. some objects are deleted: the operator compacts, defragments and disarms the
+//!    alarm, and the tenant accepts writes again by itself;
+//! 2. filled again, the operator says that the live data needs a larger quota
+//!    (EtcdReady `QuotaExceeded`); the quota is raised: etcd rolls with the new flag,
+//!    the operator disarms the alarm, and the tenant accepts writes again.
+//!
+//! Every object whose create succeeded (and that the test did not delete) must still
+//! be there at the end, with its data. The times it took are printed.
+//!
+//! Needs the local meta cluster (KUBECONFIG, nestor.local images, the local-path
+//! StorageClass: etcd keeps its data on a volume claim, since the quota change restarts
+//! the member). Everything it starts is undone by the shared harness (`support`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use support::{
+    MAX_WAIT, Operator, TEST_FIELD_MANAGER, TestNamespace, condition_message, describe_tenant,
+    find_condition, in_namespace, is_ready, runnable_spec, wait_for,
+};
+
+/// Tenant name inside the test namespace.
+const TENANT: &str = "team-s";
+/// The quota the tenant starts with: admission's smallest.
+const SMALL_QUOTA: i64 = 16 * 1024 * 1024;
+/// The quota it is raised to.
+const RAISED_QUOTA: i64 = 64 * 1024 * 1024;
+/// Bytes of data in each ConfigMap that fills etcd.
+const FILL_BYTES: usize = 512 * 1024;
+/// More creates than this without "database space exceeded" fail the test.
+const MAX_FILL: usize = 200;
+/// Bound on the recovery after objects are deleted or the quota is raised.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(240);
+/// What etcd answers a write once the alarm is raised (through the apiserver).
+const NOSPACE_ERROR: &str = "database space exceeded";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_ran_out_of_etcd_space_accepts_writes_again_by_itself() {
+    in_namespace("space", async |ns| out_of_space_scenario(&ns).await).await;
+}
+
+/// Creates ConfigMap `name` in the tenant's `default` namespace with [`FILL_BYTES`] of data.
+async fn create_fill(configmaps: &Api<ConfigMap>, name: &str) -> Result<(), String> {
+    let object: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "data": { "fill": "x".repeat(FILL_BYTES) },
+    }))
+    .expect("ConfigMap");
+    configmaps.create(&PostParams::default(), &object).await.map(drop).map_err(|error| error.to_string())
+}
+
+/// Fills the tenant until a create fails with [`NOSPACE_ERROR`]; every name created is
+/// added to `written`. Returns how many creates succeeded in this call.
+async fn fill_until_full(configmaps: &Api<ConfigMap>, prefix: &str, written: &mut Vec<String>) -> usize {
+    let started = Instant::now();
+    for index in 0..MAX_FILL {
+        let name = format!("{prefix}-{index:03}");
+        match create_fill(configmaps, &name).await {
+            Ok(()) => written.push(name),
+            Err(error) if error.contains(NOSPACE_ERROR) => {
+                eprintln!(
+                    "{prefix}: {index} ConfigMaps of {} KiB written in {:?}, then: {error}",
+                    FILL_BYTES / 1024,
+                    started.elapsed()
+                );
+                return index;
+            }
+            // Anything else (a timeout under load) may or may not have been written:
+            // not counted as written, and the fill goes on.
+            Err(error) => eprintln!("{name}: {error}"),
+        }
+    }
+    panic!("{MAX_FILL} creates of {} KiB never hit the quota of {SMALL_QUOTA} bytes", FILL_BYTES / 1024);
+}
+
+/// Tries a small create every second until one succeeds; returns how long it took.
+async fn wait_for_writes(configmaps: &Api<ConfigMap>, tag: &str, since: Instant) -> Duration {
+    let mut attempt = 0;
+    wait_for(&format!("the tenant to accept writes again ({tag})"), RECOVERY_TIMEOUT, async || {
+        attempt += 1;
+        let object: ConfigMap = serde_json::from_value(json!({
+            "metadata": { "name": format!("{tag}-write-{attempt}") },
+            "data": { "ok": "yes" },
+        }))
+        .expect("ConfigMap");
+        configmaps.create(&PostParams::default(), &object).await.map(drop).map_err(|error| error.to_string())
+    })
+    .await;
+    since.elapsed()
+}
+
+/// Messages of the Events with `reason` on the test namespace.
+async fn events(ns: &TestNamespace, reason: &str) -> Vec<String> {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some(reason))
+        .filter_map(|event| event.message)
+        .collect()
+}
+
+/// Every name of `written` is a ConfigMap with its full data.
+async fn assert_nothing_lost(configmaps: &Api<ConfigMap>, written: &[String]) {
+    let listed: BTreeMap<String, usize> = configmaps
+        .list(&ListParams::default())
+        .await
+        .expect("list ConfigMaps")
+        .items
+        .into_iter()
+        .filter_map(|configmap| {
+            let size = configmap.data.as_ref()?.get("fill")?.len();
+            Some((configmap.metadata.name?, size))
+        })
+        .collect();
+    let lost: Vec<&String> = written.iter().filter(|name| listed.get(*name) != Some(&FILL_BYTES)).collect();
+    assert!(lost.is_empty(), "{} of {} written objects lost or cut: {lost:?}", lost.len(), written.len());
+    eprintln!("all {} written objects are there with their data", written.len());
+}
+
+async fn out_of_space_scenario(ns: &TestNamespace) {
+    let operator = Operator::start_with(&ns.name, "space", &["--health-interval", "2s"]).await;
+    let mut spec = runnable_spec();
+    spec["etcd"]["storage"] = json!({ "ephemeral": false, "size": "1Gi" });
+    spec["etcd"]["quotaBackendBytes"] = json!(SMALL_QUOTA);
+    ns.create_tenant(TENANT, spec).await;
+    let started = Instant::now();
+    let ready = ns.wait_for_tenant(TENANT, "Ready", MAX_WAIT, is_ready).await;
+    eprintln!("Ready after {:?}: {}", started.elapsed(), describe_tenant(&ready));
+    let tenant_api: Client = ns.tenant_client(TENANT).await.expect("tenant client");
+    let configmaps: Api<ConfigMap> = Api::namespaced(tenant_api, "default");
+    let mut written = Vec::new();
+
+    // Full: writes fail, and the operator says why.
+    fill_until_full(&configmaps, "fill-a", &mut written).await;
+    let full_at = Instant::now();
+    let degraded = ns
+        .wait_for_tenant(
+            TENANT,
+            "EtcdReady False with the NOSPACE alarm",
+            Duration::from_secs(60),
+            |tenant| condition_message(tenant, "EtcdReady").contains("NOSPACE"),
+        )
+        .await;
+    eprintln!("alarm reported after {:?}: {}", full_at.elapsed(), condition_message(&degraded, "EtcdReady"));
+
+    // 1. Half of the objects deleted (deletions pass the alarm): writes come back by themselves.
+    let deleted: Vec<String> = written.iter().step_by(2).cloned().collect();
+    for name in &deleted {
+        configmaps.delete(name, &DeleteParams::default()).await.expect("a deletion passes the alarm");
+    }
+    written.retain(|name| !deleted.contains(name));
+    let deleted_at = Instant::now();
+    let recovery = wait_for_writes(&configmaps, "after-delete", deleted_at).await;
+    eprintln!("RECOVERY after deleting {} objects: writes accepted {recovery:?} later", deleted.len());
+    for reason in ["EtcdCompacted", "EtcdDefragmented", "EtcdAlarmDisarmed"] {
+        let found = events(ns, reason).await;
+        eprintln!("{reason}: {found:?}");
+        assert!(!found.is_empty(), "no {reason} Event");
+    }
+    let defragmented = events(ns, "EtcdDefragmented").await;
+    assert!(defragmented.iter().any(|note| note.contains("freed")), "{defragmented:?}");
+    assert_nothing_lost(&configmaps, &written).await;
+
+    // 2. Full again: the live data itself is too large, and the operator says so.
+    fill_until_full(&configmaps, "fill-b", &mut written).await;
+    let stuck = ns
+        .wait_for_tenant(TENANT, "EtcdReady QuotaExceeded", Duration::from_secs(120), |tenant| {
+            find_condition(tenant, "EtcdReady").is_some_and(|condition| condition.reason == "QuotaExceeded")
+        })
+        .await;
+    let message = condition_message(&stuck, "EtcdReady");
+    eprintln!("EtcdReady: {message}");
+    assert!(message.contains("raise spec.etcd.quotaBackendBytes"), "{message}");
+    assert!(!events(ns, "EtcdQuotaExceeded").await.is_empty(), "no EtcdQuotaExceeded Event");
+
+    // Raise the quota: etcd rolls with it, the alarm is disarmed, writes come back.
+    let raised_at = Instant::now();
+    ns.api::<nestor::api::TenantCluster>()
+        .patch(
+            TENANT,
+            &PatchParams { field_manager: Some(TEST_FIELD_MANAGER.into()), ..PatchParams::default() },
+            &Patch::Merge(json!({ "spec": { "etcd": { "quotaBackendBytes": RAISED_QUOTA } } })),
+        )
+        .await
+        .expect("raise the quota");
+    let recovery = wait_for_writes(&configmaps, "after-raise", raised_at).await;
+    eprintln!("RECOVERY after raising the quota to {RAISED_QUOTA} bytes: writes accepted {recovery:?} later");
+    let statefulset = ns.api::<StatefulSet>().get(&ns.names(TENANT).etcd()).await.expect("etcd StatefulSet");
+    let args = statefulset
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .and_then(|pod| pod.containers[0].args.clone())
+        .unwrap_or_default();
+    assert!(args.contains(&format!("--quota-backend-bytes={RAISED_QUOTA}")), "{args:?}");
+    assert!(events(ns, "EtcdAlarmDisarmed").await.len() >= 2, "the second alarm was disarmed too");
+    assert_nothing_lost(&configmaps, &written).await;
+    let ready = ns.wait_for_tenant(TENANT, "Ready again", MAX_WAIT, is_ready).await;
+    eprintln!("Ready again {:?} after the raise: {}", raised_at.elapsed(), describe_tenant(&ready));
+    drop(operator);
+}
