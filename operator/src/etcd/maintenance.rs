@@ -53,8 +53,11 @@ const NOSPACE_MIN_FREE: u64 = MIB;
 /// free (in percent): disarming a database one write below its quota would only let
 /// the next write raise the alarm again.
 const DISARM_HEADROOM_PERCENT: u64 = 5;
-/// A member is not defragmented again this soon after its last defragmentation.
+/// A member is not defragmented again this soon after its last routine defragmentation.
 pub const DEFRAG_COOLDOWN: Duration = Duration::from_secs(60);
+/// Under `NOSPACE`, the same for a member defragmented in this alarm: short, since
+/// deletions meanwhile free more, and the tenant cannot write until it is done.
+pub const NOSPACE_DEFRAG_COOLDOWN: Duration = Duration::from_secs(10);
 /// While the alarm holds, the operator compacts again at most this often (deletions
 /// meanwhile leave new revisions to compact).
 pub const COMPACT_INTERVAL: Duration = Duration::from_secs(20);
@@ -316,11 +319,15 @@ pub fn plan(input: &SpaceInput<'_>) -> SpacePlan {
             plan.step = Some(SpaceStep::Disarm { via, largest });
             return plan;
         }
-        // Nothing left to free. A member still on an old quota restarts first (above);
-        // otherwise the data itself is too large.
-        let live = serving.iter().map(|member| member.in_use).max().unwrap_or(0);
-        let quota = serving.iter().map(|member| quota_of(member, wanted)).min().unwrap_or(wanted);
-        if serving.iter().any(|member| member.quota.is_some_and(|quota| quota != wanted)) {
+        // Nothing to free now. Either a defragmentation waits for its turn, members
+        // restart with a new quota, or the live data itself does not fit.
+        let crowded: Vec<&&MemberSpace> =
+            serving.iter().filter(|member| !fits(member.in_use, quota_of(member, wanted))).collect();
+        let live = crowded.iter().map(|member| member.in_use).max().unwrap_or(0);
+        let quota = crowded.iter().map(|member| quota_of(member, wanted)).min().unwrap_or(wanted);
+        if crowded.is_empty() {
+            plan.waiting = Some("a defragmentation waits for its turn".into());
+        } else if serving.iter().any(|member| member.quota.is_some_and(|quota| quota != wanted)) {
             plan.waiting = Some(format!("members restart with quota {} one at a time", mib(wanted)));
         } else if live >= quota {
             plan.problem = Some(format!(
@@ -373,6 +380,8 @@ fn next_defragmentation(
     if !others_hold_quorum {
         return None;
     }
+    let nospace = serving.iter().any(|member| member.nospace);
+    let cooldown = if nospace { NOSPACE_DEFRAG_COOLDOWN } else { DEFRAG_COOLDOWN };
     let mut candidates: Vec<&&MemberSpace> = serving
         .iter()
         .filter(|member| {
@@ -380,7 +389,7 @@ fn next_defragmentation(
                 .memory
                 .defragmented
                 .get(&member.target.name)
-                .is_none_or(|at| elapsed(*at, input.now) >= DEFRAG_COOLDOWN)
+                .is_none_or(|at| elapsed(*at, input.now) >= cooldown)
         })
         .collect();
     candidates.sort_by_key(|member| (member.is_leader(), member.target.name.clone()));
@@ -824,6 +833,21 @@ mod tests {
         assert!(!matches!(soon.step, Some(SpaceStep::Compact { .. })), "{soon:?}");
         let later = plan(&input(&members, &memory, at(30)));
         assert!(matches!(later.step, Some(SpaceStep::Compact { revision: 5100, .. })), "{later:?}");
+    }
+
+    #[test]
+    fn under_nospace_a_defragmentation_in_its_cooldown_is_waited_for_not_blamed_on_the_data() {
+        let mut memory = SpaceMemory { compacted: Some((5000, at(0))), ..SpaceMemory::default() };
+        memory.defragmented.insert("team-a-etcd-0".into(), at(0));
+        let members = [member(0, QUOTA, 7 * MIB, true)];
+        let waiting = plan(&input(&members, &memory, at(5)));
+        assert_eq!((waiting.step.clone(), waiting.problem.clone()), (None, None), "{waiting:?}");
+        assert!(waiting.busy(), "comes back soon");
+        assert_eq!(
+            defragmented(&plan(&input(&members, &memory, at(11)))),
+            Some("team-a-etcd-0"),
+            "10 s later"
+        );
     }
 
     #[test]

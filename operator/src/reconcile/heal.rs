@@ -298,8 +298,10 @@ pub(super) async fn keep_etcd_space(
     if tenant.spec.paused || membership_changing {
         return None;
     }
-    if let Some(waiting) = &plan.waiting {
-        tracing::info!(%waiting, nospace = plan.nospace, "etcd space maintenance waits");
+    match &plan.waiting {
+        Some(waiting) if plan.nospace => tracing::info!(%waiting, "etcd NOSPACE recovery waits"),
+        Some(waiting) => tracing::debug!(%waiting, "etcd space maintenance waits"),
+        None => {}
     }
     let result = match &plan.step {
         None => None,

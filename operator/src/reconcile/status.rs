@@ -613,6 +613,21 @@ mod tests {
     }
 
     #[test]
+    fn a_quota_too_small_for_the_live_data_turns_etcd_ready_false_and_says_what_to_do() {
+        let updates = vec![
+            ConditionUpdate::new(types::ETCD_READY, ConditionStatus::False, reason::PROBE_FAILED, "alarm NOSPACE"),
+            ConditionUpdate::new(types::API_SERVER_READY, ConditionStatus::True, reason::READY, "ok"),
+        ];
+        assert_eq!(with_space(updates.clone(), None), updates, "nothing to say");
+        let problem = "live data 20.0 MiB exceeds quota 16.0 MiB: raise spec.etcd.quotaBackendBytes";
+        let said = with_space(updates.clone(), Some(problem));
+        assert_eq!(said[0].reason, reason::QUOTA_EXCEEDED);
+        assert_eq!(said[0].status, ConditionStatus::False);
+        assert_eq!(said[0].message, format!("{problem} (alarm NOSPACE)"));
+        assert_eq!(said[1], updates[1], "only EtcdReady");
+    }
+
+    #[test]
     fn losing_etcd_after_ready_degrades_the_tenant() {
         let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
         let mut observation = healthy_observation();
