@@ -1,12 +1,15 @@
 //! etcd space maintenance against the real meta cluster, the scenario of a new user: a
-//! tenant whose etcd has a small quota (`spec.etcd.quotaBackendBytes`, 16 MiB) is filled
-//! with ConfigMaps until writes fail with "database space exceeded". Then, twice:
-//! 1. some objects are deleted: the operator compacts, defragments and disarms the
-//!    alarm, and the tenant accepts writes again by itself;
-//! 2. filled again (and again, as long as the operator can still free enough) until
-//!    the operator says that the live data needs a larger quota (EtcdReady
-//!    `QuotaExceeded`); the quota is raised: etcd rolls with the new flag, the
-//!    operator disarms the alarm, and the tenant accepts writes again.
+//! tenant whose etcd has a small quota (`spec.etcd.quotaBackendBytes`, 16 MiB, on a volume
+//! claim) is filled with ConfigMaps until writes fail with "database space exceeded".
+//! Each time, the operator compacts and defragments etcd; while what is left fits it
+//! disarms the alarm and writes come back by themselves (the history the apiserver keeps
+//! is enough for that at first), and the test fills on, until the live data itself does
+//! not fit and the operator says so (EtcdReady `QuotaExceeded`, "raise
+//! spec.etcd.quotaBackendBytes"). Then, twice:
+//! 1. half of the objects are deleted: the operator compacts, defragments and disarms
+//!    the alarm, and the tenant accepts writes again by itself;
+//! 2. filled again until `QuotaExceeded`, the quota is raised: etcd rolls with the new
+//!    flag, the operator disarms the alarm, and the tenant accepts writes again.
 //!
 //! Every object whose create succeeded (and that the test did not delete) must still
 //! be there at the end, with its data. The times it took are printed.
@@ -137,57 +140,20 @@ async fn assert_nothing_lost(configmaps: &Api<ConfigMap>, written: &[String]) {
     eprintln!("all {} written objects are there with their data", written.len());
 }
 
-async fn out_of_space_scenario(ns: &TestNamespace) {
-    let operator = Operator::start_with(&ns.name, "space", &["--health-interval", "2s"]).await;
-    let mut spec = runnable_spec();
-    spec["etcd"]["storage"] = json!({ "ephemeral": false, "size": "1Gi" });
-    spec["etcd"]["quotaBackendBytes"] = json!(SMALL_QUOTA);
-    ns.create_tenant(TENANT, spec).await;
-    let started = Instant::now();
-    let ready = ns.wait_for_tenant(TENANT, "Ready", MAX_WAIT, is_ready).await;
-    eprintln!("Ready after {:?}: {}", started.elapsed(), describe_tenant(&ready));
-    let tenant_api: Client = ns.tenant_client(TENANT).await.expect("tenant client");
-    let configmaps: Api<ConfigMap> = Api::namespaced(tenant_api, "default");
-    let mut written = Vec::new();
-
-    // Full: writes fail, and the operator says why.
-    fill_until_full(&configmaps, "fill-a", &mut written).await;
-    let full_at = Instant::now();
-    let degraded = ns
-        .wait_for_tenant(
-            TENANT,
-            "EtcdReady False with the NOSPACE alarm",
-            Duration::from_secs(60),
-            |tenant| condition_message(tenant, "EtcdReady").contains("NOSPACE"),
-        )
-        .await;
-    eprintln!("alarm reported after {:?}: {}", full_at.elapsed(), condition_message(&degraded, "EtcdReady"));
-
-    // 1. Half of the objects deleted (deletions pass the alarm): writes come back by themselves.
-    let deleted: Vec<String> = written.iter().step_by(2).cloned().collect();
-    for name in &deleted {
-        configmaps.delete(name, &DeleteParams::default()).await.expect("a deletion passes the alarm");
-    }
-    written.retain(|name| !deleted.contains(name));
-    let deleted_at = Instant::now();
-    let recovery = wait_for_writes(&configmaps, "after-delete", deleted_at).await;
-    eprintln!("RECOVERY after deleting {} objects: writes accepted {recovery:?} later", deleted.len());
-    for reason in ["EtcdCompacted", "EtcdDefragmented", "EtcdAlarmDisarmed"] {
-        let (count, notes) = events(ns, reason).await;
-        eprintln!("{reason} x{count}: {notes:?}");
-        assert!(count > 0, "no {reason} Event");
-    }
-    let (_, defragmented) = events(ns, "EtcdDefragmented").await;
-    assert!(defragmented.iter().any(|note| note.contains("freed")), "{defragmented:?}");
-    let (disarmed_before, _) = events(ns, "EtcdAlarmDisarmed").await;
-    assert_nothing_lost(&configmaps, &written).await;
-
-    // 2. Full again, until the live data itself is too large and the operator says so.
-    // While the data still fits once defragmented, the operator frees the space and
-    // writes come back: then fill on.
-    let mut stuck = None;
+/// Fills the tenant round after round until the operator says that the live data
+/// exceeds the quota (EtcdReady `QuotaExceeded`), and returns the tenant then. After
+/// each round's "database space exceeded", the operator either frees enough (compaction
+/// and defragmentation of the history the apiserver left) and writes come back by
+/// themselves, or says the quota is too small. Prints how long each recovery took.
+async fn fill_until_quota_exceeded(
+    ns: &TestNamespace,
+    configmaps: &Api<ConfigMap>,
+    prefix: &str,
+    written: &mut Vec<String>,
+) -> nestor::api::TenantCluster {
     for round in 0..MAX_FILL_ROUNDS {
-        fill_until_full(&configmaps, &format!("fill-b{round}"), &mut written).await;
+        fill_until_full(configmaps, &format!("{prefix}{round}"), written).await;
+        let full_at = Instant::now();
         let verdict = support::poll_for(Duration::from_secs(90), Duration::from_secs(1), async || {
             let tenant = ns.tenant(TENANT).await?;
             if find_condition(&tenant, "EtcdReady")
@@ -208,18 +174,73 @@ async fn out_of_space_scenario(ns: &TestNamespace) {
         .unwrap_or_else(|state| panic!("neither QuotaExceeded nor writes within 90 s: {state}"));
         match verdict {
             Some(tenant) => {
-                stuck = Some(tenant);
-                break;
+                eprintln!(
+                    "{prefix}{round}: QuotaExceeded {:?} after the first refused write",
+                    full_at.elapsed()
+                );
+                return tenant;
             }
-            None => eprintln!("round {round}: the data still fits, the operator freed the space; filling on"),
+            None => eprintln!(
+                "{prefix}{round}: RECOVERY by itself: writes accepted {:?} after the first refused one \
+                 (the history fit once compacted and defragmented); filling on",
+                full_at.elapsed()
+            ),
         }
     }
-    let stuck = stuck.unwrap_or_else(|| panic!("no QuotaExceeded after {MAX_FILL_ROUNDS} rounds"));
+    panic!("no QuotaExceeded after {MAX_FILL_ROUNDS} rounds of filling");
+}
+
+async fn out_of_space_scenario(ns: &TestNamespace) {
+    let operator = Operator::start_with(&ns.name, "space", &["--health-interval", "2s"]).await;
+    let mut spec = runnable_spec();
+    spec["etcd"]["storage"] = json!({ "ephemeral": false, "size": "1Gi" });
+    spec["etcd"]["quotaBackendBytes"] = json!(SMALL_QUOTA);
+    ns.create_tenant(TENANT, spec).await;
+    let started = Instant::now();
+    let ready = ns.wait_for_tenant(TENANT, "Ready", MAX_WAIT, is_ready).await;
+    eprintln!("Ready after {:?}: {}", started.elapsed(), describe_tenant(&ready));
+    let tenant_api: Client = ns.tenant_client(TENANT).await.expect("tenant client");
+    let configmaps: Api<ConfigMap> = Api::namespaced(tenant_api, "default");
+    let mut written = Vec::new();
+
+    // Full until the live data exceeds the quota: the operator says so, plainly.
+    let stuck = fill_until_quota_exceeded(ns, &configmaps, "fill-a", &mut written).await;
     let message = condition_message(&stuck, "EtcdReady");
-    eprintln!("EtcdReady: {message}");
+    eprintln!("phase {:?}, EtcdReady: {message}", stuck.status.as_ref().and_then(|status| status.phase));
     assert!(message.contains("raise spec.etcd.quotaBackendBytes"), "{message}");
     assert!(events(ns, "EtcdQuotaExceeded").await.0 > 0, "no EtcdQuotaExceeded Event");
 
+    // 1. Half of the objects deleted (deletions pass the alarm): writes come back by themselves.
+    let mut before = BTreeMap::new();
+    for reason in ["EtcdCompacted", "EtcdDefragmented", "EtcdAlarmDisarmed"] {
+        before.insert(reason, events(ns, reason).await.0);
+    }
+    let deleted: Vec<String> = written.iter().step_by(2).cloned().collect();
+    for name in &deleted {
+        configmaps.delete(name, &DeleteParams::default()).await.expect("a deletion passes the alarm");
+    }
+    written.retain(|name| !deleted.contains(name));
+    let deleted_at = Instant::now();
+    let recovery = wait_for_writes(&configmaps, "after-delete", deleted_at).await;
+    eprintln!("RECOVERY after deleting {} objects: writes accepted {recovery:?} later", deleted.len());
+    for (reason, earlier) in before {
+        // The Event of the step that let the write through may be a moment behind it.
+        let count = support::poll_for(Duration::from_secs(10), Duration::from_secs(1), async || {
+            let (count, notes) = events(ns, reason).await;
+            if count > earlier { Ok((count, notes)) } else { Err(format!("{count} {reason}: {notes:?}")) }
+        })
+        .await;
+        eprintln!("{reason}: {count:?} (was {earlier} before the deletion)");
+        assert!(count.is_ok(), "no {reason} after the deletion");
+    }
+    let (_, defragmented) = events(ns, "EtcdDefragmented").await;
+    assert!(defragmented.iter().any(|note| note.contains("freed")), "{defragmented:?}");
+    assert_nothing_lost(&configmaps, &written).await;
+    let (disarmed_before, _) = events(ns, "EtcdAlarmDisarmed").await;
+
+    // 2. Full again until the live data exceeds the quota; then the quota is raised: etcd
+    // rolls with it, the alarm is disarmed, writes come back.
+    fill_until_quota_exceeded(ns, &configmaps, "fill-b", &mut written).await;
     // Raise the quota: etcd rolls with it, the alarm is disarmed, writes come back.
     let raised_at = Instant::now();
     ns.api::<nestor::api::TenantCluster>()

@@ -615,7 +615,12 @@ mod tests {
     #[test]
     fn a_quota_too_small_for_the_live_data_turns_etcd_ready_false_and_says_what_to_do() {
         let updates = vec![
-            ConditionUpdate::new(types::ETCD_READY, ConditionStatus::False, reason::PROBE_FAILED, "alarm NOSPACE"),
+            ConditionUpdate::new(
+                types::ETCD_READY,
+                ConditionStatus::False,
+                reason::PROBE_FAILED,
+                "alarm NOSPACE",
+            ),
             ConditionUpdate::new(types::API_SERVER_READY, ConditionStatus::True, reason::READY, "ok"),
         ];
         assert_eq!(with_space(updates.clone(), None), updates, "nothing to say");
