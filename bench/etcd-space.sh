@@ -9,7 +9,8 @@
 #   3. the apiserver's next compaction leaves the database mostly free pages; the
 #      operator finds it fragmented and defragments the members one at a time
 #      (followers first, the leader last); the run ends when every member was;
-#   4. meanwhile the tenant API is asked every 100 ms (curl --rate 10/s), twice over: a
+#   4. meanwhile the tenant API is asked every 100 ms (curl --rate 10/s, line-buffered so
+#      each answer is timestamped as it arrives), twice over: a
 #      write (a small ConfigMap created) and a read (a list of one ConfigMap). A request
 #      that fails or takes longer than ETCD_SPACE_REQUEST_TIMEOUT (2 s) is a failure.
 # Figures, per etcd size:
@@ -54,6 +55,7 @@ stop_probers() {
   for pid in "${PROBERS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PROBERS[@]}"; do wait "$pid" 2>/dev/null || true; done
   PROBERS=()
+  sleep 1 # the readers of their output finish writing
 }
 
 tenant_yaml() { # NAME MEMBERS
@@ -89,7 +91,8 @@ tenant_access() {
 
 tenant_curl() { curl -sS --cacert "$WORK/ca.crt" --cert "$WORK/client.crt" --key "$WORK/client.key" --connect-to "$CONNECT_TO" "$@"; }
 
-# prober KIND OUT: requests every 100 ms until killed; one line per answer:
+# prober KIND OUT: starts curl in the background, sending a request every 100 ms until
+# stop_probers kills it (by its PID, kept in PROBERS); one line per answer in OUT:
 # "<epoch seconds at the answer> <seconds taken> <HTTP code>" (code 000: no answer in time).
 prober() {
   local kind=$1 out=$2 args
@@ -99,8 +102,10 @@ prober() {
       "$TENANT_URL/api/v1/namespaces/default/configmaps?n=[1-100000]") ;;
     read) args=("$TENANT_URL/api/v1/namespaces/default/configmaps?limit=1&n=[1-100000]") ;;
   esac
-  tenant_curl --rate 10/s -m "$REQUEST_TIMEOUT" -o /dev/null -w '%{time_total} %{http_code}\n' "${args[@]}" 2>/dev/null |
-    while read -r took code; do echo "$EPOCHREALTIME $took $code"; done >"$out"
+  (exec stdbuf -oL curl -sS --cacert "$WORK/ca.crt" --cert "$WORK/client.crt" --key "$WORK/client.key" --connect-to "$CONNECT_TO" \
+    --rate 10/s -m "$REQUEST_TIMEOUT" -o /dev/null -w '%{time_total} %{http_code}\n' "${args[@]}" 2>/dev/null) \
+    > >(while read -r took code; do echo "$EPOCHREALTIME $took $code"; done >"$out") &
+  PROBERS+=($!)
 }
 
 fill_body() { # a ConfigMap of 512 KiB, labelled bench=fill
@@ -123,10 +128,10 @@ defrag_lines() {
     done | jq -Rn '
       [inputs | split(" ")] as $lines
       | [$lines[] | select(.[0] == "end")
-         | . as $end
-         | {member: $end[2], role: $end[3], took_s: ($end[4] | tonumber),
-            before_mib: ($end[5] | tonumber), after_mib: ($end[6] | tonumber), end: ($end[1] | tonumber),
-            start: ([$lines[] | select(.[0] == "start" and .[2] == $end[2] and (.[1] | tonumber) <= ($end[1] | tonumber))
+         | . as $e
+         | {member: $e[2], role: $e[3], took_s: ($e[4] | tonumber),
+            before_mib: ($e[5] | tonumber), after_mib: ($e[6] | tonumber), end: ($e[1] | tonumber),
+            start: ([$lines[] | select(.[0] == "start" and .[2] == $e[2] and (.[1] | tonumber) <= ($e[1] | tonumber))
                      | .[1] | tonumber] | max)}]'
 }
 
@@ -150,10 +155,8 @@ one_scenario() { # MEMBERS
     filled_at=$(now)
     log "  $written ConfigMaps of 512 KiB written in $(seconds "$ready_at" "$filled_at") s; deleting them"
     log_mark=$(wc -l <"$WORK/operator.log")
-    prober write "$WORK/$name-write.txt" &
-    PROBERS+=($!)
-    prober read "$WORK/$name-read.txt" &
-    PROBERS+=($!)
+    prober write "$WORK/$name-write.txt"
+    prober read "$WORK/$name-read.txt"
     tenant_curl -m 60 -o /dev/null -X DELETE "$TENANT_URL/api/v1/namespaces/default/configmaps?labelSelector=bench%3Dfill"
     deleted_at=$(now)
     if ! wait_until "every one of $members members defragmented" "$DEFRAG_TIMEOUT" \
