@@ -159,9 +159,11 @@ async fn check(
         membership::decide(&names, members, observation, ctx.clock.now(), Duration::ZERO).is_some()
     });
     // A space maintenance step is due (a fragmented member, the NOSPACE alarm): the
-    // pass takes it. Reading the plan also refreshes the etcd space gauges.
+    // pass takes it, unless the tenant is paused. Reading the plan also refreshes the
+    // etcd space gauges.
     let space_due = report.etcd_members.as_ref().is_some_and(|observation| {
-        super::heal::space_plan(&tenant, &names, observation, ctx).2.step.is_some()
+        let (_, _, plan) = super::heal::space_plan(&tenant, &names, observation, ctx);
+        plan.step.is_some() && !tenant.spec.paused
     });
     let reason = reconcile_reason(status, &report, broken_member).or(space_due.then_some("etcd-space"));
     ctx.metrics.record_health_probe(reason);

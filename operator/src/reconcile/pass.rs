@@ -6,8 +6,8 @@
 //!    etcd scaling plan ([`crate::etcd::scaling::plan`]);
 //! 3. build every object from the spec and what was observed (pure: [`crate::desired`]);
 //! 4. apply them with server-side apply, skipping those already as built ([`super::apply`]);
-//! 5. heal, scale and keep etcd's space ([`super::heal`]), and keep what nodes need inside the tenant
-//!    ([`super::inside`]);
+//! 5. heal, scale and keep etcd's space ([`super::heal`]), and keep what nodes need
+//!    inside the tenant ([`super::inside`]);
 //! 6. observe the workloads and write the status once, if it changed ([`super::status`]);
 //!    then say when to come back.
 
