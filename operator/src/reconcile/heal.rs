@@ -6,7 +6,7 @@
 //! cluster and tenant etcd, and says so in Events. None of them fails the pass: a
 //! failed action is logged, and the next pass decides again from what it sees.
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
@@ -361,12 +361,25 @@ async fn take_space_step(
                 _ => outcome.describe(),
             };
             tracing::info!(%note, "etcd space maintenance");
+            // The member's pod as the related object: Events of one reason are merged into
+            // a series that keeps its first note, so each member gets its own, with the
+            // bytes it freed.
+            let secondary = match step {
+                SpaceStep::Defragment { member, .. } => Some(ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(member.target.name.clone()),
+                    namespace: Some(names.namespace.clone()),
+                    ..ObjectReference::default()
+                }),
+                _ => None,
+            };
             Event {
                 type_: EventType::Normal,
                 reason: reason.into(),
                 note: Some(truncate_note(note)),
                 action: "Maintain".into(),
-                secondary: None,
+                secondary,
             }
         }
         Err(error) => {
