@@ -140,6 +140,36 @@ async fn assert_nothing_lost(configmaps: &Api<ConfigMap>, written: &[String]) {
     eprintln!("all {} written objects are there with their data", written.len());
 }
 
+/// Makes sure the tenant's spec holds `quota` and returns the tenant. The meta cluster is
+/// shared with other checkouts whose tests install their own CRD: one without
+/// `spec.etcd.quotaBackendBytes` prunes the field from what the apiserver returns, and
+/// the operator then renders etcd without the flag. So this installs this checkout's CRD
+/// again and puts the field back if it is gone, and says so.
+async fn ensure_quota(ns: &TestNamespace, quota: i64) -> nestor::api::TenantCluster {
+    let tenants = ns.api::<nestor::api::TenantCluster>();
+    for attempt in 0..5 {
+        let tenant = tenants.get(TENANT).await.expect("read the tenant");
+        if tenant.spec.etcd.quota_backend_bytes == Some(quota) {
+            return tenant;
+        }
+        eprintln!(
+            "spec.etcd.quotaBackendBytes reads {:?}, not {quota}: another checkout's CRD is installed; \
+             installing this one again (attempt {attempt})",
+            tenant.spec.etcd.quota_backend_bytes
+        );
+        support::install_crd(&ns.client).await;
+        tenants
+            .patch(
+                TENANT,
+                &PatchParams { field_manager: Some(TEST_FIELD_MANAGER.into()), ..PatchParams::default() },
+                &Patch::Merge(json!({ "spec": { "etcd": { "quotaBackendBytes": quota } } })),
+            )
+            .await
+            .expect("set the quota");
+    }
+    panic!("spec.etcd.quotaBackendBytes does not stay set: the CRD keeps being replaced");
+}
+
 /// Fills the tenant round after round until the operator says that the live data
 /// exceeds the quota (EtcdReady `QuotaExceeded`), and returns the tenant then. After
 /// each round's "database space exceeded", the operator either frees enough (compaction
@@ -152,6 +182,7 @@ async fn fill_until_quota_exceeded(
     written: &mut Vec<String>,
 ) -> nestor::api::TenantCluster {
     for round in 0..MAX_FILL_ROUNDS {
+        ensure_quota(ns, SMALL_QUOTA).await;
         fill_until_full(configmaps, &format!("{prefix}{round}"), written).await;
         let full_at = Instant::now();
         let verdict = support::poll_for(Duration::from_secs(90), Duration::from_secs(1), async || {
@@ -197,6 +228,7 @@ async fn out_of_space_scenario(ns: &TestNamespace) {
     spec["etcd"]["quotaBackendBytes"] = json!(SMALL_QUOTA);
     ns.create_tenant(TENANT, spec).await;
     let started = Instant::now();
+    ensure_quota(ns, SMALL_QUOTA).await;
     let ready = ns.wait_for_tenant(TENANT, "Ready", MAX_WAIT, is_ready).await;
     eprintln!("Ready after {:?}: {}", started.elapsed(), describe_tenant(&ready));
     let tenant_api: Client = ns.tenant_client(TENANT).await.expect("tenant client");
@@ -251,15 +283,22 @@ async fn out_of_space_scenario(ns: &TestNamespace) {
         )
         .await
         .expect("raise the quota");
+    ensure_quota(ns, RAISED_QUOTA).await;
     let recovery = wait_for_writes(&configmaps, "after-raise", raised_at).await;
     eprintln!("RECOVERY after raising the quota to {RAISED_QUOTA} bytes: writes accepted {recovery:?} later");
-    let statefulset = ns.api::<StatefulSet>().get(&ns.names(TENANT).etcd()).await.expect("etcd StatefulSet");
-    let args = statefulset
-        .spec
-        .and_then(|spec| spec.template.spec)
-        .and_then(|pod| pod.containers[0].args.clone())
-        .unwrap_or_default();
-    assert!(args.contains(&format!("--quota-backend-bytes={RAISED_QUOTA}")), "{args:?}");
+    ensure_quota(ns, RAISED_QUOTA).await;
+    let flag = format!("--quota-backend-bytes={RAISED_QUOTA}");
+    wait_for("the etcd StatefulSet to carry the raised quota", Duration::from_secs(30), async || {
+        let statefulset =
+            ns.api::<StatefulSet>().get(&ns.names(TENANT).etcd()).await.map_err(|error| error.to_string())?;
+        let args = statefulset
+            .spec
+            .and_then(|spec| spec.template.spec)
+            .and_then(|pod| pod.containers[0].args.clone())
+            .unwrap_or_default();
+        if args.contains(&flag) { Ok(()) } else { Err(format!("{args:?}")) }
+    })
+    .await;
     let disarmed = support::poll_for(Duration::from_secs(10), Duration::from_secs(1), async || {
         let (count, _) = events(ns, "EtcdAlarmDisarmed").await;
         if count > disarmed_before { Ok(count) } else { Err(format!("{count} EtcdAlarmDisarmed")) }

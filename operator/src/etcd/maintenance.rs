@@ -60,7 +60,7 @@ pub const DEFRAG_COOLDOWN: Duration = Duration::from_secs(60);
 pub const NOSPACE_DEFRAG_COOLDOWN: Duration = Duration::from_secs(10);
 /// While the alarm holds, the operator compacts again at most this often (deletions
 /// meanwhile leave new revisions to compact).
-pub const COMPACT_INTERVAL: Duration = Duration::from_secs(20);
+pub const COMPACT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long one defragmentation may take before the call gives up. etcd goes on
 /// with it regardless, so no other member is defragmented for this long after a
 /// call that failed (see [`SpaceMemory::hold_until`]).
@@ -831,7 +831,7 @@ mod tests {
         members[0].revision = 5100;
         let soon = plan(&input(&members, &memory, at(5)));
         assert!(!matches!(soon.step, Some(SpaceStep::Compact { .. })), "{soon:?}");
-        let later = plan(&input(&members, &memory, at(30)));
+        let later = plan(&input(&members, &memory, at(10)));
         assert!(matches!(later.step, Some(SpaceStep::Compact { revision: 5100, .. })), "{later:?}");
     }
 
