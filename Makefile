@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test unit bench bench-scale bench-density bench-workers bench-tunnel meta-up meta-down meta-status worker-up worker-down upstream images operator-image crds lint
+.PHONY: help install demo test unit bench bench-scale bench-density bench-workers bench-tunnel bench-etcd-space meta-up meta-down meta-status worker-up worker-down upstream images operator-image crds lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ bench-workers: ## the workloads benchmark only: tenant created -> pod Running on
 
 bench-tunnel: ## the tunnel benchmark only: kubectl exec through konnectivity vs direct, memory added (root)
 	BENCH_PARTS=tunnel hack/bench.sh
+
+bench-etcd-space: ## the etcd space benchmark only: defragmentation time, tenant API availability during it
+	BENCH_PARTS=etcd-space hack/bench.sh
 
 meta-up: ## start the local meta cluster (builds upstream binaries and images on first use)
 	hack/meta-up.sh

@@ -129,3 +129,17 @@ jq -r '
     (if ($t.errors | length) > 0 then "", "Failed: \([$t.errors[] | "\(.routing): \(.error)"] | join("; "))" else empty end)
     end)
 ' "$RESULT"
+
+jq -r '
+  def r(n): if . == null then null else (. * pow(10; n) | round) / pow(10; n) end;
+  .etcd_space as $e
+  | if $e == null then empty else
+    "",
+    "etcd space: \($e.method); \($e.tenant).",
+    "",
+    "| etcd members | Defragmentation per member (s) | All members (s) | Order | Freed per member (MiB) | Writes failed during / in all | Reads failed during / in all | Slowest write / read during (ms) |",
+    "|---|---|---|---|---|---|---|---|",
+    ($e.scenarios[] |
+      "| \(.etcd_members)\(if .error then " (\(.error))" else "" end) | \(.defragmentations | map(.took_s | r(2) | tostring) | join(", ")) | \(.all_members_s // "n/a") | \(.order | join(" → ")) | \(.defragmentations | map(.before_mib - .after_mib | r(1) | tostring) | join(", ")) | \(.writes.during_defrag.failures)/\(.writes.during_defrag.requests) / \(.writes.failures)/\(.writes.requests) | \(.reads.during_defrag.failures)/\(.reads.during_defrag.requests) / \(.reads.failures)/\(.reads.requests) | \(.writes.during_defrag.slowest_ms // "n/a") / \(.reads.during_defrag.slowest_ms // "n/a") |")
+    end
+' "$RESULT"

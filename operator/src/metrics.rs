@@ -14,6 +14,10 @@
 //! `nestor_tenants_deferred` counts the tenants an operator that watches every
 //! namespace leaves to one that watches only theirs.
 //!
+//! `nestor_etcd_*` show each tenant's etcd space as the last probe saw it (database
+//! size, size in use, quota, per member; the `NOSPACE` alarm) and what the space
+//! maintenance did (see [`crate::etcd::maintenance`]).
+//!
 //! `nestor_api_requests_total` counts every request the operator's meta-cluster
 //! client sends, reads and watches included, by verb: it is the load the operator
 //! puts on the meta apiserver (the scale benchmark reads it), counted at the client
@@ -106,6 +110,51 @@ fn request_verb(method: &Method, uri: &Uri) -> &'static str {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    namespace: String,
+    tenant: String,
+    member: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    namespace: String,
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpaceStepLabels {
+    step: &'static str,
+    result: &'static str,
+}
+
+/// One member's space, as [`Metrics::record_etcd_space`] takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSpaceSample {
+    /// Member (pod) name.
+    pub member: String,
+    /// Database file size.
+    pub db_size: u64,
+    /// Bytes in use.
+    pub in_use: u64,
+    /// Its quota (reported, else the one wanted).
+    pub quota: u64,
+}
+
+/// The etcd space gauges and maintenance counters.
+#[derive(Default)]
+struct EtcdSpaceMetrics {
+    db_size: Family<MemberLabels, Gauge>,
+    in_use: Family<MemberLabels, Gauge>,
+    quota: Family<MemberLabels, Gauge>,
+    nospace: Family<TenantLabels, Gauge>,
+    steps: Family<SpaceStepLabels, Counter>,
+    freed: Counter,
+    /// The members each tenant has gauges for, so a tenant's gauges can all go.
+    members: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -137,6 +186,8 @@ pub struct Metrics {
     health_probes: Counter,
     health_triggers: Family<TriggerLabels, Counter>,
     tenants_deferred: Gauge,
+    etcd_space: EtcdSpaceMetrics,
+    defragment_duration: Histogram,
     /// Sum of `api_writes` over all labels, for tests and logs.
     writes: AtomicU64,
     /// The controller's cache of TenantClusters, set once the controller runs (only the
@@ -238,6 +289,49 @@ impl Metrics {
             "Tenants this operator leaves to an operator that watches only their namespace",
             tenants_deferred.clone(),
         );
+        let etcd_space = EtcdSpaceMetrics::default();
+        registry.register_with_unit(
+            "etcd_db_size",
+            "Size of each tenant etcd member's database file, as its last probe answered",
+            Unit::Bytes,
+            etcd_space.db_size.clone(),
+        );
+        registry.register_with_unit(
+            "etcd_db_size_in_use",
+            "Bytes in use in each tenant etcd member's database",
+            Unit::Bytes,
+            etcd_space.in_use.clone(),
+        );
+        registry.register_with_unit(
+            "etcd_quota",
+            "Space quota of each tenant etcd member (reported by etcd 3.6, else the spec's)",
+            Unit::Bytes,
+            etcd_space.quota.clone(),
+        );
+        registry.register(
+            "etcd_alarm_nospace",
+            "1 while a tenant's etcd has the NOSPACE alarm raised",
+            etcd_space.nospace.clone(),
+        );
+        registry.register(
+            "etcd_space_steps",
+            "Space maintenance steps taken on tenant etcds (compact, defragment, disarm, restart), by result",
+            etcd_space.steps.clone(),
+        );
+        registry.register_with_unit(
+            "etcd_defragment_freed",
+            "Bytes freed by defragmenting tenant etcd members",
+            Unit::Bytes,
+            etcd_space.freed.clone(),
+        );
+        // 10 ms to ~80 s.
+        let defragment_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register_with_unit(
+            "etcd_defragment_duration",
+            "Duration of one tenant etcd member's defragmentation",
+            Unit::Seconds,
+            defragment_duration.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -251,6 +345,8 @@ impl Metrics {
             health_probes,
             health_triggers,
             tenants_deferred,
+            etcd_space,
+            defragment_duration,
             writes: AtomicU64::new(0),
             tenant_store: OnceLock::new(),
         }
@@ -267,6 +363,76 @@ impl Metrics {
     /// Sets how many tenants this operator leaves to a namespace-scoped one.
     pub fn set_tenants_deferred(&self, count: usize) {
         self.tenants_deferred.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets a tenant's etcd space gauges from its latest probe (members that did not
+    /// answer are dropped from them).
+    pub fn record_etcd_space(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        members: &[MemberSpaceSample],
+        nospace: bool,
+    ) {
+        self.forget_etcd_members(namespace, tenant, |member| {
+            members.iter().any(|sample| sample.member == member)
+        });
+        let space = &self.etcd_space;
+        for sample in members {
+            let labels = MemberLabels {
+                namespace: namespace.into(),
+                tenant: tenant.into(),
+                member: sample.member.clone(),
+            };
+            let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+            space.db_size.get_or_create(&labels).set(gauge(sample.db_size));
+            space.in_use.get_or_create(&labels).set(gauge(sample.in_use));
+            space.quota.get_or_create(&labels).set(gauge(sample.quota));
+        }
+        let tenant_labels = TenantLabels { namespace: namespace.into(), tenant: tenant.into() };
+        space.nospace.get_or_create(&tenant_labels).set(i64::from(nospace));
+        if let Ok(mut known) = space.members.lock() {
+            known.insert(
+                (namespace.into(), tenant.into()),
+                members.iter().map(|sample| sample.member.clone()).collect(),
+            );
+        }
+    }
+
+    /// Drops every etcd space gauge of a tenant (deleted).
+    pub fn forget_etcd_space(&self, namespace: &str, tenant: &str) {
+        self.forget_etcd_members(namespace, tenant, |_| false);
+        self.etcd_space.nospace.remove(&TenantLabels { namespace: namespace.into(), tenant: tenant.into() });
+    }
+
+    fn forget_etcd_members(&self, namespace: &str, tenant: &str, keep: impl Fn(&str) -> bool) {
+        let space = &self.etcd_space;
+        let Ok(mut known) = space.members.lock() else { return };
+        let Some(members) = known.get_mut(&(namespace.to_string(), tenant.to_string())) else { return };
+        members.retain(|member| {
+            if keep(member) {
+                return true;
+            }
+            let labels =
+                MemberLabels { namespace: namespace.into(), tenant: tenant.into(), member: member.clone() };
+            space.db_size.remove(&labels);
+            space.in_use.remove(&labels);
+            space.quota.remove(&labels);
+            false
+        });
+    }
+
+    /// Records one space maintenance step (`compact`, `defragment`, `disarm`,
+    /// `restart`) and whether it worked.
+    pub fn record_etcd_space_step(&self, step: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.etcd_space.steps.get_or_create(&SpaceStepLabels { step, result }).inc();
+    }
+
+    /// Records one finished defragmentation: how long it took and what it freed.
+    pub fn record_defragmentation(&self, took: Duration, freed: u64) {
+        self.defragment_duration.observe(took.as_secs_f64());
+        self.etcd_space.freed.inc_by(freed);
     }
 
     /// Records one finished reconciliation and how long it took.
@@ -411,6 +577,38 @@ mod tests {
         assert!(text.contains("nestor_api_requests_total{verb=\"get\"} 2\n"), "{text}");
         assert!(text.contains("nestor_api_requests_total{verb=\"watch\"} 1\n"), "{text}");
         assert!(text.contains("nestor_api_requests_total{verb=\"patch\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn etcd_space_gauges_follow_the_members_that_answer_and_go_with_the_tenant() {
+        let metrics = Metrics::new();
+        let sample = |member: &str| MemberSpaceSample {
+            member: member.into(),
+            db_size: 4096,
+            in_use: 1024,
+            quota: 16_777_216,
+        };
+        metrics.record_etcd_space("ns", "team-a", &[sample("team-a-etcd-0"), sample("team-a-etcd-1")], true);
+        metrics.record_etcd_space_step("defragment", true);
+        metrics.record_defragmentation(Duration::from_millis(300), 3072);
+        let text = metrics.encode().expect("encodes");
+        let member = "namespace=\"ns\",tenant=\"team-a\",member=\"team-a-etcd-1\"";
+        assert!(text.contains(&format!("nestor_etcd_db_size_bytes{{{member}}} 4096\n")), "{text}");
+        assert!(text.contains(&format!("nestor_etcd_db_size_in_use_bytes{{{member}}} 1024\n")), "{text}");
+        assert!(text.contains(&format!("nestor_etcd_quota_bytes{{{member}}} 16777216\n")), "{text}");
+        assert!(text.contains("nestor_etcd_alarm_nospace{namespace=\"ns\",tenant=\"team-a\"} 1\n"), "{text}");
+        assert!(
+            text.contains("nestor_etcd_space_steps_total{step=\"defragment\",result=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("nestor_etcd_defragment_freed_bytes_total 3072\n"), "{text}");
+        assert!(text.contains("nestor_etcd_defragment_duration_seconds_count 1\n"), "{text}");
+
+        metrics.record_etcd_space("ns", "team-a", &[sample("team-a-etcd-0")], false);
+        let text = metrics.encode().expect("encodes");
+        assert!(!text.contains("team-a-etcd-1"), "a member that did not answer is dropped: {text}");
+        metrics.forget_etcd_space("ns", "team-a");
+        assert!(!metrics.encode().expect("encodes").contains("team-a"), "gone with the tenant");
     }
 
     #[test]

@@ -253,6 +253,12 @@ rejects! {
     rejects_storage_size_that_is_no_quantity:
         "bad-size", {"version": "1.34.2", "etcd": {"storage": {"size": "lots"}}},
         "spec.etcd.storage.size", "positive quantity";
+    rejects_quota_below_the_range:
+        "small-quota", {"version": "1.34.2", "etcd": {"quotaBackendBytes": 1048576}},
+        "spec.etcd.quotaBackendBytes", "between 16777216 (16 MiB) and 8589934592 (8 GiB) bytes";
+    rejects_quota_above_the_range:
+        "large-quota", {"version": "1.34.2", "etcd": {"quotaBackendBytes": 17179869184_i64}},
+        "spec.etcd.quotaBackendBytes", "between 16777216 (16 MiB) and 8589934592 (8 GiB) bytes";
     rejects_missing_version:
         "no-version", {},
         "spec.version", "Required value";
@@ -315,6 +321,7 @@ async fn accepts_spec_using_every_field() {
                 "replicas": 5,
                 "storage": { "ephemeral": false, "size": "2Gi", "storageClassName": "local-path" },
                 "resources": { "requests": { "cpu": "100m", "memory": "256Mi" } },
+                "quotaBackendBytes": 1_073_741_824,
             },
             "apiServer": {
                 "replicas": 2,

@@ -110,11 +110,32 @@ pub struct EtcdSpec {
     /// Compute resources of each member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// etcd's space quota (`--quota-backend-bytes`), in bytes: past it, etcd raises the
+    /// `NOSPACE` alarm and refuses writes until the operator has freed space. 16 MiB to
+    /// 8 GiB; etcd's own default (2 GiB) when unset. Keep it below the volume size. A
+    /// change restarts the members one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::quota_backend_bytes())]
+    pub quota_backend_bytes: Option<i64>,
 }
 
 impl Default for EtcdSpec {
     fn default() -> Self {
-        Self { replicas: default_etcd_replicas(), storage: EtcdStorage::default(), resources: None }
+        Self {
+            replicas: default_etcd_replicas(),
+            storage: EtcdStorage::default(),
+            resources: None,
+            quota_backend_bytes: None,
+        }
+    }
+}
+
+impl EtcdSpec {
+    /// The space quota the members should run with: the spec's, or etcd's default.
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota_backend_bytes
+            .and_then(|bytes| u64::try_from(bytes).ok())
+            .unwrap_or(crate::etcd::maintenance::DEFAULT_QUOTA_BYTES)
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use kube::core::{Message, Rule};
 
 use super::TenantClusterSpec;
+use crate::etcd::maintenance::{MAX_QUOTA_BYTES, MIN_QUOTA_BYTES};
 use crate::names::MAX_TENANT_NAME_LENGTH;
 
 /// Kubernetes minor versions (of major version 1) that Nestor can run as a tenant control
@@ -164,6 +165,17 @@ pub mod rules {
         rule(
             format!("self in [{counts}]"),
             "spec.etcd.replicas must be 1, 3 or 5: an odd member count keeps a quorum",
+        )
+    }
+
+    /// `spec.etcd.quotaBackendBytes`: within etcd's sane range.
+    pub fn quota_backend_bytes() -> Rule {
+        rule(
+            format!("self >= {MIN_QUOTA_BYTES} && self <= {MAX_QUOTA_BYTES}"),
+            format!(
+                "spec.etcd.quotaBackendBytes must be between {MIN_QUOTA_BYTES} (16 MiB) and \
+                 {MAX_QUOTA_BYTES} (8 GiB) bytes"
+            ),
         )
     }
 
@@ -439,6 +451,10 @@ pub enum SpecError {
     RenewBeforeNotShorter { renew_before: String, certificate_validity: String },
     #[error("spec.etcd.replicas must be 1, 3 or 5, not {0}: an odd member count keeps a quorum")]
     EtcdReplicas(i32),
+    #[error(
+        "spec.etcd.quotaBackendBytes must be between {MIN_QUOTA_BYTES} (16 MiB) and {MAX_QUOTA_BYTES} (8 GiB) bytes, not {0}"
+    )]
+    QuotaBackendBytes(i64),
     #[error("{field} must be at least 1, not {value}")]
     ReplicasBelowOne { field: &'static str, value: i32 },
     /// An `extraArgs` key that is empty or only dashes: rendered as `--=value`, which
@@ -466,6 +482,11 @@ pub fn validate(spec: &TenantClusterSpec) -> Result<(), Vec<SpecError>> {
 
     if !ETCD_REPLICA_COUNTS.contains(&spec.etcd.replicas) {
         errors.push(SpecError::EtcdReplicas(spec.etcd.replicas));
+    }
+    if let Some(quota) = spec.etcd.quota_backend_bytes
+        && !u64::try_from(quota).is_ok_and(|quota| (MIN_QUOTA_BYTES..=MAX_QUOTA_BYTES).contains(&quota))
+    {
+        errors.push(SpecError::QuotaBackendBytes(quota));
     }
     for (field, value) in [
         ("spec.apiServer.replicas", spec.api_server.replicas),
@@ -643,6 +664,30 @@ mod tests {
             errors[0].to_string().starts_with("spec.pki.certificateValidity \"1y\" is not a valid duration")
         );
         assert_eq!(errors[1].to_string(), "spec.pki.renewBefore must be longer than zero");
+    }
+
+    #[test]
+    fn quota_out_of_range_is_refused_naming_the_field() {
+        let mut tenant = spec("1.34.2");
+        tenant.etcd.quota_backend_bytes = Some(16 * 1024 * 1024);
+        assert_eq!(validate(&tenant), Ok(()));
+        tenant.etcd.quota_backend_bytes = Some(8 * 1024 * 1024 * 1024);
+        assert_eq!(validate(&tenant), Ok(()));
+        for bad in [0, -1, 1024, 8 * 1024 * 1024 * 1024 + 1] {
+            tenant.etcd.quota_backend_bytes = Some(bad);
+            let errors = validate(&tenant).unwrap_err();
+            assert_eq!(errors, vec![SpecError::QuotaBackendBytes(bad)]);
+            assert!(
+                errors[0].to_string().starts_with("spec.etcd.quotaBackendBytes must be between"),
+                "{}",
+                errors[0]
+            );
+        }
+        assert_eq!(
+            rules::quota_backend_bytes().rule,
+            "self >= 16777216 && self <= 8589934592",
+            "the CRD's rule uses the same bounds"
+        );
     }
 
     #[test]

@@ -35,6 +35,16 @@ pub struct StatusResponse {
     /// The member is a non-voting learner (added while scaling up, not yet promoted).
     #[serde(rename = "isLearner", default)]
     pub is_learner: bool,
+    /// Size of the member's database file in bytes (bbolt's high-water mark): what
+    /// etcd compares with its quota, and what only a defragmentation shrinks.
+    #[serde(rename = "dbSize", default, deserialize_with = "uint64")]
+    pub db_size: u64,
+    /// Bytes of the database in use; the rest is free pages left by compaction.
+    #[serde(rename = "dbSizeInUse", default, deserialize_with = "uint64")]
+    pub db_size_in_use: u64,
+    /// The member's `--quota-backend-bytes` (etcd 3.6 and later; 0 when not reported).
+    #[serde(rename = "dbSizeQuota", default, deserialize_with = "uint64")]
+    pub db_size_quota: u64,
 }
 
 /// The header every gateway response carries.
@@ -46,6 +56,9 @@ pub struct ResponseHeader {
     /// The id of the cluster it belongs to.
     #[serde(default, deserialize_with = "uint64")]
     pub cluster_id: u64,
+    /// The key-value store's revision when the member answered.
+    #[serde(default, deserialize_with = "uint64")]
+    pub revision: u64,
 }
 
 /// `/v3/cluster/member/list`.
@@ -242,6 +255,8 @@ mod tests {
         assert_eq!(status.leader, LEADER);
         assert_eq!(status.header.member_id, LEADER);
         assert!(status.errors.is_empty());
+        assert_eq!((status.db_size, status.db_size_in_use, status.header.revision), (327680, 319488, 300));
+        assert_eq!(status.db_size_quota, 0, "not reported");
 
         let list: MemberListResponse = serde_json::from_str(MEMBER_LIST).expect("list");
         assert_eq!(list.header.cluster_id, 3460343577906698983);

@@ -291,7 +291,7 @@ mod tests {
             answer: Ok(MemberAnswer {
                 health: HealthResponse { health: "true".into(), reason: String::new() },
                 status: StatusResponse {
-                    header: ResponseHeader { member_id: LEADER + ordinal, cluster_id: 7 },
+                    header: ResponseHeader { member_id: LEADER + ordinal, cluster_id: 7, revision: 0 },
                     leader: LEADER,
                     ..StatusResponse::default()
                 },
@@ -323,7 +323,7 @@ mod tests {
             targets: vec![target(0), target(2)],
             reports: vec![healthy(0), healthy(2)],
             member_list: Some(MemberListResponse {
-                header: ResponseHeader { member_id: LEADER, cluster_id: 7 },
+                header: ResponseHeader { member_id: LEADER, cluster_id: 7, revision: 0 },
                 members: vec![
                     member(0, "team-a-etcd-0"),
                     member(1, "team-a-etcd-1"),

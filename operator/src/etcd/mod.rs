@@ -1,17 +1,19 @@
 //! Everything that speaks to a tenant's etcd: the mutual-TLS client of the etcd
 //! healthcheck certificate and the gateway calls made with it ([`gateway`]),
-//! membership repair ([`membership`]) and scaling one member at a time ([`scaling`]).
+//! membership repair ([`membership`]), scaling one member at a time ([`scaling`]) and
+//! keeping the database inside its space quota ([`maintenance`]).
 //!
 //! The health monitor ([`crate::health`]) calls into [`gateway`] for its etcd probe and
 //! judges the answers; the reconcile pass calls [`replace_member`] and
-//! [`take_scaling_step`] when the probe's member list calls for them. What comes next
-//! for etcd (space maintenance, backups and restore) lands here too.
+//! [`take_scaling_step`] when the probe's member list calls for them, and
+//! [`take_space_step`] when the members' database sizes or the `NOSPACE` alarm do.
 //!
 //! The operator uses the healthcheck client certificate for every call: etcd runs
 //! without auth, so a certificate from the tenant's etcd CA is the only gate, and
 //! etcd lets it manage membership.
 
 pub mod gateway;
+pub mod maintenance;
 pub mod membership;
 pub mod scaling;
 
@@ -53,6 +55,21 @@ pub async fn take_scaling_step(
         reason: "no usable etcd client certificate".into(),
     })?;
     scaling::run_gateway_step(&tls, names, step, timeout).await
+}
+
+/// Does the etcd calls of a space maintenance step (see [`maintenance::run_step`]) with
+/// the etcd healthcheck client certificate, as [`replace_member`] does.
+pub async fn take_space_step(
+    meta: &Client,
+    names: &TenantNames,
+    step: &maintenance::SpaceStep,
+    timeout: Duration,
+) -> Result<maintenance::StepOutcome, String> {
+    let secrets: Api<Secret> = Api::namespaced(meta.clone(), &names.namespace);
+    let tls = read_healthcheck_client(&secrets, names)
+        .await
+        .ok_or_else(|| "no usable etcd client certificate".to_string())?;
+    maintenance::run_step(&tls, step, timeout).await
 }
 
 /// TLS client of the etcd healthcheck certificate; `None` when the Secret is not there (yet).

@@ -554,7 +554,7 @@ mod tests {
         fn healthy(voters: i32, leader: i32) -> Self {
             let mut cluster = Cluster { observation: EtcdObservation::default() };
             cluster.observation.member_list = Some(MemberListResponse {
-                header: ResponseHeader { member_id: BASE, cluster_id: 7 },
+                header: ResponseHeader { member_id: BASE, cluster_id: 7, revision: 0 },
                 members: Vec::new(),
             });
             for ordinal in 0..voters {
@@ -580,7 +580,7 @@ mod tests {
                     answer: Ok(MemberAnswer {
                         health: HealthResponse { health: "true".into(), reason: String::new() },
                         status: StatusResponse {
-                            header: ResponseHeader { member_id: id, cluster_id: 7 },
+                            header: ResponseHeader { member_id: id, cluster_id: 7, revision: 0 },
                             leader: BASE + leader as u64,
                             is_learner: learner,
                             ..StatusResponse::default()

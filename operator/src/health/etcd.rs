@@ -2,7 +2,32 @@
 //! list that [`crate::etcd::gateway::member_answers`] collected, whether etcd serves.
 
 use super::ProbeOutcome;
-use crate::etcd::gateway::{Member, MemberReport};
+use crate::etcd::gateway::{Member, MemberReport, StatusResponse};
+use crate::etcd::maintenance::{is_nospace, mib};
+
+/// A database this full (percent of its quota) is worth a word in a healthy verdict.
+const NEAR_QUOTA_PERCENT: u64 = 80;
+
+/// "database 16.0 MiB of quota 16.0 MiB, 3.2 MiB in use".
+fn sizes(status: &StatusResponse) -> String {
+    let quota = if status.db_size_quota > 0 { mib(status.db_size_quota) } else { "its quota".into() };
+    format!("database {} of quota {quota}, {} in use", mib(status.db_size), mib(status.db_size_in_use))
+}
+
+/// "; database at 85% of its quota" for the fullest member past [`NEAR_QUOTA_PERCENT`],
+/// else nothing. Whole percents, so the message (and the status) changes seldom.
+fn near_quota(reports: &[MemberReport]) -> String {
+    let fullest = reports
+        .iter()
+        .filter_map(|report| report.answer.as_ref().ok())
+        .filter(|answer| answer.status.db_size_quota > 0)
+        .map(|answer| answer.status.db_size.saturating_mul(100) / answer.status.db_size_quota)
+        .max();
+    match fullest {
+        Some(percent) if percent >= NEAR_QUOTA_PERCENT => format!("; database at {percent}% of its quota"),
+        _ => String::new(),
+    }
+}
 
 /// The verdict on etcd from every member's answers and the member list (pure).
 ///
@@ -33,6 +58,14 @@ pub fn verdict(
             Err(_) if learner => {}
             Ok(answer) if learner && !answer.health.is_healthy() => {}
             Err(error) => problems.push(format!("{}: {error}", report.name)),
+            // Sizes matter here: they say whether compaction and defragmentation can
+            // free enough or the quota must grow (see crate::etcd::maintenance).
+            Ok(answer)
+                if answer.status.errors.iter().any(|error| is_nospace(error))
+                    || is_nospace(&answer.health.reason) =>
+            {
+                problems.push(format!("{}: alarm NOSPACE, {}", report.name, sizes(&answer.status)))
+            }
             Ok(answer) if !answer.health.is_healthy() => {
                 problems.push(format!("{}: unhealthy: {}", report.name, answer.health.reason))
             }
@@ -74,8 +107,9 @@ pub fn verdict(
     if problems.is_empty() {
         let listed = member_list.map_or(0, <[Member]>::len);
         ProbeOutcome::Healthy(format!(
-            "{healthy}/{expected_members} members healthy, leader {}, member list has {listed}",
-            leader_name.as_deref().unwrap_or("unnamed")
+            "{healthy}/{expected_members} members healthy, leader {}, member list has {listed}{}",
+            leader_name.as_deref().unwrap_or("unnamed"),
+            near_quota(reports)
         ))
     } else {
         ProbeOutcome::Unhealthy(problems.join("; "))
@@ -146,7 +180,10 @@ mod tests {
         let ProbeOutcome::Unhealthy(message) = verdict(3, &reports, Some(&members(4))) else {
             panic!("must be unhealthy");
         };
-        assert!(message.contains("team-a-etcd-2: NOSPACE"), "{message}");
+        assert!(
+            message.contains("team-a-etcd-2: alarm NOSPACE, database 0.0 MiB of quota its quota"),
+            "{message}"
+        );
         assert!(message.contains("2 different leaders"), "{message}");
         assert!(message.contains("member list has 4 members, expected 3"), "{message}");
 
@@ -154,6 +191,30 @@ mod tests {
             panic!("must be unhealthy");
         };
         assert!(missing.contains("1 of 3 member pods running"), "{missing}");
+    }
+
+    #[test]
+    fn nospace_and_a_nearly_full_database_say_their_sizes() {
+        let mib = 1024 * 1024;
+        let mut full = answer(LEADER);
+        full.health = HealthResponse { health: "false".into(), reason: "ALARM NOSPACE".into() };
+        full.status.errors = vec!["memberID:1 alarm:NOSPACE ".into()];
+        (full.status.db_size, full.status.db_size_in_use, full.status.db_size_quota) =
+            (16 * mib, 3 * mib, 16 * mib);
+        let reports = [report("team-a-etcd-0", Ok(full))];
+        assert_eq!(
+            verdict(1, &reports, Some(&members(1))),
+            ProbeOutcome::Unhealthy(
+                "team-a-etcd-0: alarm NOSPACE, database 16.0 MiB of quota 16.0 MiB, 3.0 MiB in use".into()
+            )
+        );
+        let mut nearly = answer(LEADER);
+        (nearly.status.db_size, nearly.status.db_size_quota) = (14 * mib, 16 * mib);
+        let reports = [report("team-a-etcd-0", Ok(nearly))];
+        let ProbeOutcome::Healthy(message) = verdict(1, &reports, Some(&members(1))) else {
+            panic!("healthy")
+        };
+        assert!(message.ends_with("; database at 87% of its quota"), "{message}");
     }
 
     #[test]

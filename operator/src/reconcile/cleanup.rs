@@ -42,6 +42,8 @@ pub(super) async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Res
     if let Ok(mut repairs) = ctx.member_repairs.lock() {
         repairs.remove(&ObjectRef::from_obj(tenant));
     }
+    ctx.etcd_space.forget(&names.namespace, &names.tenant);
+    ctx.metrics.forget_etcd_space(&names.namespace, &names.tenant);
 
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &names.namespace);
     if statefulsets.get_opt(&names.etcd()).await?.is_some() {

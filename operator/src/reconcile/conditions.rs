@@ -86,6 +86,9 @@ pub mod reason {
     /// The controller manager (or scheduler) runs and the apiserver is Ready, but none
     /// has led yet (a new tenant's first leader election), or its Lease was not probed yet.
     pub const WAITING_FOR_LEADER: &str = "WaitingForLeader";
+    /// EtcdReady False: etcd's `NOSPACE` alarm holds and compaction and
+    /// defragmentation cannot free enough: the live data needs a larger quota.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     /// AddonsReady False: an enabled addon is not available on the tenant's nodes.
     pub const ADDONS_NOT_READY: &str = "AddonsNotReady";
     /// AddonsReady True while no node has joined: applied, waiting for a node to run on.

@@ -63,6 +63,8 @@ pub struct Context {
     /// meanwhile would only start the join over.
     pub member_repairs:
         std::sync::Mutex<std::collections::HashMap<ObjectRef<TenantCluster>, jiff::Timestamp>>,
+    /// What the etcd space maintenance did for each tenant (see [`crate::etcd::maintenance`]).
+    pub etcd_space: crate::etcd::maintenance::SpaceTracker,
     /// The owned objects as the running controller's watches see them; replaced each
     /// time [`super::run`] starts (a stale store would compare against objects long gone).
     pub(super) owned: std::sync::RwLock<Option<OwnedCache>>,
@@ -110,6 +112,7 @@ impl Context {
             probe_credentials: ProbeCredentialsCache::default(),
             passes: tokio::sync::Semaphore::new(DEFAULT_CONCURRENCY.into()),
             member_repairs: Default::default(),
+            etcd_space: Default::default(),
             owned: std::sync::RwLock::new(None),
             tenants: std::sync::RwLock::new(None),
             owned_filled: tokio::sync::watch::Sender::new(None),

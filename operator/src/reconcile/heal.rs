@@ -1,12 +1,12 @@
 //! The actions a pass takes on what the probes found: restart an apiserver pod that
-//! stopped answering, replace an etcd member that lost its data, and take one etcd
-//! scaling step. The decisions are pure and live elsewhere ([`crate::health`] for the
+//! stopped answering, replace an etcd member that lost its data, take one etcd
+//! scaling step, and keep etcd inside its space quota. The decisions are pure and live elsewhere ([`crate::health`] for the
 //! debounce and the wedged pod, [`crate::etcd::membership`] and
-//! [`crate::etcd::scaling`] for etcd); this module carries them out against the meta
+//! [`crate::etcd::scaling`] and [`crate::etcd::maintenance`] for etcd); this module carries them out against the meta
 //! cluster and tenant etcd, and says so in Events. None of them fails the pass: a
 //! failed action is logged, and the next pass decides again from what it sees.
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
@@ -15,10 +15,13 @@ use kube::runtime::reflector::ObjectRef;
 use super::context::Context;
 use super::events::{publish, truncate_note};
 use crate::api::TenantCluster;
-use crate::etcd::membership::{self, MemberRepair, MembershipError};
+use crate::etcd::maintenance::{
+    self, MemberSpace, SpaceInput, SpaceMemory, SpacePlan, SpaceStep, StepOutcome,
+};
+use crate::etcd::membership::{self, EtcdObservation, MemberRepair, MembershipError};
 use crate::etcd::scaling::ScalingStep;
 use crate::health::{HealthVerdicts, PodRestart, ProbeReport};
-use crate::metrics::WriteVerb;
+use crate::metrics::{MemberSpaceSample, WriteVerb};
 use crate::names::TenantNames;
 
 /// After an etcd member replacement, no other for this many broken-member thresholds.
@@ -236,4 +239,205 @@ async fn restart_apiserver_pod(
             tracing::warn!(pod = %restart.name, %error, "cannot delete the unresponsive apiserver pod")
         }
     }
+}
+
+/// The space maintenance's view of a probe (see [`crate::etcd::maintenance`]): the
+/// members that answered and the plan from them and what earlier passes did. Reads
+/// only; the monitor uses it to ask for a pass, the pass to act.
+pub(super) fn space_plan(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    observation: &EtcdObservation,
+    ctx: &Context,
+) -> (Vec<MemberSpace>, SpaceMemory, SpacePlan) {
+    let members = maintenance::member_spaces(observation);
+    let listed = observation.member_list.as_ref().map(|list| list.members.as_slice()).unwrap_or_default();
+    let learners = listed.iter().filter(|member| member.is_learner).count();
+    let memory = ctx.etcd_space.get(&names.namespace, &names.tenant);
+    let plan = maintenance::plan(&SpaceInput {
+        members: &members,
+        voters: listed.len() - learners,
+        learners,
+        wanted_quota: tenant.spec.etcd.quota_bytes(),
+        pods: &observation.pods,
+        ephemeral: tenant.spec.etcd.storage.ephemeral,
+        memory: &memory,
+        now: ctx.clock.now(),
+    });
+    ctx.metrics.record_etcd_space(
+        &names.namespace,
+        &names.tenant,
+        &members
+            .iter()
+            .map(|member| MemberSpaceSample {
+                member: member.target.name.clone(),
+                db_size: member.db_size,
+                in_use: member.in_use,
+                quota: member.quota.unwrap_or(tenant.spec.etcd.quota_bytes()),
+            })
+            .collect::<Vec<_>>(),
+        plan.nospace,
+    );
+    (members, memory, plan)
+}
+
+/// Keeps the tenant's etcd inside its quota: takes the one step the space plan calls
+/// for (compact, defragment a member, disarm the alarm, restart a member on an old
+/// quota), says so in an Event, and says once per alarm when the live data needs a
+/// larger quota. `None` when etcd was not probed, or the pass must leave etcd alone
+/// (paused, or a membership change in this pass).
+pub(super) async fn keep_etcd_space(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    report: Option<&ProbeReport>,
+    membership_changing: bool,
+    ctx: &Context,
+) -> Option<SpacePlan> {
+    let observation = report?.etcd_members.as_ref()?;
+    let (_, memory, plan) = space_plan(tenant, names, observation, ctx);
+    if tenant.spec.paused || membership_changing {
+        return None;
+    }
+    match &plan.waiting {
+        Some(waiting) if plan.nospace => tracing::info!(%waiting, "etcd NOSPACE recovery waits"),
+        Some(waiting) => tracing::debug!(%waiting, "etcd space maintenance waits"),
+        None => {}
+    }
+    let result = match &plan.step {
+        None => None,
+        Some(SpaceStep::RestartMember { pod, uid, quota, wanted }) => {
+            restart_member_for_quota(tenant, names, pod, uid, (*quota, *wanted), ctx).await;
+            None
+        }
+        Some(step) => Some(take_space_step(tenant, names, step, ctx).await),
+    };
+    if let Some(problem) = plan.problem.as_ref().filter(|_| !memory.quota_reported) {
+        tracing::warn!(%problem, "etcd space exhausted");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "EtcdQuotaExceeded".into(),
+            note: Some(truncate_note(problem.clone())),
+            action: "Maintain".into(),
+            secondary: None,
+        };
+        publish(tenant, &event, ctx).await;
+    }
+    let memory = maintenance::remember(memory, &plan, result.as_ref(), ctx.clock.now());
+    ctx.etcd_space.set(&names.namespace, &names.tenant, memory);
+    Some(plan)
+}
+
+/// Runs one gateway step of the space maintenance; an Event says what it did.
+async fn take_space_step(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    step: &SpaceStep,
+    ctx: &Context,
+) -> Result<StepOutcome, String> {
+    let (label, reason) = match step {
+        SpaceStep::Compact { .. } => ("compact", "EtcdCompacted"),
+        SpaceStep::Defragment { .. } => ("defragment", "EtcdDefragmented"),
+        SpaceStep::Disarm { .. } => ("disarm", "EtcdAlarmDisarmed"),
+        SpaceStep::RestartMember { .. } => ("restart", "EtcdMemberRestarted"),
+    };
+    if let SpaceStep::Defragment { member, why } = step {
+        tracing::info!(member = %member.target.name, role = member.role(), %why, "defragmenting etcd member");
+    }
+    let result = crate::etcd::take_space_step(&ctx.client, names, step, ctx.health_settings.timeout).await;
+    ctx.metrics.record_etcd_space_step(label, result.is_ok());
+    let event = match &result {
+        Ok(outcome) => {
+            if let StepOutcome::Defragmented { before, after, took, .. } = outcome {
+                ctx.metrics.record_defragmentation(*took, before.saturating_sub(*after));
+            }
+            let note = match (step, outcome) {
+                (SpaceStep::Defragment { why, .. }, _) => format!("{}; was {why}", outcome.describe()),
+                (SpaceStep::Disarm { largest: (size, quota), .. }, _) => format!(
+                    "{}; largest database {} of quota {}",
+                    outcome.describe(),
+                    maintenance::mib(*size),
+                    maintenance::mib(*quota)
+                ),
+                _ => outcome.describe(),
+            };
+            tracing::info!(%note, "etcd space maintenance");
+            // The member's pod as the related object: Events of one reason are merged into
+            // a series that keeps its first note, so each member gets its own, with the
+            // bytes it freed.
+            let secondary = match step {
+                SpaceStep::Defragment { member, .. } => Some(ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(member.target.name.clone()),
+                    namespace: Some(names.namespace.clone()),
+                    ..ObjectReference::default()
+                }),
+                _ => None,
+            };
+            Event {
+                type_: EventType::Normal,
+                reason: reason.into(),
+                note: Some(truncate_note(note)),
+                action: "Maintain".into(),
+                secondary,
+            }
+        }
+        Err(error) => {
+            tracing::warn!(step = label, %error, "etcd space maintenance step failed");
+            Event {
+                type_: EventType::Warning,
+                reason: "EtcdMaintenanceFailed".into(),
+                note: Some(truncate_note(format!("etcd {label} failed: {error}"))),
+                action: "Maintain".into(),
+                secondary: None,
+            }
+        }
+    };
+    publish(tenant, &event, ctx).await;
+    result
+}
+
+/// Deletes an etcd member's pod (UID precondition) so that it restarts with the
+/// StatefulSet's new quota flag; see [`crate::etcd::maintenance`] for when.
+async fn restart_member_for_quota(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    pod: &str,
+    uid: &str,
+    (quota, wanted): (u64, u64),
+    ctx: &Context,
+) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    let deleted = match pods.delete(pod, &params).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => return,
+        Err(error) => {
+            tracing::warn!(%pod, %error, "cannot restart etcd member for its new quota");
+            false
+        }
+    };
+    ctx.metrics.record_etcd_space_step("restart", deleted);
+    if !deleted {
+        return;
+    }
+    ctx.metrics.record_write("Pod", WriteVerb::Delete);
+    let note = format!(
+        "etcd member {pod} restarted to take quota {} (runs with {}): the NOSPACE alarm keeps it \
+         unready, so the StatefulSet's rolling update would wait for it forever",
+        maintenance::mib(wanted),
+        maintenance::mib(quota)
+    );
+    tracing::info!(%note, "restarted etcd member");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "EtcdMemberRestarted".into(),
+        note: Some(truncate_note(note)),
+        action: "Maintain".into(),
+        secondary: None,
+    };
+    publish(tenant, &event, ctx).await;
 }

@@ -17,7 +17,8 @@
 //! - [`observe`], [`apply`], [`status`] and [`conditions`]: its stages that are more than
 //!   a screen (the pure build stage is [`crate::desired`]);
 //! - [`heal`]: the actions a pass takes on what the probes found (restart a wedged
-//!   apiserver pod, replace an etcd member, take an etcd scaling step);
+//!   apiserver pod, replace an etcd member, take an etcd scaling step, keep etcd inside
+//!   its space quota: [`crate::etcd::maintenance`]);
 //! - [`inside`]: the step inside the tenant cluster (what joining nodes read), through
 //!   [`crate::tenant_api`];
 //! - [`cleanup`]: what runs when a TenantCluster is deleted;

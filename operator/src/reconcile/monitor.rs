@@ -12,7 +12,8 @@
 //! cache and the credentials from the last pass; it only calls the tenant's endpoints.
 //!
 //! The monitor only reads. Every decision that acts (debouncing, restarting a
-//! wedged apiserver pod, replacing an etcd member, writing status) stays in the
+//! wedged apiserver pod, replacing an etcd member, maintaining etcd's space, writing
+//! status) stays in the
 //! reconciler, which kube-runtime runs once per tenant at a time: two writers
 //! deciding from the same history could restart a pod twice.
 
@@ -157,7 +158,14 @@ async fn check(
         // Broken for any time at all: the reconciler applies the real threshold.
         membership::decide(&names, members, observation, ctx.clock.now(), Duration::ZERO).is_some()
     });
-    let reason = reconcile_reason(status, &report, broken_member);
+    // A space maintenance step is due (a fragmented member, the NOSPACE alarm): the
+    // pass takes it, unless the tenant is paused. Reading the plan also refreshes the
+    // etcd space gauges.
+    let space_due = report.etcd_members.as_ref().is_some_and(|observation| {
+        let (_, _, plan) = super::heal::space_plan(&tenant, &names, observation, ctx);
+        plan.step.is_some() && !tenant.spec.paused
+    });
+    let reason = reconcile_reason(status, &report, broken_member).or(space_due.then_some("etcd-space"));
     ctx.metrics.record_health_probe(reason);
     if let Some(reason) = reason {
         tracing::debug!(

@@ -6,8 +6,8 @@
 //!    etcd scaling plan ([`crate::etcd::scaling::plan`]);
 //! 3. build every object from the spec and what was observed (pure: [`crate::desired`]);
 //! 4. apply them with server-side apply, skipping those already as built ([`super::apply`]);
-//! 5. heal and scale ([`super::heal`]), and keep what nodes need inside the tenant
-//!    ([`super::inside`]);
+//! 5. heal, scale and keep etcd's space ([`super::heal`]), and keep what nodes need
+//!    inside the tenant ([`super::inside`]);
 //! 6. observe the workloads and write the status once, if it changed ([`super::status`]);
 //!    then say when to come back.
 
@@ -23,14 +23,15 @@ use super::apply::{apply_object, patch_status};
 use super::conditions::ConditionStatus;
 use super::context::Context;
 use super::events::publish_changes;
-use super::heal::{heal, run_scaling_step};
+use super::heal::{heal, keep_etcd_space, run_scaling_step};
 use super::inside::keep_inside;
 use super::names_of;
 use super::observe::{self, OwnedCache, read, read_rollout, read_tenant_secrets};
-use super::status::{component_conditions, compute_status};
+use super::status::{component_conditions, compute_status, with_space};
 use crate::api::{Phase, TenantCluster};
 use crate::desired::{DesiredState, ObservedSecrets, desired_state_with_etcd};
 use crate::error::{Error, Result};
+use crate::etcd::maintenance::SpacePlan;
 use crate::etcd::scaling::{self, ScalingInput, ScalingPlan};
 use crate::health::{EtcdProbe, ProbeReport, apiserver_address, probe_tenant};
 use crate::names::{MAX_TENANT_NAME_LENGTH, TenantNames};
@@ -41,8 +42,8 @@ const READY_RESYNC: Duration = Duration::from_secs(600);
 /// Shortest re-check interval of a tenant that is still converging; see
 /// [`converging_resync`] for how it grows.
 const CONVERGING_RESYNC: Duration = Duration::from_secs(30);
-/// Re-check interval while etcd is being scaled: each step is one quick etcd call,
-/// and the next one waits for this pass's result.
+/// Re-check interval while etcd is being scaled or its space maintained: each step is
+/// one etcd call, and the next one waits for this pass's result.
 const SCALING_RESYNC: Duration = Duration::from_secs(2);
 /// Re-check interval while the addons inside the tenant are not available on its nodes.
 const ADDONS_RESYNC: Duration = Duration::from_secs(15);
@@ -103,11 +104,14 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
         Some(build_and_apply(tenant, &names, &listed_secrets, cache.as_ref(), &plan, ctx).await?)
     };
 
-    // 5. heal and scale: one membership change per pass, the next pass sees its result first
+    // 5. heal, scale and keep etcd's space: one membership change per pass, the next
+    // pass sees its result first; space maintenance only while the membership rests
     let (health, etcd_cluster_id, repaired) = heal(tenant, &names, report.as_ref(), plan.members, ctx).await;
     if let (Some(step), false, false) = (&plan.step, repaired, tenant.spec.paused) {
         run_scaling_step(tenant, &names, step, ctx).await;
     }
+    let membership_changing = repaired || plan.step.is_some() || plan.progress.is_some();
+    let space = keep_etcd_space(tenant, &names, report.as_ref(), membership_changing, ctx).await;
 
     // 5b. inside the tenant: what nodes need to join it
     let addons = match &built {
@@ -119,7 +123,9 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
     let observation =
         observe::observe(&ctx.client, cache.as_ref(), &names, secret_names(&listed_secrets, built.as_ref()))
             .await?;
-    let mut updates = component_conditions(&names, &observation, &health, plan.progress.as_ref());
+    let problem = space.as_ref().and_then(|space| space.problem.as_deref());
+    let mut updates =
+        with_space(component_conditions(&names, &observation, &health, plan.progress.as_ref()), problem);
     // Addons not running on nodes that exist: nothing in the meta cluster moves when they
     // come up, so look again soon.
     let addons_waiting = addons.as_ref().is_some_and(|update| update.status == ConditionStatus::False);
@@ -142,6 +148,8 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
         publish_changes(tenant, &changes, ctx).await;
     }
     let next = next_check(tenant, &status, built.as_ref(), &plan, ctx.clock.now());
+    // Space maintenance moves no watched object either: one step per pass, come back soon.
+    let next = if space.as_ref().is_some_and(SpacePlan::busy) { next.min(SCALING_RESYNC) } else { next };
     // Drift inside the tenant is repaired on the inside step's own period.
     let next = if inside_kept { next.min(ctx.inside.resync()) } else { next };
     Ok(Action::requeue(if addons_waiting { next.min(ADDONS_RESYNC) } else { next }))

@@ -205,6 +205,19 @@ pub fn with_scaling(mut update: ConditionUpdate, progress: Option<&ScalingProgre
     update
 }
 
+/// EtcdReady of `updates` when etcd's `NOSPACE` alarm holds and the operator cannot
+/// free enough (`problem`, see [`crate::etcd::maintenance::SpacePlan`]): False with
+/// reason `QuotaExceeded` and what the user must do first in the message.
+pub fn with_space(mut updates: Vec<ConditionUpdate>, problem: Option<&str>) -> Vec<ConditionUpdate> {
+    let Some(problem) = problem else { return updates };
+    for update in updates.iter_mut().filter(|update| update.type_ == types::ETCD_READY) {
+        update.status = ConditionStatus::False;
+        update.reason = reason::QUOTA_EXCEEDED;
+        update.message = format!("{problem} ({})", update.message);
+    }
+    updates
+}
+
 fn secrets_condition(type_: &'static str, required: &[String], observation: &Observation) -> ConditionUpdate {
     let missing: Vec<&str> =
         required.iter().filter(|name| !observation.secrets.contains(*name)).map(String::as_str).collect();
@@ -634,6 +647,26 @@ mod tests {
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(second, first, "transition times must not move on a steady pass");
         assert!(status_equivalent(Some(&first), &second));
+    }
+
+    #[test]
+    fn a_quota_too_small_for_the_live_data_turns_etcd_ready_false_and_says_what_to_do() {
+        let updates = vec![
+            ConditionUpdate::new(
+                types::ETCD_READY,
+                ConditionStatus::False,
+                reason::PROBE_FAILED,
+                "alarm NOSPACE",
+            ),
+            ConditionUpdate::new(types::API_SERVER_READY, ConditionStatus::True, reason::READY, "ok"),
+        ];
+        assert_eq!(with_space(updates.clone(), None), updates, "nothing to say");
+        let problem = "live data 20.0 MiB exceeds quota 16.0 MiB: raise spec.etcd.quotaBackendBytes";
+        let said = with_space(updates.clone(), Some(problem));
+        assert_eq!(said[0].reason, reason::QUOTA_EXCEEDED);
+        assert_eq!(said[0].status, ConditionStatus::False);
+        assert_eq!(said[0].message, format!("{problem} (alarm NOSPACE)"));
+        assert_eq!(said[1], updates[1], "only EtcdReady");
     }
 
     #[test]

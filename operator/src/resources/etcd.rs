@@ -144,7 +144,7 @@ fn etcd_args(input: &TenantInputs<'_>) -> Vec<String> {
     let names = input.names();
     let own_host = own_member_host(names);
     let pki = |file: &str| format!("{PKI_MOUNT_PATH}/{file}");
-    let defaults = BTreeMap::from([
+    let mut defaults = BTreeMap::from([
         ("name", "$(POD_NAME)".to_string()),
         ("data-dir", DATA_DIR.to_string()),
         ("listen-client-urls", format!("https://0.0.0.0:{ETCD_CLIENT_PORT}")),
@@ -170,6 +170,11 @@ fn etcd_args(input: &TenantInputs<'_>) -> Vec<String> {
         // No --auto-compaction-*: the apiserver already compacts every five minutes
         // (--etcd-compaction-interval), a second compactor would only log conflicts.
     ]);
+    // Only when set: an unset quota renders the flags of before, so tenants that never
+    // set it do not roll when the operator is upgraded (etcd's default applies).
+    if let Some(quota) = input.spec.etcd.quota_backend_bytes {
+        defaults.insert("quota-backend-bytes", quota.to_string());
+    }
     // The spec has no etcd extraArgs; the override mechanism is shared with the other components.
     flags(defaults, &BTreeMap::new())
 }
@@ -464,6 +469,20 @@ spec:
             config_map.data.as_ref().and_then(|data| data.get(INITIAL_CLUSTER_STATE_KEY)).map(String::as_str),
             Some("existing")
         );
+    }
+
+    #[test]
+    fn the_quota_flag_is_rendered_only_when_set() {
+        let mut fixture = Fixture::default();
+        let args = |statefulset: &StatefulSet| -> Vec<String> {
+            let template = statefulset.spec.as_ref().and_then(|spec| spec.template.spec.as_ref());
+            template.and_then(|pod| pod.containers[0].args.clone()).unwrap_or_default()
+        };
+        let unset = etcd_statefulset(&fixture.inputs()).expect("builds");
+        assert!(!args(&unset).iter().any(|arg| arg.starts_with("--quota-backend-bytes")), "etcd's default");
+        fixture.spec.etcd.quota_backend_bytes = Some(67_108_864);
+        let set = etcd_statefulset(&fixture.inputs()).expect("builds");
+        assert!(args(&set).contains(&"--quota-backend-bytes=67108864".to_string()), "{:?}", args(&set));
     }
 
     #[test]
