@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test unit bench bench-scale bench-density bench-workers meta-up meta-down meta-status worker-up worker-down upstream images operator-image crds lint
+.PHONY: help install demo test unit bench bench-scale bench-density bench-workers bench-peer meta-up meta-down meta-status worker-up worker-down upstream images operator-image crds lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ bench-density: ## the density benchmark only: real tenants one by one (DENSITY_M
 
 bench-workers: ## the workloads benchmark only: tenant created -> pod Running on a joined worker (root)
 	BENCH_PARTS=workers hack/bench.sh
+
+bench-peer: ## the peer benchmark only: Nestor and Kamaji side by side on the same meta cluster
+	BENCH_PARTS=peer hack/bench.sh
 
 meta-up: ## start the local meta cluster (builds upstream binaries and images on first use)
 	hack/meta-up.sh

@@ -9,11 +9,14 @@
 #   5. the density benchmark (bench/density.sh): real tenants one by one until one fails
 #   6. the workloads benchmark (bench/workers.sh, root): a joinable tenant, a worker host
 #      joined to it, a pod Running on it, the idle tenant's pods by component
-#   7. bench/results/<UTC stamp>.json (machine, commit, load, every figure with units)
+#   7. the peer benchmark (bench/peer.sh): Kamaji built from the Go module proxy and installed
+#      beside Nestor, both measured on the same work at the newest Kubernetes Kamaji accepts;
+#      if Kamaji cannot be built or installed the part is recorded as failed with the reason
+#   8. bench/results/<UTC stamp>.json (machine, commit, load, every figure with units)
 #      and the table (bench/report.sh), printed and pasted into docs/benchmarks.md by hand
 #
-# Knobs: BENCH_PARTS (default "pki cluster scale density workers": which of them run;
-# `make bench-scale`, `make bench-density` and `make bench-workers` run one each);
+# Knobs: BENCH_PARTS (default "pki cluster scale density workers peer": which of them run;
+# `make bench-scale`, `make bench-density`, `make bench-workers` and `make bench-peer` run one each);
 # BENCH_META_UP=0 skips meta-up
 # (cluster known to be up); BENCH_CLUSTER=0 runs the micro-benchmarks only; NESTOR_BIN
 # runs the cluster parts with that operator binary instead of building one; the scripts
@@ -34,7 +37,7 @@ load_average() { cut -d' ' -f1-3 /proc/loadavg; }
 LOAD_START=$(load_average)
 log "make bench: results go to $RESULT (load average at start: $LOAD_START)"
 
-PARTS=" ${BENCH_PARTS:-pki cluster scale density workers} "
+PARTS=" ${BENCH_PARTS:-pki cluster scale density workers peer} "
 [[ ${BENCH_CLUSTER:-1} != 0 ]] || PARTS=" pki "
 part() { [[ $PARTS == *" $1 "* ]]; }
 log "parts:$PARTS"
@@ -62,8 +65,8 @@ if part pki; then
 fi
 
 # --- cluster benchmarks, with the release operator (the honest build) ---
-for name in cluster scale density workers; do echo null >"$WORK/$name.json"; done
-if part cluster || part scale || part density || part workers; then
+for name in cluster scale density workers peer; do echo null >"$WORK/$name.json"; done
+if part cluster || part scale || part density || part workers || part peer; then
   if [[ -n ${NESTOR_BIN:-} ]]; then
     log "using the operator binary $NESTOR_BIN (NESTOR_BIN set: no build)"
     cp "$NESTOR_BIN" "$WORK/nestor"
@@ -76,7 +79,7 @@ if part cluster || part scale || part density || part workers; then
   fi
   export NESTOR_BIN="$WORK/nestor"
   # A part that fails is reported as missing; the others still run.
-  for name in cluster scale density workers; do
+  for name in cluster scale density workers peer; do
     if part "$name"; then
       "$REPO_ROOT/bench/$name.sh" "$WORK/$name.json" || { log "warning: bench/$name.sh failed"; echo null >"$WORK/$name.json"; }
     fi
@@ -86,7 +89,7 @@ fi
 LOAD_END=$(load_average)
 jq -n --slurpfile pki "$WORK/pki.json" --slurpfile cluster "$WORK/cluster.json" \
   --slurpfile scale "$WORK/scale.json" --slurpfile density "$WORK/density.json" \
-  --slurpfile workers "$WORK/workers.json" \
+  --slurpfile workers "$WORK/workers.json" --slurpfile peer "$WORK/peer.json" \
   --arg stamp "$STAMP" --arg commit "$(git rev-parse HEAD)$(git diff --quiet HEAD -- operator templates || echo '+dirty')" \
   --argjson nproc "$(nproc)" --argjson memory_kib "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)" \
   --arg kernel "$(uname -r)" --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
@@ -99,7 +102,8 @@ jq -n --slurpfile pki "$WORK/pki.json" --slurpfile cluster "$WORK/cluster.json" 
     cluster: $cluster[0],
     scale: $scale[0],
     density: $density[0],
-    workers: $workers[0]
+    workers: $workers[0],
+    peer: $peer[0]
   }' >"$RESULT"
 
 echo
