@@ -143,3 +143,32 @@ jq -r '
       "| \(.etcd_members)\(if .error then " (\(.error))" else "" end) | \(.defragmentations | map(.took_s | r(2) | tostring) | join(", ")) | \(.all_members_s // "n/a") | \(.order | join(" → ")) | \(.defragmentations | map(.before_mib - .after_mib | r(1) | tostring) | join(", ")) | \(.writes.during_defrag.failures)/\(.writes.during_defrag.requests) / \(.writes.failures)/\(.writes.requests) | \(.reads.during_defrag.failures)/\(.reads.during_defrag.requests) / \(.reads.failures)/\(.reads.requests) | \(.writes.during_defrag.slowest_ms // "n/a") / \(.reads.during_defrag.slowest_ms // "n/a") |")
     end
 ' "$RESULT"
+
+# The peer part (bench/peer.sh): Nestor and Kamaji side by side, ratios Nestor / Kamaji.
+jq -r '
+  .peer as $p
+  | if $p == null then empty
+    elif $p.failed then "", "Peer (Kamaji): **failed** at \($p.stage): \($p.reason)"
+    else
+    def r(n): if . == null then null else (. * pow(10; n) | round) / pow(10; n) end;
+    def s: if . == null or .median == null then "n/a" else "\(.median | r(1)) s (\(.min | r(1))–\(.max | r(1)), \(.n) runs)" end;
+    def v(unit): if . == null then "n/a" else "\(. | r(1)) \(unit)" end;
+    def goal($ratio; $max): if $ratio == null then "" elif $ratio <= $max then "≤ \($max): yes" else "≤ \($max): **no**" end;
+    $p.versions as $v
+    | "",
+      "Side by side with Kamaji \($v.kamaji), both at Kubernetes \($v.kubernetes), etcd \($v.etcd); Ready = \($p.readiness).",
+      "",
+      "| Figure | Nestor | Kamaji | Nestor / Kamaji | Goal |",
+      "|---|---|---|---|---|",
+      "| One tenant Ready, median (min–max) | \($p.time_to_ready_s.nestor | s) | \($p.time_to_ready_s.kamaji | s) | \($p.time_to_ready_s.ratio_median) | \(goal($p.time_to_ready_s.ratio_median; 0.7)) |",
+      "| Apiserver Deployment deleted → /readyz again, median (min–max) | \($p.healing_s.nestor | s) | \($p.healing_s.kamaji | s) | \($p.healing_s.ratio_median) | \(goal($p.healing_s.ratio_median; 0.5)) |",
+      "| \($p.burst.nestor.tenants) at once: all Ready | \($p.burst.nestor.all_ready_s | v("s")) (\($p.burst.nestor.ready)/\($p.burst.nestor.tenants)) | \($p.burst.kamaji.all_ready_s | v("s")) (\($p.burst.kamaji.ready)/\($p.burst.kamaji.tenants)) | \($p.burst.ratio_all_ready) | |",
+      "| Operator idle, no tenant: RSS / CPU | \($p.operator.idle_0.nestor.rss_mib | v("MiB")) / \($p.operator.idle_0.nestor.cpu_mcpu | v("mCPU")) | \($p.operator.idle_0.kamaji.rss_mib | v("MiB")) / \($p.operator.idle_0.kamaji.cpu_mcpu | v("mCPU")) | \($p.operator.idle_ratio.rss) / \($p.operator.idle_ratio.cpu) | |",
+      "| Operator per idle tenant: RSS (anonymous part) / CPU | \($p.operator.per_tenant.nestor.rss_mib | v("MiB")) (\($p.operator.per_tenant.nestor.rss_anon_mib | v("MiB"))) / \($p.operator.per_tenant.nestor.cpu_mcpu | v("mCPU")) | \($p.operator.per_tenant.kamaji.rss_mib | v("MiB")) (\($p.operator.per_tenant.kamaji.rss_anon_mib | v("MiB"))) / \($p.operator.per_tenant.kamaji.cpu_mcpu | v("mCPU")) | \($p.operator.per_tenant.ratio_rss) (\($p.operator.per_tenant.ratio_rss_anon)) / \($p.operator.per_tenant.ratio_cpu) | \(goal($p.operator.per_tenant.ratio_rss; 0.25)) |",
+      "| One idle tenant'"'"'s pods: memory / CPU, median | \($p.tenant_pods.nestor.own_pods.memory_mib | v("MiB")) / \($p.tenant_pods.nestor.own_pods.cpu_mcpu | v("mCPU")) | \($p.tenant_pods.kamaji.own_pods.memory_mib | v("MiB")) / \($p.tenant_pods.kamaji.own_pods.cpu_mcpu | v("mCPU")) | | |",
+      "| + share of Kamaji'"'"'s shared etcd (\($p.tenant_pods.kamaji.datastore.members) members, \($p.tenant_pods.kamaji.datastore.memory_mib | v("MiB")) / \($p.tenant_pods.kamaji.datastore.cpu_mcpu | v("mCPU")), over \($p.tenant_pods.kamaji.tenants) tenants) | — | \($p.tenant_pods.kamaji.datastore_share.memory_mib | v("MiB")) / \($p.tenant_pods.kamaji.datastore_share.cpu_mcpu | v("mCPU")) | | |",
+      "| Per tenant, all counted | \($p.tenant_pods.nestor.with_datastore_share.memory_mib | v("MiB")) / \($p.tenant_pods.nestor.with_datastore_share.cpu_mcpu | v("mCPU")) | \($p.tenant_pods.kamaji.with_datastore_share.memory_mib | v("MiB")) / \($p.tenant_pods.kamaji.with_datastore_share.cpu_mcpu | v("mCPU")) | \($p.tenant_pods.ratio_memory) / \($p.tenant_pods.ratio_cpu) | |",
+      "| Density (idle tenants until one is not Ready) | \(if $p.density.nestor == null then "not run" else "\($p.density.nestor.ready) (\($p.density.nestor.stopped_by))" end) | \(if $p.density.kamaji == null then "not run" else "\($p.density.kamaji.ready) (\($p.density.kamaji.stopped_by))" end) | | |",
+      "| 1000 tenants applied, pods simulated by kwok | see bench/scale.sh | not run | | |"
+    end
+' "$RESULT"

@@ -7,9 +7,9 @@
 #
 # A component whose directory holds a `.complete` marker is not rebuilt, so a
 # second run is a no-op. Usage: hack/build-upstream.sh [component ...]
-# (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner konnectivity kwok;
-# default all but kwok, which only the scale benchmark uses: bench/scale.sh builds it on
-# demand). kubernetes-upgrade is KUBERNETES_UPGRADE_VERSION's kube-apiserver and
+# (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner konnectivity kwok
+# kubernetes-peer etcd-peer kamaji helm; default all but kwok and the last four, which only the
+# benchmarks use: bench/scale.sh and hack/build-peer.sh build them on demand). kubernetes-upgrade is KUBERNETES_UPGRADE_VERSION's kube-apiserver and
 # kube-controller-manager only: a second tenant version to upgrade to.
 #
 # Why wrapper modules: k8s.io/kubernetes requires its staging modules at v0.0.0
@@ -133,17 +133,73 @@ build_kubernetes_upgrade() {
   build_kubernetes_at "$KUBERNETES_UPGRADE_VERSION" kube-apiserver kube-controller-manager kube-scheduler kube-proxy
 }
 
-build_etcd() {
-  local v=$ETCD_VERSION
-  if upstream_complete etcd "$v"; then log "etcd $v: cached"; return; fi
+# The peer benchmark's tenant version (bench/peer.sh): the newest Kubernetes that the pinned
+# Kamaji release accepts (KAMAJI_VERSION refuses anything above its kubeadm's version), for
+# both Nestor and Kamaji tenants. Control-plane binaries only: neither side runs workers there.
+build_kubernetes_peer() {
+  build_kubernetes_at "$PEER_KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler
+}
+
+# Kamaji, the peer the benchmark compares Nestor with: its operator binary from the Go module
+# proxy at KAMAJI_VERSION. Its go.mod replaces the k8s.io staging modules with their published
+# versions already, so it is built as its own Dockerfile does: `go build` in the module's root,
+# with the module's own go.mod and go.sum (a copy of the downloaded module, made writable). The
+# module's config/ (CRDs, webhook manifests) is kept beside the binary for bench/peer.sh.
+build_kamaji() {
+  local v=$KAMAJI_VERSION
+  if upstream_complete kamaji "$v"; then log "kamaji $v: cached"; return; fi
+  local module src out
+  module=$(go mod download -json "github.com/clastix/kamaji@$v" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  [[ -d $module ]] || die "kamaji $v: the Go module proxy did not serve github.com/clastix/kamaji@$v"
+  src="$NESTOR_CACHE/src/kamaji-$v"
+  out=$(upstream_bin_dir kamaji "$v")
+  rm -rf "$src" "$out.partial"
+  cp -r "$module" "$src"
+  chmod -R u+w "$src"
+  mkdir -p "$out.partial"
+  log "compiling kamaji $v (its own go.mod; a cold build takes many minutes on 2 cores)"
+  (
+    cd "$src"
+    /usr/bin/time -f "kamaji: %e s wall, %M KiB peak RSS of the go command" \
+      go build -p "$GO_BUILD_PARALLELISM" -trimpath \
+      -ldflags "-s -w -X github.com/clastix/kamaji/internal.GitTag=$v -X github.com/clastix/kamaji/internal.GitRepo=github.com/clastix/kamaji" \
+      -o "$out.partial/kamaji" . 2> >(tee "$out.partial.build.log" >&2)
+  )
+  cp -r "$src/config" "$out.partial/config"
+  chmod -R u+w "$out.partial/config"
+  publish_component kamaji "$v"
+}
+
+# Helm, only to render Kamaji's own chart (charts/kamaji of the Kamaji module) for the peer
+# benchmark with `helm template`, so its install is Kamaji's manifests, not a copy of them.
+build_helm() {
+  local v=$HELM_VERSION
+  if upstream_complete helm "$v"; then log "helm $v: cached"; return; fi
   local src
+  src=$(wrapper_module helm "$v")
+  (cd "$src" && go mod edit -require "helm.sh/helm/v3@$v")
+  build_in_wrapper helm "$v" "-X helm.sh/helm/v3/internal/version.version=$v" helm.sh/helm/v3/cmd/helm
+  publish_component helm "$v"
+}
+
+# build_etcd_at VERSION: etcd, etcdctl and etcdutl at VERSION. 3.5 also has client/v2 and
+# raft/v3 among the siblings its server module replaces with ../ paths.
+build_etcd_at() {
+  local v=$1
+  if upstream_complete etcd "$v"; then log "etcd $v: cached"; return; fi
+  local src siblings=(api/v3 client/pkg/v3 client/v3 pkg/v3 server/v3 etcdctl/v3 etcdutl/v3)
+  [[ $v != v3.5.* ]] || siblings+=(client/v2 raft/v3)
   src=$(wrapper_module etcd "$v")
   (
     cd "$src"
     go mod edit -require "go.etcd.io/etcd/server/v3@$v" -require "go.etcd.io/etcd/etcdctl/v3@$v" \
       -require "go.etcd.io/etcd/etcdutl/v3@$v"
-    for module in api/v3 client/pkg/v3 client/v3 pkg/v3 server/v3 etcdctl/v3 etcdutl/v3; do
-      go mod edit -replace "go.etcd.io/etcd/$module=go.etcd.io/etcd/$module@$v"
+    local module version
+    for module in "${siblings[@]}"; do
+      # client/v2 numbers its 3.5 releases v2.305.<patch>.
+      version=$v
+      [[ $module != client/v2 ]] || version="v2.305.${v##*.}"
+      go mod edit -replace "go.etcd.io/etcd/$module=go.etcd.io/etcd/$module@$version"
     done
   )
   build_in_wrapper etcd "$v" "" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3
@@ -153,6 +209,8 @@ build_etcd() {
   mv "$out.partial/server" "$out.partial/etcd"
   publish_component etcd "$v"
 }
+
+build_etcd() { build_etcd_at "$ETCD_VERSION"; }
 
 build_coredns() {
   local v=$COREDNS_VERSION
@@ -234,6 +292,10 @@ for component in "${components[@]}"; do
     local-path-provisioner) build_local_path_provisioner ;;
     konnectivity) build_konnectivity ;;
     kwok) build_kwok ;;
-    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns, local-path-provisioner, konnectivity or kwok)" ;;
+    kubernetes-peer) build_kubernetes_peer ;;
+    etcd-peer) build_etcd_at "$PEER_ETCD_VERSION" ;;
+    kamaji) build_kamaji ;;
+    helm) build_helm ;;
+    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns, local-path-provisioner, konnectivity, kwok, kubernetes-peer, etcd-peer, kamaji or helm)" ;;
   esac
 done

@@ -124,7 +124,9 @@ main() {
   # Worker hosts (hack/worker-up.sh) join tenants served by this cluster and route
   # through its bridge: they go first.
   "$HACK_DIR/worker-down.sh" --all
-  for component in kube-proxy kubelet kube-scheduler kube-controller-manager; do stop_component "$component"; done
+  # peer-registry: the loopback registry of the peer benchmark (bench/peer.sh), if a run of
+  # it was cut short; everything else that benchmark installs lives in this cluster's state.
+  for component in peer-registry kube-proxy kubelet kube-scheduler kube-controller-manager; do stop_component "$component"; done
   kill_containers
   stop_component containerd
   stop_component kube-apiserver

@@ -167,10 +167,10 @@ rejects! {
         "spec.version", "MAJOR.MINOR.PATCH";
     rejects_version_newer_than_supported:
         "too-new", {"version": "1.36.0"},
-        "spec.version", "supported Kubernetes version: 1.33 through 1.35";
+        "spec.version", "supported Kubernetes version: 1.30 through 1.35";
     rejects_version_older_than_supported:
-        "too-old", {"version": "1.32.9"},
-        "spec.version", "supported Kubernetes version: 1.33 through 1.35";
+        "too-old", {"version": "1.29.9"},
+        "spec.version", "supported Kubernetes version: 1.30 through 1.35";
     rejects_even_etcd_replicas:
         "even-etcd", {"version": "1.34.2", "etcd": {"replicas": 2}},
         "spec.etcd.replicas", "must be 1, 3 or 5";

@@ -51,7 +51,7 @@ pub const VERSION: &str = "v1alpha1";
 #[serde(rename_all = "camelCase")]
 pub struct TenantClusterSpec {
     /// Kubernetes version of the tenant control plane, MAJOR.MINOR.PATCH without a leading
-    /// "v", for example "1.34.2". Supported: 1.33 through 1.35. Upgrades go one minor version
+    /// "v", for example "1.34.2". Supported: 1.30 through 1.35. Upgrades go one minor version
     /// at a time; downgrades are refused.
     #[schemars(length(max = 16))]
     #[x_kube(

@@ -24,8 +24,10 @@ use crate::etcd::maintenance::{MAX_QUOTA_BYTES, MIN_QUOTA_BYTES};
 use crate::names::MAX_TENANT_NAME_LENGTH;
 
 /// Kubernetes minor versions (of major version 1) that Nestor can run as a tenant control
-/// plane. Contiguous, so that an upgrade one minor at a time always stays inside it.
-pub const SUPPORTED_MINOR_VERSIONS: RangeInclusive<u64> = 33..=35;
+/// plane. Contiguous, so that an upgrade one minor at a time always stays inside it. 1.30 is
+/// the newest minor that the pinned Kamaji release accepts: the peer benchmark runs both on it
+/// (bench/peer.sh, docs/benchmarks.md).
+pub const SUPPORTED_MINOR_VERSIONS: RangeInclusive<u64> = 30..=35;
 
 /// The only Kubernetes major version there is.
 pub const SUPPORTED_MAJOR_VERSION: u64 = 1;
@@ -597,12 +599,12 @@ mod tests {
 
     #[test]
     fn rejects_unsupported_versions() {
-        for text in ["1.32.9", "1.36.0", "2.34.0"] {
+        for text in ["1.29.9", "1.36.0", "2.34.0"] {
             let errors = validate(&spec(text)).unwrap_err();
             assert_eq!(errors, vec![SpecError::VersionUnsupported { version: version(text) }]);
         }
         let message = validate(&spec("1.36.0")).unwrap_err()[0].to_string();
-        assert_eq!(message, "spec.version 1.36.0 is not supported: Nestor runs Kubernetes 1.33 through 1.35");
+        assert_eq!(message, "spec.version 1.36.0 is not supported: Nestor runs Kubernetes 1.30 through 1.35");
     }
 
     #[test]
@@ -783,7 +785,7 @@ mod tests {
             rules::version_supported().rule,
             format!(
                 "!self.matches('{VERSION_PATTERN}') || \
-                 (int(self.split('.')[1]) >= 33 && int(self.split('.')[1]) <= 35)"
+                 (int(self.split('.')[1]) >= 30 && int(self.split('.')[1]) <= 35)"
             )
         );
         assert_eq!(rules::name_length().rule, "self.metadata.name.size() <= 40");

@@ -41,10 +41,12 @@ const DEFAULT_STORAGE_SIZE: &str = "1Gi";
 
 /// The `registry.k8s.io/etcd` tag kubeadm pairs with Kubernetes `1.<minor>`
 /// (cmd/kubeadm/app/constants, SupportedEtcdVersion), or `None` for a minor Nestor
-/// does not run. 1.35 stays on the 3.6.5 build the local images are made from.
+/// does not run. 1.35 stays on the 3.6.5 build the local images are made from. 1.30 to 1.32
+/// take 1.33's newer 3.5 patch rather than kubeadm's 3.5.12 or 3.5.15: the same etcd from
+/// 1.30 up to 1.33, so an upgrade through them never moves etcd back a patch.
 pub fn etcd_image_tag(kubernetes_minor: u32) -> Option<&'static str> {
     match kubernetes_minor {
-        33 => Some("3.5.21-0"),
+        30..=33 => Some("3.5.21-0"),
         34 | 35 => Some("3.6.5-0"),
         _ => None,
     }
@@ -313,7 +315,9 @@ mod tests {
         assert_eq!(etcd_image_tag(33), Some("3.5.21-0"));
         assert_eq!(etcd_image_tag(34), Some("3.6.5-0"));
         assert_eq!(etcd_image_tag(35), Some("3.6.5-0"));
-        assert_eq!(etcd_image_tag(30), None);
+        assert_eq!(etcd_image_tag(30), Some("3.5.21-0"));
+        assert_eq!(etcd_image_tag(32), Some("3.5.21-0"));
+        assert_eq!(etcd_image_tag(29), None);
     }
 
     #[test]
