@@ -505,6 +505,21 @@ async fn exec_true(ns: &TestNamespace, args: &[&str]) -> Result<Duration, String
     }
 }
 
+/// The last lines of the konnectivity agents' logs inside the tenant, for a failure message.
+async fn agent_log_tail(admin: &kube::Client) -> String {
+    let agents: Api<Pod> = Api::namespaced(admin.clone(), "kube-system");
+    let selector = kube::api::ListParams::default().labels("k8s-app=konnectivity-agent");
+    let Ok(list) = agents.list(&selector).await else { return "(agents not listed)".to_string() };
+    let mut tail = String::new();
+    for agent in list.items {
+        let name = agent.metadata.name.unwrap_or_default();
+        let params = LogParams { tail_lines: Some(30), ..Default::default() };
+        let log = agents.logs(&name, &params).await.unwrap_or_else(|error| error.to_string());
+        tail.push_str(&format!("--- {name}\n{log}\n"));
+    }
+    tail
+}
+
 /// The tenant's apiserver pods that are not being deleted, with their addresses.
 async fn apiserver_pods(ns: &TestNamespace) -> Vec<(String, String)> {
     let names = ns.names(TENANT);
@@ -568,7 +583,7 @@ async fn a_killed_agent_reconnects_and_logs_work_again() {
 async fn after_an_apiserver_roll_the_agents_follow_and_no_exec_fails() {
     in_namespace("tunnel-roll", async |ns| {
         let started = Instant::now();
-        let (_operator, _admin, _worker) = tunnel_with_a_worker(&ns, 23, 1, "tr", started).await;
+        let (_operator, admin, _worker) = tunnel_with_a_worker(&ns, 23, 1, "tr", started).await;
         exec_true(&ns, &[]).await.expect("exec before the roll");
         let before = apiserver_pods(&ns).await;
         // A certificate renewal: the server's serving certificate is re-issued, the config
@@ -608,7 +623,14 @@ async fn after_an_apiserver_roll_the_agents_follow_and_no_exec_fails() {
         for attempt in 0..20 {
             match exec_true(&ns, &[]).await {
                 Ok(took) => latencies.push(took),
-                Err(error) => panic!("exec {attempt} after the roll settled failed: {error}"),
+                Err(error) => {
+                    let pods = apiserver_pods(&ns).await;
+                    let agent_log = agent_log_tail(&admin).await;
+                    panic!(
+                        "exec {attempt} after the roll settled failed: {error}\napiserver pods now: {pods:?}\n\
+                         agent log:\n{agent_log}"
+                    )
+                }
             }
         }
         latencies.sort();
