@@ -8,10 +8,11 @@
 # A component whose directory holds a `.complete` marker is not rebuilt, so a
 # second run is a no-op. Usage: hack/build-upstream.sh [component ...]
 # (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner konnectivity kwok
-# kubernetes-peer etcd-peer kamaji helm versitygw; default all but kwok, the peer four, which only the
-# benchmarks use: bench/scale.sh and hack/build-peer.sh build them on demand, and versitygw, the
-# local S3 store, which hack/s3-up.sh builds on demand). kubernetes-upgrade is KUBERNETES_UPGRADE_VERSION's kube-apiserver and
-# kube-controller-manager only: a second tenant version to upgrade to.
+# kubernetes-peer etcd-peer kamaji helm versitygw; default all but kwok and the peer four, which
+# only the benchmarks use: bench/scale.sh and hack/build-peer.sh build them on demand, and
+# versitygw, the local S3 store, which hack/s3-up.sh builds on demand). kubernetes-upgrade is
+# KUBERNETES_UPGRADE_VERSION's kube-apiserver and kube-controller-manager only: a second tenant
+# version to upgrade to.
 #
 # Why wrapper modules: k8s.io/kubernetes requires its staging modules at v0.0.0
 # and replaces them with ./staging/src paths, and etcd's server module replaces

@@ -113,7 +113,7 @@ s3_pid() {
   [[ -f $file ]] || return 0
   pid=$(cat "$file")
   [[ $(cat "/proc/$pid/comm" 2>/dev/null) == versitygw ]] &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- " $S3_DATA_DIR" && echo "$pid"
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- " $S3_DATA_DIR " && echo "$pid"
   return 0
 }
 
