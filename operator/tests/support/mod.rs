@@ -334,6 +334,10 @@ pub fn expected_objects(names: &TenantNames) -> BTreeSet<ObjectKey> {
         names.apiserver_kubelet_client_secret(),
         names.apiserver_etcd_client_secret(),
         names.front_proxy_client_secret(),
+        // Every tenant's PKI holds the konnectivity-server's leaves, so that turning the
+        // tunnel on never waits for certificates.
+        names.konnectivity_server_serving_secret(),
+        names.konnectivity_server_client_secret(),
         names.etcd_server_secret(),
         names.etcd_peer_secret(),
         names.etcd_healthcheck_client_secret(),
