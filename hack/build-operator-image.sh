@@ -9,8 +9,9 @@
 #                                                 on the Deployment to roll new code
 #
 # The image holds the binary, the shared libraries `ldd` reports (glibc is linked
-# dynamically; the dynamic loader included), and /etc/passwd with nonroot (65532),
-# the user it runs as. No CA bundle: the operator only talks to the meta apiserver
+# dynamically; the dynamic loader included), etcdutl (static, from the upstream build of
+# ETCD_VERSION: `nestor etcd-restore` runs `etcdutl snapshot restore`, and the etcd image has
+# no shell to run it in), and /etc/passwd with nonroot (65532), the user it runs as. No CA bundle: the operator only talks to the meta apiserver
 # (service-account CA) and tenant apiservers (tenant CA).
 #
 # Re-running is cheap: cargo rebuilds only on changes, and the archive and the
@@ -75,6 +76,8 @@ build_archive() {
   # Release builds are stripped already (Cargo.toml); a debug build's symbols are most of its size.
   strip --strip-all -o "$rootfs/usr/local/bin/nestor" "$BINARY"
   chmod 0755 "$rootfs/usr/local/bin/nestor"
+  cp "$ETCDUTL" "$rootfs/usr/local/bin/etcdutl"
+  chmod 0755 "$rootfs/usr/local/bin/etcdutl"
   copy_shared_libraries "$BINARY" "$rootfs"
   # The binary must start inside the image alone, not only on this host.
   if [[ $(id -u) == 0 ]] && ! chroot "$rootfs" /usr/local/bin/nestor --version >/dev/null; then
@@ -95,8 +98,11 @@ main() {
   else
     build_binary
   fi
+  ETCDUTL=$(etcd_bin etcdutl)
+  [[ -x $ETCDUTL ]] || die "$ETCDUTL is missing: run hack/build-upstream.sh (the image bundles etcdutl for restores)"
   local binary_sha sha_ref
-  binary_sha=$(sha256_of "$BINARY")
+  # The image changes with etcdutl too.
+  binary_sha=$(cat "$BINARY" "$ETCDUTL" | sha256sum | cut -d' ' -f1)
   sha_ref="$IMAGE_NAME:sha-${binary_sha:0:12}"
   if [[ -f $ARCHIVE && $(cat "$STAMP" 2>/dev/null) == "$binary_sha" ]]; then
     log "image $sha_ref is up to date"

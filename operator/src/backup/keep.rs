@@ -374,7 +374,10 @@ mod tests {
         assert!(pending.message.contains("2025-06-15T16:00:00Z"), "{}", pending.message);
         assert!(recheck.is_some());
 
-        let (overdue, _) = backup_condition(&hourly, None, None, at(0), at(3600));
+        // Due at 16:00, overdue from 16:10 on.
+        let (still_due, _) = backup_condition(&hourly, None, None, at(0), at(3600));
+        assert_eq!(still_due.reason, reason::PENDING);
+        let (overdue, _) = backup_condition(&hourly, None, None, at(0), at(4000));
         assert_eq!((overdue.status, overdue.reason), (ConditionStatus::False, reason::OVERDUE));
 
         let last = LastBackup { time: Time(at(3200)), key: "k".into(), size: 10, revision: 3, location: "l".into() };

@@ -268,7 +268,13 @@ mod tests {
         let grouped = group(
             [("t-2.db", 10), ("t-1.json", 1), ("t-1.db", 20), ("t-3.json", 1), ("other.txt", 1)].into_iter(),
         );
-        assert_eq!(grouped, [StoredSnapshot { key: "t-1".into(), size: 20, has_metadata: true }, snapshot("t-2", false)]);
+        assert_eq!(
+            grouped,
+            [
+                StoredSnapshot { key: "t-1".into(), size: 20, has_metadata: true },
+                StoredSnapshot { key: "t-2".into(), size: 10, has_metadata: false }
+            ]
+        );
     }
 
     #[test]

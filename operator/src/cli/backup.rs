@@ -134,6 +134,9 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
                     report.seconds,
                     started.elapsed().as_secs()
                 );
+                if !report.deleted.is_empty() {
+                    println!("deleted by retention (spec.backup.retain): {}", report.deleted.join(", "));
+                }
                 return Ok(());
             }
             return Err(CliError::Unexpected(format!("backup failed ({}): {}", report.reason, report.message)).into());

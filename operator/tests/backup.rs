@@ -1,0 +1,349 @@
+//! Scheduled backups and restore (issue 15 §2 and §3) against the real meta cluster.
+//!
+//! - a volume destination: `nestor backup` takes snapshots (a Job from the tenant's
+//!   CronJob, the operator's own image running `nestor backup-agent`), the operator
+//!   records `status.lastBackup` and `BackupReady` from the finished Job's pod, retention
+//!   deletes the oldest; the TenantCluster is deleted (the backup claim and the PKI copy
+//!   stay), restored under the same name with `nestor restore`: the objects are there,
+//!   a Secret stored encrypted reads back, and the admin kubeconfig issued before the
+//!   backup still works. A snapshot corrupted in the store is then refused by a second
+//!   restore before any etcd member starts (`Restored` False, `RestoreFailed`). Prints
+//!   the time of each step.
+//! - an unreachable bucket: `BackupReady` False with reason `StoreUnreachable`, the
+//!   tenant stays Ready.
+//! - an S3 bucket (the local S3 server of hack/s3-up.sh, `/run/nestor-meta/s3.env`):
+//!   backup, listing and restore; skipped with a loud message when that server is not
+//!   set up.
+//!
+//! Needs the local meta cluster, the nestor.local images and the operator image, which
+//! the test builds from its own binary with hack/build-operator-image.sh (it bundles
+//! etcdutl from the upstream build).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use nestor::api::TenantCluster;
+use serde_json::{Value, json};
+use support::worker::{busybox_image, repo_root};
+use support::{
+    MAX_WAIT, Operator, TestNamespace, condition_message, describe_tenant, find_condition, in_namespace, is_ready,
+    run_nestor, runnable_spec, wait_for,
+};
+
+const TENANT: &str = "team-b";
+/// Never fires during a test: backups are taken with `nestor backup`.
+const RARE_SCHEDULE: &str = "0 0 1 1 *";
+
+/// Builds and imports the operator image from this test run's binary (a no-op when up to
+/// date) and returns its sha-tagged reference: what the backup Jobs and restores run.
+fn agent_image() -> String {
+    let output = Command::new(repo_root().join("hack/build-operator-image.sh"))
+        .env("NESTOR_OPERATOR_BINARY", env!("CARGO_BIN_EXE_nestor"))
+        .output()
+        .expect("run hack/build-operator-image.sh");
+    assert!(output.status.success(), "build-operator-image.sh failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let reference = stdout.lines().last().expect("an image reference").trim().to_string();
+    assert!(reference.starts_with("nestor.local/nestor-operator:sha-"), "unexpected reference {reference:?}");
+    reference
+}
+
+async fn start_operator(ns: &TestNamespace, label: &str) -> Operator {
+    let image = agent_image();
+    Operator::start_with(&ns.name, label, &["--agent-image", &image, "--health-interval", "2s"]).await
+}
+
+/// Applies our CRD (another checkout's test run may have pruned spec.backup from the
+/// shared one), creates the tenant and checks the stored spec kept `field`.
+async fn create_tenant(ns: &TestNamespace, name: &str, spec: Value, field: &str) {
+    support::install_crd(&ns.client).await;
+    ns.create_tenant(name, spec).await;
+    let stored = serde_json::to_value(ns.tenant(name).await.expect("the tenant").spec).expect("spec");
+    assert!(
+        stored.get(field).is_some(),
+        "the shared CRD pruned spec.{field} (another checkout's CRD was applied meanwhile): {stored}"
+    );
+}
+
+fn step(started: Instant, what: &str) {
+    eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
+fn nestor_args<'a>(ns: &'a TestNamespace, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(["-n", ns.name.as_str()]);
+    all
+}
+
+async fn wait_ready(ns: &TestNamespace, name: &str, what: &str) -> TenantCluster {
+    ns.wait_for_tenant(name, what, MAX_WAIT, is_ready).await
+}
+
+/// `nestor backup`: returns the key it printed.
+async fn backup_now(ns: &TestNamespace, name: &str) -> (String, String) {
+    let run = run_nestor(&nestor_args(ns, &["backup", name, "--timeout", "4m"])).await;
+    let stdout = run.expect_success();
+    eprintln!("{}", stdout.trim());
+    let key = stdout
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| stdout.starts_with("backup "))
+        .unwrap_or_else(|| panic!("no key in {stdout:?}"))
+        .to_string();
+    (key, stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_up_to_a_volume_delete_and_restore_under_the_same_name() {
+    in_namespace("backup", async |ns| volume_scenario(&ns).await).await;
+}
+
+async fn volume_scenario(ns: &TestNamespace) {
+    let started = Instant::now();
+    let _operator = start_operator(ns, "backup").await;
+    step(started, "operator started (image built and imported)");
+    let mut spec = runnable_spec();
+    spec["backup"] = json!({"schedule": RARE_SCHEDULE, "retain": 2, "destination": {"volume": {"size": "256Mi"}}});
+    create_tenant(ns, TENANT, spec, "backup").await;
+    let tenant = wait_ready(ns, TENANT, "the tenant Ready").await;
+    step(started, "tenant Ready");
+    let pending = find_condition(&tenant, "BackupReady").map(|condition| condition.reason.clone());
+    assert_eq!(pending.as_deref(), Some("Pending"), "no backup yet: {}", describe_tenant(&tenant));
+    let names = ns.names(TENANT);
+    for (kind, exists) in [
+        ("CronJob", ns.api::<k8s_openapi::api::batch::v1::CronJob>().get_opt(&names.backup()).await.expect("read").is_some()),
+        ("PVC", ns.api::<PersistentVolumeClaim>().get_opt(&names.backup()).await.expect("read").is_some()),
+    ] {
+        assert!(exists, "{kind} {} missing", names.backup());
+    }
+    let copy = wait_for("the PKI copy", Duration::from_secs(60), async || {
+        ns.api::<Secret>().get_opt(&names.pki_backup_secret()).await.map_err(|e| e.to_string())?.ok_or("not yet".to_string())
+    })
+    .await;
+    assert!(copy.metadata.owner_references.is_none(), "the PKI copy must outlive the tenant");
+    assert_eq!(copy.data.as_ref().map(BTreeMap::len).unwrap_or_default() >= 5, true, "CAs, SA key, encryption config");
+
+    // Objects, one of them a Secret (stored encrypted in etcd).
+    let tenant_client = ns.tenant_client(TENANT).await.expect("tenant client");
+    let old_kubeconfig = admin_kubeconfig(ns, TENANT).await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(tenant_client.clone(), "default");
+    for index in 0..20 {
+        let object: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("kept-{index:02}")}, "data": {"index": index.to_string()}})).expect("cm");
+        configmaps.create(&PostParams::default(), &object).await.expect("create ConfigMap");
+    }
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "kept-secret"}, "stringData": {"password": "hunter2"}})).expect("secret");
+    Api::<Secret>::namespaced(tenant_client.clone(), "default").create(&PostParams::default(), &secret).await.expect("create Secret");
+    step(started, "20 ConfigMaps and a Secret written in the tenant");
+
+    // Three backups with retain 2: the third deletes the first.
+    let (first, _) = backup_now(ns, TENANT).await;
+    step(started, "first backup taken");
+    let recorded = ns
+        .wait_for_tenant(TENANT, "status.lastBackup of the first backup", Duration::from_secs(60), |tenant| {
+            tenant.status.as_ref().and_then(|status| status.last_backup.as_ref()).is_some_and(|last| last.key == first)
+        })
+        .await;
+    step(started, "status.lastBackup recorded");
+    let last = recorded.status.as_ref().and_then(|status| status.last_backup.clone()).expect("lastBackup");
+    assert!(last.size > 0 && last.revision > 0, "{last:?}");
+    assert!(last.location.starts_with(&format!("pvc://{}/", names.backup())), "{}", last.location);
+    let ready = find_condition(&recorded, "BackupReady").expect("BackupReady");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Succeeded"), "{}", ready.message);
+    let (second, _) = backup_now(ns, TENANT).await;
+    let (third, output) = backup_now(ns, TENANT).await;
+    step(started, "second and third backups taken");
+    assert!(output.contains(&format!("deleted by retention (spec.backup.retain): {first}")), "{output}");
+    assert!(first < second && second < third);
+    let listed = run_nestor(&nestor_args(ns, &["backups", TENANT])).await.expect_success();
+    assert!(listed.contains(&third) && listed.contains(&second), "{listed}");
+
+    // Delete the tenant: the claim and the PKI copy stay.
+    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{TENANT}.yaml", ns.name));
+    let yaml = run_nestor(&nestor_args(ns, &["get", TENANT, "-o", "yaml"])).await.expect_success();
+    std::fs::write(&saved, yaml).expect("save the spec");
+    run_nestor(&nestor_args(ns, &["delete", TENANT])).await.expect_success();
+    step(started, "TenantCluster deleted");
+    assert!(ns.api::<PersistentVolumeClaim>().get_opt(&names.backup()).await.expect("read").is_some(), "backup claim kept");
+    assert!(ns.api::<Secret>().get_opt(&names.pki_backup_secret()).await.expect("read").is_some(), "PKI copy kept");
+    assert!(ns.api::<Secret>().get_opt(&names.cluster_ca_secret()).await.expect("read").is_none(), "the tenant's own CA went");
+
+    // Restore under the same name.
+    let saved_path = saved.display().to_string();
+    let run = run_nestor(&nestor_args(ns, &["restore", TENANT, "--from", &third, "--spec", &saved_path])).await;
+    eprintln!("{}", run.expect_success().trim());
+    let restore_started = Instant::now();
+    let restored = ns
+        .wait_for_tenant(TENANT, "the restored tenant Ready and Restored", MAX_WAIT, |tenant| {
+            is_ready(tenant) && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
+        })
+        .await;
+    step(started, &format!("restored tenant Ready, {:.1}s after nestor restore", restore_started.elapsed().as_secs_f64()));
+    eprintln!("Restored: {}", condition_message(&restored, "Restored"));
+    // The kubeconfig issued before the backup, by the restored cluster's CA.
+    let old_client = ns.tenant_client_from(TENANT, &old_kubeconfig).await.expect("old kubeconfig");
+    let found = wait_for("the objects through the old admin kubeconfig", Duration::from_secs(60), async || {
+        Api::<ConfigMap>::namespaced(old_client.clone(), "default").list(&ListParams::default()).await.map_err(|e| e.to_string())
+    })
+    .await;
+    let kept: Vec<String> = found.items.iter().map(ResourceExt::name_any).filter(|name| name.starts_with("kept-")).collect();
+    assert_eq!(kept.len(), 20, "{kept:?}");
+    let secret = Api::<Secret>::namespaced(old_client.clone(), "default").get("kept-secret").await.expect("the Secret");
+    assert_eq!(secret.data.and_then(|data| data.get("password").cloned()).map(|value| value.0), Some(b"hunter2".to_vec()));
+    step(started, "20 ConfigMaps and the Secret read back with the old admin kubeconfig");
+
+    // A corrupted snapshot: refused before any member starts.
+    corrupt(ns, &names.backup(), &second).await;
+    step(started, &format!("snapshot {second} corrupted in the claim"));
+    let run = run_nestor(&nestor_args(ns, &["restore", TENANT, "--from", &second, "--as", "team-c"])).await;
+    eprintln!("{}", run.expect_success().trim());
+    let refused = ns
+        .wait_for_tenant("team-c", "the corrupt snapshot refused", Duration::from_secs(180), |tenant| {
+            find_condition(tenant, "Restored").is_some_and(|condition| condition.reason == "RestoreFailed")
+        })
+        .await;
+    let message = condition_message(&refused, "Restored");
+    step(started, &format!("corrupt snapshot refused: {message}"));
+    assert!(message.contains("integrity check failed") || message.contains("does not match its metadata"), "{message}");
+    let etcd = ns.api::<Pod>().get(&ns.names("team-c").etcd_member_name(0)).await.expect("member pod");
+    let running = etcd
+        .status
+        .and_then(|status| status.container_statuses)
+        .into_iter()
+        .flatten()
+        .any(|status| status.name == "etcd" && status.state.is_some_and(|state| state.running.is_some()));
+    assert!(!running, "no etcd member may start on a refused snapshot");
+}
+
+async fn admin_kubeconfig(ns: &TestNamespace, tenant: &str) -> String {
+    let secret = ns.secret(&ns.names(tenant).admin_kubeconfig_secret()).await.expect("read").expect("admin kubeconfig");
+    String::from_utf8(secret.data.expect("data").get("value").expect("value").0.clone()).expect("UTF-8")
+}
+
+/// Flips a byte in the middle of snapshot `key` in claim `claim`, with a busybox Job.
+async fn corrupt(ns: &TestNamespace, claim: &str, key: &str) {
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "corrupt"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "corrupt", "image": busybox_image(), "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", format!("printf 'XXXXXXXX' | dd of='/backup/{key}.db' bs=1 seek=8192 conv=notrunc && sync")],
+                "volumeMounts": [{"name": "backup", "mountPath": "/backup"}]}],
+            "volumes": [{"name": "backup", "persistentVolumeClaim": {"claimName": claim}}]}}}
+    }))
+    .expect("job");
+    let jobs = ns.api::<Job>();
+    jobs.create(&PostParams::default(), &job).await.expect("create the corrupting Job");
+    wait_for("the corrupting Job", Duration::from_secs(120), async || {
+        let job = jobs.get("corrupt").await.map_err(|e| e.to_string())?;
+        match job.status.as_ref().and_then(|status| status.succeeded) {
+            Some(1) => Ok(()),
+            _ => Err(format!("{:?}", job.status)),
+        }
+    })
+    .await;
+    let _ = jobs.delete("corrupt", &DeleteParams::background()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bucket_turns_backup_ready_false_and_leaves_the_tenant_alone() {
+    in_namespace("backup-s3down", async |ns| {
+        let started = Instant::now();
+        let _operator = start_operator(&ns, "backup-s3down").await;
+        let credentials: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "s3"}, "stringData": {"accessKeyID": "nobody", "secretAccessKey": "nothing"}
+        }))
+        .expect("secret");
+        ns.api::<Secret>().create(&PostParams::default(), &credentials).await.expect("credentials");
+        let mut spec = runnable_spec();
+        // Nothing listens on port 9 of the pod itself: refused at once, no packet leaves.
+        spec["backup"] = json!({"schedule": RARE_SCHEDULE, "destination": {"s3": {
+            "endpoint": "http://127.0.0.1:9", "bucket": "nestor-backups", "credentialsSecret": "s3"}}});
+        create_tenant(&ns, TENANT, spec, "backup").await;
+        wait_ready(&ns, TENANT, "the tenant Ready").await;
+        step(started, "tenant Ready");
+        let run = run_nestor(&nestor_args(&ns, &["backup", TENANT, "--timeout", "4m"])).await;
+        assert!(!run.status.success(), "a backup to an unreachable bucket must fail: {}", run.stdout);
+        eprintln!("{}", run.stderr.trim());
+        assert!(run.stderr.contains("StoreUnreachable"), "{}", run.stderr);
+        let tenant = ns
+            .wait_for_tenant(TENANT, "BackupReady False StoreUnreachable", Duration::from_secs(60), |tenant| {
+                find_condition(tenant, "BackupReady").is_some_and(|c| c.status == "False" && c.reason == "StoreUnreachable")
+            })
+            .await;
+        step(started, &format!("BackupReady: {}", condition_message(&tenant, "BackupReady")));
+        assert!(is_ready(&tenant), "the tenant stays Ready: {}", describe_tenant(&tenant));
+        assert!(tenant.status.as_ref().and_then(|status| status.last_backup.as_ref()).is_none());
+    })
+    .await;
+}
+
+/// The local S3 server's settings (hack/s3-up.sh), if it is set up.
+fn s3_settings() -> Option<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string("/run/nestor-meta/s3.env").ok()?;
+    Some(
+        text.lines()
+            .filter_map(|line| line.trim().strip_prefix("export ").unwrap_or(line.trim()).split_once('='))
+            .map(|(key, value)| (key.to_string(), value.trim_matches('"').trim_matches('\'').to_string()))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_up_to_s3_list_and_restore_as_another_tenant() {
+    let Some(s3) = s3_settings() else {
+        eprintln!("\n!!!!!!!! SKIPPED: /run/nestor-meta/s3.env is missing: start the local S3 server with hack/s3-up.sh !!!!!!!!\n");
+        return;
+    };
+    in_namespace("backup-s3", async |ns| {
+        let started = Instant::now();
+        let _operator = start_operator(&ns, "backup-s3").await;
+        let get = |key: &str| s3.get(key).cloned().unwrap_or_else(|| panic!("{key} missing from s3.env"));
+        let credentials: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "s3"},
+            "stringData": {"accessKeyID": get("NESTOR_S3_ACCESS_KEY"), "secretAccessKey": get("NESTOR_S3_SECRET_KEY")}
+        }))
+        .expect("secret");
+        ns.api::<Secret>().create(&PostParams::default(), &credentials).await.expect("credentials");
+        let mut spec = runnable_spec();
+        spec["backup"] = json!({"schedule": RARE_SCHEDULE, "retain": 3, "destination": {"s3": {
+            "endpoint": get("NESTOR_S3_ENDPOINT"), "bucket": get("NESTOR_S3_BUCKET"),
+            "region": s3.get("NESTOR_S3_REGION").cloned().unwrap_or_else(|| "us-east-1".into()),
+            "prefix": format!("tests/{}", ns.name), "credentialsSecret": "s3"}}});
+        create_tenant(&ns, TENANT, spec, "backup").await;
+        wait_ready(&ns, TENANT, "the tenant Ready").await;
+        step(started, "tenant Ready");
+        let tenant_client = ns.tenant_client(TENANT).await.expect("tenant client");
+        let configmaps: Api<ConfigMap> = Api::namespaced(tenant_client, "default");
+        let object: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "in-s3"}, "data": {"a": "b"}})).expect("cm");
+        configmaps.create(&PostParams::default(), &object).await.expect("create");
+        let (key, _) = backup_now(&ns, TENANT).await;
+        step(started, "backup to S3 taken");
+        assert!(key.starts_with(&format!("tests/{}/", ns.name)), "{key}");
+        let listed = run_nestor(&nestor_args(&ns, &["backups", TENANT])).await.expect_success();
+        assert!(listed.contains(&key), "{listed}");
+        ns.wait_for_tenant(TENANT, "lastBackup", Duration::from_secs(60), |tenant| {
+            tenant.status.as_ref().and_then(|status| status.last_backup.as_ref()).is_some_and(|last| last.key == key && last.location.starts_with("s3://"))
+        })
+        .await;
+        run_nestor(&nestor_args(&ns, &["restore", TENANT, "--from", &key, "--as", "team-s3"])).await.expect_success();
+        ns.wait_for_tenant("team-s3", "the restored tenant Ready", MAX_WAIT, |tenant| {
+            is_ready(tenant) && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
+        })
+        .await;
+        step(started, "restored from S3 as team-s3");
+        let restored = Api::<ConfigMap>::namespaced(ns.tenant_client("team-s3").await.expect("client"), "default");
+        wait_for("the object in the restored tenant", Duration::from_secs(60), async || {
+            restored.get("in-s3").await.map_err(|e| e.to_string())
+        })
+        .await;
+    })
+    .await;
+}
