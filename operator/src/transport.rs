@@ -225,7 +225,9 @@ impl TlsClient {
         let start = async {
             let name = ServerName::try_from(server_name.to_string())
                 .map_err(|_| TransportError::ServerName(server_name.to_string()))?;
-            let tcp = TcpStream::connect(address).await.map_err(|source| TransportError::Connect { address, source })?;
+            let tcp = TcpStream::connect(address)
+                .await
+                .map_err(|source| TransportError::Connect { address, source })?;
             let tls = TlsConnector::from(self.config.clone())
                 .connect(name, tcp)
                 .await
@@ -247,7 +249,9 @@ impl TlsClient {
                 _connection: driver,
             })
         };
-        tokio::time::timeout(timeout, start).await.map_err(|_| TransportError::TimedOut { address, after: timeout })?
+        tokio::time::timeout(timeout, start)
+            .await
+            .map_err(|_| TransportError::TimedOut { address, after: timeout })?
     }
 }
 

@@ -34,8 +34,8 @@ use nestor::api::TenantCluster;
 use serde_json::{Value, json};
 use support::worker::{busybox_image, repo_root};
 use support::{
-    MAX_WAIT, Operator, TestNamespace, condition_message, describe_tenant, find_condition, in_namespace, is_ready,
-    run_nestor, runnable_spec, wait_for,
+    MAX_WAIT, Operator, TestNamespace, condition_message, describe_tenant, find_condition, in_namespace,
+    is_ready, run_nestor, runnable_spec, wait_for,
 };
 
 const TENANT: &str = "team-b";
@@ -49,7 +49,11 @@ fn agent_image() -> String {
         .env("NESTOR_OPERATOR_BINARY", env!("CARGO_BIN_EXE_nestor"))
         .output()
         .expect("run hack/build-operator-image.sh");
-    assert!(output.status.success(), "build-operator-image.sh failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "build-operator-image.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let reference = stdout.lines().last().expect("an image reference").trim().to_string();
     assert!(reference.starts_with("nestor.local/nestor-operator:sha-"), "unexpected reference {reference:?}");
@@ -111,7 +115,8 @@ async fn volume_scenario(ns: &TestNamespace) {
     let _operator = start_operator(ns, "backup").await;
     step(started, "operator started (image built and imported)");
     let mut spec = runnable_spec();
-    spec["backup"] = json!({"schedule": RARE_SCHEDULE, "retain": 2, "destination": {"volume": {"size": "256Mi"}}});
+    spec["backup"] =
+        json!({"schedule": RARE_SCHEDULE, "retain": 2, "destination": {"volume": {"size": "256Mi"}}});
     create_tenant(ns, TENANT, spec, "backup").await;
     let tenant = wait_ready(ns, TENANT, "the tenant Ready").await;
     step(started, "tenant Ready");
@@ -119,28 +124,51 @@ async fn volume_scenario(ns: &TestNamespace) {
     assert_eq!(pending.as_deref(), Some("Pending"), "no backup yet: {}", describe_tenant(&tenant));
     let names = ns.names(TENANT);
     for (kind, exists) in [
-        ("CronJob", ns.api::<k8s_openapi::api::batch::v1::CronJob>().get_opt(&names.backup()).await.expect("read").is_some()),
+        (
+            "CronJob",
+            ns.api::<k8s_openapi::api::batch::v1::CronJob>()
+                .get_opt(&names.backup())
+                .await
+                .expect("read")
+                .is_some(),
+        ),
         ("PVC", ns.api::<PersistentVolumeClaim>().get_opt(&names.backup()).await.expect("read").is_some()),
     ] {
         assert!(exists, "{kind} {} missing", names.backup());
     }
     let copy = wait_for("the PKI copy", Duration::from_secs(60), async || {
-        ns.api::<Secret>().get_opt(&names.pki_backup_secret()).await.map_err(|e| e.to_string())?.ok_or("not yet".to_string())
+        ns.api::<Secret>()
+            .get_opt(&names.pki_backup_secret())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not yet".to_string())
     })
     .await;
     assert!(copy.metadata.owner_references.is_none(), "the PKI copy must outlive the tenant");
-    assert_eq!(copy.data.as_ref().map(BTreeMap::len).unwrap_or_default() >= 5, true, "CAs, SA key, encryption config");
+    let copied: Vec<&String> = copy.data.as_ref().map(|data| data.keys().collect()).unwrap_or_default();
+    for role in ["cluster-ca.", "front-proxy-ca.", "etcd-ca.", "service-account.", "encryption."] {
+        assert!(copied.iter().any(|key| key.starts_with(role)), "the PKI copy lacks {role}*: {copied:?}");
+    }
 
     // Objects, one of them a Secret (stored encrypted in etcd).
     let tenant_client = ns.tenant_client(TENANT).await.expect("tenant client");
     let old_kubeconfig = admin_kubeconfig(ns, TENANT).await;
     let configmaps: Api<ConfigMap> = Api::namespaced(tenant_client.clone(), "default");
     for index in 0..20 {
-        let object: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("kept-{index:02}")}, "data": {"index": index.to_string()}})).expect("cm");
+        let object: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("kept-{index:02}")}, "data": {"index": index.to_string()}}),
+        )
+        .expect("cm");
         configmaps.create(&PostParams::default(), &object).await.expect("create ConfigMap");
     }
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "kept-secret"}, "stringData": {"password": "hunter2"}})).expect("secret");
-    Api::<Secret>::namespaced(tenant_client.clone(), "default").create(&PostParams::default(), &secret).await.expect("create Secret");
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "kept-secret"}, "stringData": {"password": "hunter2"}}),
+    )
+    .expect("secret");
+    Api::<Secret>::namespaced(tenant_client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
     step(started, "20 ConfigMaps and a Secret written in the tenant");
 
     // Three backups with retain 2: the third deletes the first.
@@ -148,7 +176,11 @@ async fn volume_scenario(ns: &TestNamespace) {
     step(started, "first backup taken");
     let recorded = ns
         .wait_for_tenant(TENANT, "status.lastBackup of the first backup", Duration::from_secs(60), |tenant| {
-            tenant.status.as_ref().and_then(|status| status.last_backup.as_ref()).is_some_and(|last| last.key == first)
+            tenant
+                .status
+                .as_ref()
+                .and_then(|status| status.last_backup.as_ref())
+                .is_some_and(|last| last.key == first)
         })
         .await;
     step(started, "status.lastBackup recorded");
@@ -171,32 +203,60 @@ async fn volume_scenario(ns: &TestNamespace) {
     std::fs::write(&saved, yaml).expect("save the spec");
     run_nestor(&nestor_args(ns, &["delete", TENANT])).await.expect_success();
     step(started, "TenantCluster deleted");
-    assert!(ns.api::<PersistentVolumeClaim>().get_opt(&names.backup()).await.expect("read").is_some(), "backup claim kept");
-    assert!(ns.api::<Secret>().get_opt(&names.pki_backup_secret()).await.expect("read").is_some(), "PKI copy kept");
-    assert!(ns.api::<Secret>().get_opt(&names.cluster_ca_secret()).await.expect("read").is_none(), "the tenant's own CA went");
+    assert!(
+        ns.api::<PersistentVolumeClaim>().get_opt(&names.backup()).await.expect("read").is_some(),
+        "backup claim kept"
+    );
+    assert!(
+        ns.api::<Secret>().get_opt(&names.pki_backup_secret()).await.expect("read").is_some(),
+        "PKI copy kept"
+    );
+    assert!(
+        ns.api::<Secret>().get_opt(&names.cluster_ca_secret()).await.expect("read").is_none(),
+        "the tenant's own CA went"
+    );
 
     // Restore under the same name.
     let saved_path = saved.display().to_string();
-    let run = run_nestor(&nestor_args(ns, &["restore", TENANT, "--from", &third, "--spec", &saved_path])).await;
+    let run =
+        run_nestor(&nestor_args(ns, &["restore", TENANT, "--from", &third, "--spec", &saved_path])).await;
     eprintln!("{}", run.expect_success().trim());
     let restore_started = Instant::now();
     let restored = ns
         .wait_for_tenant(TENANT, "the restored tenant Ready and Restored", MAX_WAIT, |tenant| {
-            is_ready(tenant) && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
+            is_ready(tenant)
+                && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
         })
         .await;
-    step(started, &format!("restored tenant Ready, {:.1}s after nestor restore", restore_started.elapsed().as_secs_f64()));
+    step(
+        started,
+        &format!(
+            "restored tenant Ready, {:.1}s after nestor restore",
+            restore_started.elapsed().as_secs_f64()
+        ),
+    );
     eprintln!("Restored: {}", condition_message(&restored, "Restored"));
     // The kubeconfig issued before the backup, by the restored cluster's CA.
     let old_client = ns.tenant_client_from(TENANT, &old_kubeconfig).await.expect("old kubeconfig");
-    let found = wait_for("the objects through the old admin kubeconfig", Duration::from_secs(60), async || {
-        Api::<ConfigMap>::namespaced(old_client.clone(), "default").list(&ListParams::default()).await.map_err(|e| e.to_string())
-    })
-    .await;
-    let kept: Vec<String> = found.items.iter().map(ResourceExt::name_any).filter(|name| name.starts_with("kept-")).collect();
+    let found =
+        wait_for("the objects through the old admin kubeconfig", Duration::from_secs(60), async || {
+            Api::<ConfigMap>::namespaced(old_client.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    let kept: Vec<String> =
+        found.items.iter().map(ResourceExt::name_any).filter(|name| name.starts_with("kept-")).collect();
     assert_eq!(kept.len(), 20, "{kept:?}");
-    let secret = Api::<Secret>::namespaced(old_client.clone(), "default").get("kept-secret").await.expect("the Secret");
-    assert_eq!(secret.data.and_then(|data| data.get("password").cloned()).map(|value| value.0), Some(b"hunter2".to_vec()));
+    let secret = Api::<Secret>::namespaced(old_client.clone(), "default")
+        .get("kept-secret")
+        .await
+        .expect("the Secret");
+    assert_eq!(
+        secret.data.and_then(|data| data.get("password").cloned()).map(|value| value.0),
+        Some(b"hunter2".to_vec())
+    );
     step(started, "20 ConfigMaps and the Secret read back with the old admin kubeconfig");
 
     // A corrupted snapshot: refused before any member starts.
@@ -211,7 +271,10 @@ async fn volume_scenario(ns: &TestNamespace) {
         .await;
     let message = condition_message(&refused, "Restored");
     step(started, &format!("corrupt snapshot refused: {message}"));
-    assert!(message.contains("integrity check failed") || message.contains("does not match its metadata"), "{message}");
+    assert!(
+        message.contains("integrity check failed") || message.contains("does not match its metadata"),
+        "{message}"
+    );
     let etcd = ns.api::<Pod>().get(&ns.names("team-c").etcd_member_name(0)).await.expect("member pod");
     let running = etcd
         .status
@@ -223,7 +286,11 @@ async fn volume_scenario(ns: &TestNamespace) {
 }
 
 async fn admin_kubeconfig(ns: &TestNamespace, tenant: &str) -> String {
-    let secret = ns.secret(&ns.names(tenant).admin_kubeconfig_secret()).await.expect("read").expect("admin kubeconfig");
+    let secret = ns
+        .secret(&ns.names(tenant).admin_kubeconfig_secret())
+        .await
+        .expect("read")
+        .expect("admin kubeconfig");
     String::from_utf8(secret.data.expect("data").get("value").expect("value").0.clone()).expect("UTF-8")
 }
 
@@ -274,9 +341,15 @@ async fn an_unreachable_bucket_turns_backup_ready_false_and_leaves_the_tenant_al
         eprintln!("{}", run.stderr.trim());
         assert!(run.stderr.contains("StoreUnreachable"), "{}", run.stderr);
         let tenant = ns
-            .wait_for_tenant(TENANT, "BackupReady False StoreUnreachable", Duration::from_secs(60), |tenant| {
-                find_condition(tenant, "BackupReady").is_some_and(|c| c.status == "False" && c.reason == "StoreUnreachable")
-            })
+            .wait_for_tenant(
+                TENANT,
+                "BackupReady False StoreUnreachable",
+                Duration::from_secs(60),
+                |tenant| {
+                    find_condition(tenant, "BackupReady")
+                        .is_some_and(|c| c.status == "False" && c.reason == "StoreUnreachable")
+                },
+            )
             .await;
         step(started, &format!("BackupReady: {}", condition_message(&tenant, "BackupReady")));
         assert!(is_ready(&tenant), "the tenant stays Ready: {}", describe_tenant(&tenant));
@@ -299,7 +372,9 @@ fn s3_settings() -> Option<BTreeMap<String, String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_up_to_s3_list_and_restore_as_another_tenant() {
     let Some(s3) = s3_settings() else {
-        eprintln!("\n!!!!!!!! SKIPPED: /run/nestor-meta/s3.env is missing: start the local S3 server with hack/s3-up.sh !!!!!!!!\n");
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: /run/nestor-meta/s3.env is missing: start the local S3 server with hack/s3-up.sh !!!!!!!!\n"
+        );
         return;
     };
     in_namespace("backup-s3", async |ns| {

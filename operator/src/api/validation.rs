@@ -380,7 +380,10 @@ pub mod rules {
 
     /// An object name such as a claim or a StorageClass.
     pub fn dns_subdomain(field: &str) -> Rule {
-        rule(format!("self.matches('{DNS_SUBDOMAIN_PATTERN}')"), format!("{field} must be a DNS-1123 subdomain"))
+        rule(
+            format!("self.matches('{DNS_SUBDOMAIN_PATTERN}')"),
+            format!("{field} must be a DNS-1123 subdomain"),
+        )
     }
 
     /// An http or https URL without path.

@@ -117,7 +117,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Err(error) = std::fs::write(&args.report_file, &json) {
         eprintln!("cannot write the report to {}: {error}", args.report_file.display());
     }
-    if report.succeeded() { Ok(()) } else { anyhow::bail!("backup failed: {}: {}", report.reason, report.message) }
+    if report.succeeded() {
+        Ok(())
+    } else {
+        anyhow::bail!("backup failed: {}: {}", report.reason, report.message)
+    }
 }
 
 /// A member that answered healthy.
@@ -140,28 +144,37 @@ async fn backup(args: &AgentArgs) -> Result<AgentReport, AgentReport> {
         let path = args.tls_dir.join(file);
         std::fs::read(&path).map_err(|error| format!("{}: {error}", path.display()))
     };
-    let tls = TlsClient::new(&read("ca.crt").map_err(failed(failure::FAILED))?, &read("tls.crt").map_err(failed(failure::FAILED))?, &read("tls.key").map_err(failed(failure::FAILED))?)
-        .map_err(|error| AgentReport::failed(failure::FAILED, error.to_string()))?;
+    let tls = TlsClient::new(
+        &read("ca.crt").map_err(failed(failure::FAILED))?,
+        &read("tls.crt").map_err(failed(failure::FAILED))?,
+        &read("tls.key").map_err(failed(failure::FAILED))?,
+    )
+    .map_err(|error| AgentReport::failed(failure::FAILED, error.to_string()))?;
 
     // The store first: an unreachable one fails before etcd is asked for anything.
     let store_config = args.store.config().map_err(failed(failure::FAILED))?;
     let object_store = store::open(&store_config).map_err(failed(failure::STORE_UNREACHABLE))?;
-    store::list(object_store.as_ref(), &args.store.prefix)
-        .await
-        .map_err(|error| AgentReport::failed(failure::STORE_UNREACHABLE, format!("{store_config:?}: {error}")))?;
+    store::list(object_store.as_ref(), &args.store.prefix).await.map_err(|error| {
+        AgentReport::failed(failure::STORE_UNREACHABLE, format!("{store_config:?}: {error}"))
+    })?;
 
-    let candidate = choose_member(&tls, &names, args.members, timeout).await.map_err(failed(failure::ETCD_UNAVAILABLE))?;
+    let candidate = choose_member(&tls, &names, args.members, timeout)
+        .await
+        .map_err(failed(failure::ETCD_UNAVAILABLE))?;
     let now = jiff::Timestamp::now();
     let prefix = &args.store.prefix;
     let key = store::new_key(prefix, &args.tenant, now);
-    std::fs::create_dir_all(&args.scratch).map_err(|error| AgentReport::failed(failure::FAILED, format!("{}: {error}", args.scratch.display())))?;
+    std::fs::create_dir_all(&args.scratch).map_err(|error| {
+        AgentReport::failed(failure::FAILED, format!("{}: {error}", args.scratch.display()))
+    })?;
     let file_path = args.scratch.join("snapshot.db");
     let mut file = tokio::fs::File::create(&file_path)
         .await
         .map_err(|error| AgentReport::failed(failure::FAILED, format!("{}: {error}", file_path.display())))?;
-    let taken = snapshot::take(&tls, candidate.ip, &candidate.host, &mut file, timeout)
-        .await
-        .map_err(|error| AgentReport::failed(failure::FAILED, format!("snapshot from {}: {error}", candidate.name)))?;
+    let taken =
+        snapshot::take(&tls, candidate.ip, &candidate.host, &mut file, timeout).await.map_err(|error| {
+            AgentReport::failed(failure::FAILED, format!("snapshot from {}: {error}", candidate.name))
+        })?;
     drop(file);
     let snapshot_seconds = started.elapsed().as_secs_f64();
 
@@ -179,14 +192,16 @@ async fn backup(args: &AgentArgs) -> Result<AgentReport, AgentReport> {
         time: now.to_string(),
     };
     let unreachable = |error: String| AgentReport::failed(failure::STORE_UNREACHABLE, error);
-    store::upload(object_store.clone(), &file_path, &store::snapshot_path(&key)).await.map_err(unreachable)?;
-    // The metadata last: it marks the snapshot complete.
-    let json = serde_json::to_vec_pretty(&metadata).map_err(|error| AgentReport::failed(failure::FAILED, error.to_string()))?;
-    use object_store::ObjectStoreExt;
-    object_store
-        .put(&store::metadata_path(&key), bytes::Bytes::from(json).into())
+    store::upload(object_store.clone(), &file_path, &store::snapshot_path(&key))
         .await
-        .map_err(|error| AgentReport::failed(failure::STORE_UNREACHABLE, format!("write metadata: {error}")))?;
+        .map_err(unreachable)?;
+    // The metadata last: it marks the snapshot complete.
+    let json = serde_json::to_vec_pretty(&metadata)
+        .map_err(|error| AgentReport::failed(failure::FAILED, error.to_string()))?;
+    use object_store::ObjectStoreExt;
+    object_store.put(&store::metadata_path(&key), bytes::Bytes::from(json).into()).await.map_err(
+        |error| AgentReport::failed(failure::STORE_UNREACHABLE, format!("write metadata: {error}")),
+    )?;
     let _ = std::fs::remove_file(&file_path);
 
     let listed = store::list(object_store.as_ref(), prefix).await.map_err(unreachable)?;
@@ -239,10 +254,13 @@ async fn choose_member(
             Err(error) => problems.push(format!("{name}: {error}")),
         }
     }
-    let follower = healthy.iter().position(|candidate| candidate.status.leader != candidate.status.header.member_id);
+    let follower =
+        healthy.iter().position(|candidate| candidate.status.leader != candidate.status.header.member_id);
     match follower {
         Some(index) => Ok(healthy.swap_remove(index)),
-        None => healthy.pop().ok_or_else(|| format!("no healthy voting etcd member: {}", problems.join("; "))),
+        None => {
+            healthy.pop().ok_or_else(|| format!("no healthy voting etcd member: {}", problems.join("; ")))
+        }
     }
 }
 
@@ -260,7 +278,8 @@ async fn ask_member(
         .request(address, host, Method::GET, "/health", None, timeout)
         .await
         .map_err(|error| error.to_string())?;
-    let health: HealthResponse = serde_json::from_slice(&health.body).map_err(|error| format!("/health: {error}"))?;
+    let health: HealthResponse =
+        serde_json::from_slice(&health.body).map_err(|error| format!("/health: {error}"))?;
     let status = tls
         .request(address, host, Method::POST, "/v3/maintenance/status", Some("{}"), timeout)
         .await

@@ -53,9 +53,10 @@ pub async fn keep_backups(
     let mut step = BackupStep::default();
     let now = ctx.clock.now();
     if let Some(backup) = &tenant.spec.backup {
-        if let Some(desired) = desired {
-            apply_backup_objects(names, backup, desired, listed_secrets, ctx).await;
-        }
+        let conflict = match desired {
+            Some(desired) => apply_backup_objects(names, backup, desired, listed_secrets, ctx).await,
+            None => None,
+        };
         let (outcome, failed_jobs) = match read_jobs(&ctx.client, names).await {
             Ok(found) => found,
             Err(error) => {
@@ -70,7 +71,20 @@ pub async fn keep_backups(
             .filter(|found| current.is_none_or(|current| found.time.0 > current.time.0));
         let last = newer.as_ref().or(current);
         let created = tenant.metadata.creation_timestamp.as_ref().map_or(now, |time| time.0);
-        let (condition, recheck) = backup_condition(backup, outcome.as_ref(), last, created, now);
+        let (condition, recheck) = match conflict {
+            // Backups go on (the snapshots are sound) but cannot be restored with the
+            // copy as it is: say so until someone moves the old copy away.
+            Some(message) => (
+                ConditionUpdate::new(
+                    types::BACKUP_READY,
+                    ConditionStatus::False,
+                    reason::PKI_COPY_CONFLICT,
+                    message,
+                ),
+                Some(Duration::from_secs(60)),
+            ),
+            None => backup_condition(backup, outcome.as_ref(), last, created, now),
+        };
         ctx.metrics.record_backup(
             &names.namespace,
             &names.tenant,
@@ -93,7 +107,11 @@ pub async fn keep_backups(
         ctx.metrics.forget_backup(&names.namespace, &names.tenant);
     }
     if let Some(restore) = &tenant.spec.restore {
-        step.conditions.push(restore_condition(restore, etcd_formed, &restore_pods(&ctx.client, names, etcd_formed).await));
+        step.conditions.push(restore_condition(
+            restore,
+            etcd_formed,
+            &restore_pods(&ctx.client, names, etcd_formed).await,
+        ));
     }
     step
 }
@@ -102,13 +120,15 @@ fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(response) if response.code == 404)
 }
 
+/// Applies the backup claim, the PKI copy and the CronJob. Returns why the PKI copy was
+/// left alone, when it holds another cluster CA than the tenant's.
 async fn apply_backup_objects(
     names: &TenantNames,
     backup: &BackupSpec,
     desired: &DesiredState,
     listed_secrets: &[Secret],
     ctx: &Context,
-) {
+) -> Option<String> {
     let metrics = ctx.metrics.as_ref();
     if let Some(claim) = crate::resources::backup_claim(names, backup) {
         // Only created: a bound claim's spec is mostly immutable, and one that exists
@@ -129,16 +149,48 @@ async fn apply_backup_objects(
         .chain(desired.secrets())
         .filter_map(|secret| Some((secret.metadata.name.clone()?, secret.data.clone()?)))
         .collect();
-    if let Some(copy) = crate::resources::pki_backup_secret(names, &existing)
-        && let Err(error) = apply(&ctx.client, &copy, Existing::OrCreate, metrics).await
-    {
-        tracing::warn!(%error, "cannot write the PKI copy");
+    let mut conflict = None;
+    if let Some(copy) = crate::resources::pki_backup_secret(names, &existing) {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+        match secrets.get_opt(&names.pki_backup_secret()).await {
+            Ok(live) if live.as_ref().is_some_and(|live| other_cluster_ca(live, &copy)) => {
+                let message = format!(
+                    "Secret {} holds another cluster CA than this tenant's (that of an earlier tenant of the same name,                      which older snapshots need): it is kept, not overwritten; rename it (and pass the new name as                      spec.restore.pki.secretName to restore those snapshots), then the operator writes this tenant's copy",
+                    names.pki_backup_secret()
+                );
+                tracing::warn!("{message}");
+                conflict = Some(message);
+            }
+            Ok(_) => {
+                if let Err(error) = apply(&ctx.client, &copy, Existing::OrCreate, metrics).await {
+                    tracing::warn!(%error, "cannot write the PKI copy");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the PKI copy"),
+        }
     }
     if let Some(cronjob) = &desired.backup_cronjob
         && let Err(error) = apply(&ctx.client, cronjob, Existing::OrCreate, metrics).await
     {
         tracing::warn!(%error, "cannot apply the backup CronJob");
     }
+    conflict
+}
+
+/// Whether the live PKI copy holds a cluster CA other than the one in `copy` (pure):
+/// then overwriting it would orphan every snapshot taken under the old CA.
+pub fn other_cluster_ca(live: &Secret, copy: &Secret) -> bool {
+    let ca = |secret: &Secret| -> BTreeMap<String, Vec<u8>> {
+        secret
+            .data
+            .iter()
+            .flatten()
+            .filter(|(key, _)| key.starts_with(crate::resources::PKI_COPY_CLUSTER_CA_PREFIX))
+            .map(|(key, value)| (key.clone(), value.0.clone()))
+            .collect()
+    };
+    let live_ca = ca(live);
+    !live_ca.is_empty() && live_ca != ca(copy)
 }
 
 /// The selector of a tenant's backup Jobs and their pods.
@@ -168,12 +220,20 @@ pub fn backup_condition(
     created: jiff::Timestamp,
     now: jiff::Timestamp,
 ) -> (ConditionUpdate, Option<Duration>) {
-    let update = |status, reason, message: String| ConditionUpdate::new(types::BACKUP_READY, status, reason, message);
+    let update =
+        |status, reason, message: String| ConditionUpdate::new(types::BACKUP_READY, status, reason, message);
     let last_text = last.map_or("none yet".to_string(), |last| {
         format!("{} ({} bytes, revision {}, at {})", last.key, last.size, last.revision, last.time.0)
     });
     if backup.suspend {
-        return (update(ConditionStatus::False, reason::SUSPENDED, format!("spec.backup.suspend is set; last backup: {last_text}")), None);
+        return (
+            update(
+                ConditionStatus::False,
+                reason::SUSPENDED,
+                format!("spec.backup.suspend is set; last backup: {last_text}"),
+            ),
+            None,
+        );
     }
     if let Some(outcome) = outcome
         && !outcome.report.succeeded()
@@ -184,27 +244,55 @@ pub fn backup_condition(
             failure::ETCD_UNAVAILABLE => reason::ETCD_UNAVAILABLE,
             _ => reason::FAILED,
         };
-        let message = format!("backup Job {} failed: {}; last backup: {last_text}", outcome.job, outcome.report.message);
+        let message = format!(
+            "backup Job {} failed: {}; last backup: {last_text}",
+            outcome.job, outcome.report.message
+        );
         return (update(ConditionStatus::False, why, message), Some(Duration::from_secs(60)));
     }
     let cron = match crate::api::validation::parse_schedule(&backup.schedule) {
         Ok(cron) => cron,
-        Err(error) => return (update(ConditionStatus::False, reason::FAILED, format!("spec.backup.schedule: {error}")), None),
+        Err(error) => {
+            return (
+                update(ConditionStatus::False, reason::FAILED, format!("spec.backup.schedule: {error}")),
+                None,
+            );
+        }
     };
     let since = last.map_or(created, |last| last.time.0);
     let Ok(due) = cron.find_next_occurrence(&since.to_zoned(jiff::tz::TimeZone::UTC), false) else {
-        return (update(ConditionStatus::Unknown, reason::PENDING, format!("spec.backup.schedule {:?} never fires", backup.schedule)), None);
+        return (
+            update(
+                ConditionStatus::Unknown,
+                reason::PENDING,
+                format!("spec.backup.schedule {:?} never fires", backup.schedule),
+            ),
+            None,
+        );
     };
     let due = due.timestamp();
-    let deadline = due.checked_add(jiff::SignedDuration::try_from(OVERDUE_GRACE).unwrap_or_default()).unwrap_or(due);
+    let deadline =
+        due.checked_add(jiff::SignedDuration::try_from(OVERDUE_GRACE).unwrap_or_default()).unwrap_or(due);
     if now > deadline {
-        let message = format!("no backup succeeded since {since}: one was due at {due}; last backup: {last_text}");
+        let message =
+            format!("no backup succeeded since {since}: one was due at {due}; last backup: {last_text}");
         return (update(ConditionStatus::False, reason::OVERDUE, message), Some(Duration::from_secs(60)));
     }
-    let recheck = Duration::try_from(deadline.duration_since(now)).ok().map(|left| left + Duration::from_secs(1));
+    let recheck =
+        Duration::try_from(deadline.duration_since(now)).ok().map(|left| left + Duration::from_secs(1));
     match last {
-        Some(_) => (update(ConditionStatus::True, reason::SUCCEEDED, format!("last backup {last_text}; next due at {due}")), recheck),
-        None => (update(ConditionStatus::Unknown, reason::PENDING, format!("the first backup is due at {due}")), recheck),
+        Some(_) => (
+            update(
+                ConditionStatus::True,
+                reason::SUCCEEDED,
+                format!("last backup {last_text}; next due at {due}"),
+            ),
+            recheck,
+        ),
+        None => (
+            update(ConditionStatus::Unknown, reason::PENDING, format!("the first backup is due at {due}")),
+            recheck,
+        ),
     }
 }
 
@@ -214,7 +302,10 @@ async fn restore_pods(client: &Client, names: &TenantNames, etcd_formed: bool) -
         return Vec::new();
     }
     let selector = format!("{TENANT_LABEL}={},{COMPONENT_LABEL}={}", names.tenant, Component::Etcd.label());
-    match Api::<Pod>::namespaced(client.clone(), &names.namespace).list(&ListParams::default().labels(&selector)).await {
+    match Api::<Pod>::namespaced(client.clone(), &names.namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await
+    {
         Ok(pods) => pods.items,
         Err(error) => {
             tracing::warn!(%error, "cannot read the etcd pods");
@@ -247,7 +338,12 @@ fn restore_failure(pod: &Pod) -> Option<String> {
 pub fn restore_condition(restore: &RestoreSpec, etcd_formed: bool, pods: &[Pod]) -> ConditionUpdate {
     let key = &restore.from.key;
     if etcd_formed {
-        return ConditionUpdate::new(types::RESTORED, ConditionStatus::True, reason::RESTORED, format!("etcd restored from snapshot {key}"));
+        return ConditionUpdate::new(
+            types::RESTORED,
+            ConditionStatus::True,
+            reason::RESTORED,
+            format!("etcd restored from snapshot {key}"),
+        );
     }
     let mut failures: Vec<String> = pods.iter().filter_map(restore_failure).collect();
     failures.sort();
@@ -280,7 +376,9 @@ pub async fn pki_seeds(
     let Some(pki) = tenant.spec.restore.as_ref().and_then(|restore| restore.pki.as_ref()) else {
         return Ok(BTreeMap::new());
     };
-    let has_ca = listed_secrets.iter().any(|secret| secret.metadata.name.as_deref() == Some(&names.cluster_ca_secret()));
+    let has_ca = listed_secrets
+        .iter()
+        .any(|secret| secret.metadata.name.as_deref() == Some(&names.cluster_ca_secret()));
     if has_ca || pki_was_established(tenant) {
         return Ok(BTreeMap::new());
     }
@@ -293,10 +391,17 @@ pub async fn pki_seeds(
             names.namespace, pki.secret_name
         ),
     })?;
-    let seeds = crate::resources::seeds_from_pki_backup(names, &copy.data.unwrap_or_default()).map_err(|missing| Error::InvalidSpec {
-        field,
-        reason: format!("Secret {}/{} lacks {}: not a complete PKI copy", names.namespace, pki.secret_name, missing.join(", ")),
-    })?;
+    let seeds = crate::resources::seeds_from_pki_backup(names, &copy.data.unwrap_or_default()).map_err(
+        |missing| Error::InvalidSpec {
+            field,
+            reason: format!(
+                "Secret {}/{} lacks {}: not a complete PKI copy",
+                names.namespace,
+                pki.secret_name,
+                missing.join(", ")
+            ),
+        },
+    )?;
     Ok(seeds
         .into_iter()
         .map(|(name, data)| (name, data.into_iter().map(|(key, value)| (key, value.0)).collect()))
@@ -318,7 +423,9 @@ pub async fn delete_kept_objects(tenant: &TenantCluster, names: &TenantNames, cl
         ignore_missing(claims.delete(&claim, &DeleteParams::background()).await.map(|_| ()))?;
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
-    ignore_missing(secrets.delete(&names.pki_backup_secret(), &DeleteParams::background()).await.map(|_| ()))?;
+    ignore_missing(
+        secrets.delete(&names.pki_backup_secret(), &DeleteParams::background()).await.map(|_| ()),
+    )?;
     if let Some(s3) = &backup.destination.s3 {
         let credentials = secrets.get_opt(s3.credentials_secret.as_deref().unwrap_or_default()).await?;
         let value = |key: &str| {
@@ -362,7 +469,8 @@ mod tests {
     }
 
     fn spec(schedule: &str) -> BackupSpec {
-        serde_json::from_value(serde_json::json!({"schedule": schedule, "destination": {"volume": {}}})).expect("spec")
+        serde_json::from_value(serde_json::json!({"schedule": schedule, "destination": {"volume": {}}}))
+            .expect("spec")
     }
 
     #[test]
@@ -380,7 +488,8 @@ mod tests {
         let (overdue, _) = backup_condition(&hourly, None, None, at(0), at(4000));
         assert_eq!((overdue.status, overdue.reason), (ConditionStatus::False, reason::OVERDUE));
 
-        let last = LastBackup { time: Time(at(3200)), key: "k".into(), size: 10, revision: 3, location: "l".into() };
+        let last =
+            LastBackup { time: Time(at(3200)), key: "k".into(), size: 10, revision: 3, location: "l".into() };
         let (ready, _) = backup_condition(&hourly, None, Some(&last), at(0), at(3600));
         assert_eq!((ready.status, ready.reason), (ConditionStatus::True, reason::SUCCEEDED));
 
@@ -390,7 +499,10 @@ mod tests {
             report: report::AgentReport::failed(failure::STORE_UNREACHABLE, "connection refused"),
         };
         let (unreachable, _) = backup_condition(&hourly, Some(&failed), Some(&last), at(0), at(3600));
-        assert_eq!((unreachable.status, unreachable.reason), (ConditionStatus::False, reason::STORE_UNREACHABLE));
+        assert_eq!(
+            (unreachable.status, unreachable.reason),
+            (ConditionStatus::False, reason::STORE_UNREACHABLE)
+        );
         assert!(unreachable.message.contains("connection refused"));
         let older_failure = JobOutcome { finished: at(3100), ..failed };
         let (ready, _) = backup_condition(&hourly, Some(&older_failure), Some(&last), at(0), at(3600));
@@ -402,8 +514,30 @@ mod tests {
     }
 
     #[test]
+    fn a_pki_copy_of_another_cluster_ca_is_not_overwritten() {
+        let secret = |pairs: &[(&str, &[u8])]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), k8s_openapi::ByteString(value.to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        let ours = secret(&[("cluster-ca.tls.crt", b"ca-1"), ("service-account.key", b"sa-1")]);
+        let rotated_key = secret(&[("cluster-ca.tls.crt", b"ca-1"), ("service-account.key", b"sa-2")]);
+        let earlier_tenant = secret(&[("cluster-ca.tls.crt", b"ca-0"), ("service-account.key", b"sa-0")]);
+        assert!(!other_cluster_ca(&ours, &ours));
+        assert!(!other_cluster_ca(&rotated_key, &ours), "the same CA: updated");
+        assert!(other_cluster_ca(&earlier_tenant, &ours), "another CA: kept");
+        assert!(!other_cluster_ca(&secret(&[]), &ours), "an empty copy is filled");
+    }
+
+    #[test]
     fn restored_says_which_member_refused_the_snapshot() {
-        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus};
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+        };
         let restore: RestoreSpec = serde_json::from_value(serde_json::json!({
             "from": {"destination": {"volume": {}}, "key": "ns/t/t-1"}
         }))
@@ -429,7 +563,11 @@ mod tests {
         };
         let condition = restore_condition(&restore, false, std::slice::from_ref(&refused));
         assert_eq!((condition.status, condition.reason), (ConditionStatus::False, reason::RESTORE_FAILED));
-        assert!(condition.message.contains("t-etcd-0: snapshot ns/t/t-1 does not match"), "{}", condition.message);
+        assert!(
+            condition.message.contains("t-etcd-0: snapshot ns/t/t-1 does not match"),
+            "{}",
+            condition.message
+        );
         assert_eq!(restore_condition(&restore, false, &[]).reason, reason::RESTORING);
         assert_eq!(restore_condition(&restore, true, &[refused]).status, ConditionStatus::True);
     }

@@ -152,12 +152,14 @@ pub fn newest_outcome(jobs: &[Job], pods: &[Pod]) -> Option<JobOutcome> {
         .filter(|pod| pod.metadata.labels.as_ref().and_then(|labels| labels.get("job-name")) == Some(&name))
         .collect();
     job_pods.sort_by_key(|pod| pod.metadata.creation_timestamp.as_ref().map(|time| time.0));
-    let reports: Vec<AgentReport> = job_pods.iter().filter_map(|pod| pod_report(pod, AGENT_CONTAINER)).collect();
+    let reports: Vec<AgentReport> =
+        job_pods.iter().filter_map(|pod| pod_report(pod, AGENT_CONTAINER)).collect();
     let report = if succeeded {
-        reports.into_iter().rev().find(AgentReport::succeeded).unwrap_or_else(|| AgentReport {
-            result: "Succeeded".into(),
-            ..AgentReport::default()
-        })
+        reports
+            .into_iter()
+            .rev()
+            .find(AgentReport::succeeded)
+            .unwrap_or_else(|| AgentReport { result: "Succeeded".into(), ..AgentReport::default() })
     } else {
         reports.into_iter().rev().find(|report| !report.succeeded()).unwrap_or_else(|| {
             AgentReport::failed(failure::FAILED, format!("backup Job {name} failed without a report"))

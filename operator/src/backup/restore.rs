@@ -88,8 +88,13 @@ pub fn check_against_metadata(
         return Err(format!(
             "snapshot {key} does not match its metadata (sha256 {} of {} bytes, metadata says {} of {} bytes, \
              from etcd cluster {} of {}/{}): corrupt, or from another cluster; refused",
-            verified.sha256, verified.size, metadata.sha256, metadata.size, metadata.etcd_cluster_id,
-            metadata.namespace, metadata.tenant
+            verified.sha256,
+            verified.size,
+            metadata.sha256,
+            metadata.size,
+            metadata.etcd_cluster_id,
+            metadata.namespace,
+            metadata.tenant
         ));
     }
     Ok(())
@@ -110,7 +115,8 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 async fn restore(args: &RestoreArgs) -> Result<String, String> {
-    let has_entries = std::fs::read_dir(&args.data_dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
+    let has_entries =
+        std::fs::read_dir(&args.data_dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
     if let Decision::Skip(why) = decide(&args.initial_cluster_state, has_entries) {
         return Ok(format!("{}: not restoring: {why}", args.name));
     }
@@ -128,7 +134,9 @@ async fn restore(args: &RestoreArgs) -> Result<String, String> {
     let metadata = store::read_metadata(object_store.as_ref(), &args.key).await?;
     let file = work.join("snapshot.db");
     store::download(object_store.as_ref(), &store::snapshot_path(&args.key), &file).await?;
-    let verified = snapshot::verify_file(&file).await.map_err(|error| format!("snapshot {}: {error}; refused", args.key))?;
+    let verified = snapshot::verify_file(&file)
+        .await
+        .map_err(|error| format!("snapshot {}: {error}; refused", args.key))?;
     check_against_metadata(&args.key, &metadata, &verified)?;
     let downloaded = started.elapsed().as_secs_f64();
 
@@ -142,6 +150,10 @@ async fn restore(args: &RestoreArgs) -> Result<String, String> {
         .arg(format!("--initial-cluster-token={}", args.initial_cluster_token))
         .arg(format!("--initial-advertise-peer-urls={}", args.initial_advertise_peer_url))
         .arg(format!("--data-dir={}", restored.display()))
+        // The member's bootstrap variables are ours (given above as flags): etcd's tools
+        // refuse a setting given both as a flag and as an ETCD_* variable.
+        .env_remove("ETCD_INITIAL_CLUSTER")
+        .env_remove("ETCD_INITIAL_CLUSTER_STATE")
         .output()
         .await
         .map_err(|error| format!("run {}: {error}", args.etcdutl.display()))?;
@@ -153,9 +165,11 @@ async fn restore(args: &RestoreArgs) -> Result<String, String> {
     // An empty data directory (the volume's first start) is replaced; one with entries
     // never reaches here.
     if args.data_dir.exists() {
-        std::fs::remove_dir(&args.data_dir).map_err(|error| format!("{}: {error}", args.data_dir.display()))?;
+        std::fs::remove_dir(&args.data_dir)
+            .map_err(|error| format!("{}: {error}", args.data_dir.display()))?;
     }
-    std::fs::rename(&restored, &args.data_dir).map_err(|error| format!("move the restored data into place: {error}"))?;
+    std::fs::rename(&restored, &args.data_dir)
+        .map_err(|error| format!("move the restored data into place: {error}"))?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(format!(
         "{}: restored snapshot {} (revision {}, {} bytes, etcd cluster {} of {}/{}): downloaded and checked in {downloaded:.1}s, restored in {:.1}s",

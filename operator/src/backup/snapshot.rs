@@ -88,7 +88,8 @@ pub async fn verify_file(path: &std::path::Path) -> Result<Verified, String> {
     let mut check = TrailerCheck::default();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let read = file.read(&mut buffer).await.map_err(|error| format!("read {}: {error}", path.display()))?;
+        let read =
+            file.read(&mut buffer).await.map_err(|error| format!("read {}: {error}", path.display()))?;
         if read == 0 {
             break;
         }
@@ -130,7 +131,11 @@ pub struct Taken {
 
 /// Feeds newline-delimited gateway JSON to `write`, one decoded blob at a time. Pure
 /// but for the callback; `pending` keeps a partial line between calls.
-fn decode_lines(pending: &mut Vec<u8>, bytes: &[u8], mut write: impl FnMut(Vec<u8>, String)) -> Result<(), String> {
+fn decode_lines(
+    pending: &mut Vec<u8>,
+    bytes: &[u8],
+    mut write: impl FnMut(Vec<u8>, String),
+) -> Result<(), String> {
     pending.extend_from_slice(bytes);
     while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
         let line: Vec<u8> = pending.drain(..=end).collect();
@@ -148,7 +153,8 @@ fn decode_line(line: &[u8], write: &mut impl FnMut(Vec<u8>, String)) -> Result<(
         return Err(format!("etcd refused the snapshot: {}", error.message));
     }
     let chunk = line.result.ok_or("snapshot stream: a line with neither result nor error")?;
-    let blob = BASE64.decode(chunk.blob.as_bytes()).map_err(|error| format!("snapshot stream: blob: {error}"))?;
+    let blob =
+        BASE64.decode(chunk.blob.as_bytes()).map_err(|error| format!("snapshot stream: blob: {error}"))?;
     write(blob, chunk.version);
     Ok(())
 }
@@ -270,8 +276,12 @@ mod tests {
         assert_eq!(versions, ["3.6.0", ""]);
         assert!(pending.is_empty());
 
-        let error = decode_lines(&mut Vec::new(), b"{\"error\":{\"grpc_code\":14,\"message\":\"no leader\"}}\n", |_, _| {})
-            .expect_err("error line");
+        let error = decode_lines(
+            &mut Vec::new(),
+            b"{\"error\":{\"grpc_code\":14,\"message\":\"no leader\"}}\n",
+            |_, _| {},
+        )
+        .expect_err("error line");
         assert_eq!(error, "etcd refused the snapshot: no leader");
     }
 }

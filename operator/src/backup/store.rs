@@ -156,11 +156,8 @@ pub struct StoredSnapshot {
 
 /// Every snapshot under `prefix`, oldest first.
 pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<StoredSnapshot>, String> {
-    let objects: Vec<object_store::ObjectMeta> = store
-        .list(Some(&StorePath::from(prefix)))
-        .try_collect()
-        .await
-        .map_err(|error| error.to_string())?;
+    let objects: Vec<object_store::ObjectMeta> =
+        store.list(Some(&StorePath::from(prefix))).try_collect().await.map_err(|error| error.to_string())?;
     Ok(group(objects.iter().map(|object| (object.location.as_ref(), object.size))))
 }
 
@@ -171,7 +168,8 @@ pub fn group<'a>(files: impl Iterator<Item = (&'a str, u64)>) -> Vec<StoredSnaps
     let mut metadata = std::collections::BTreeSet::new();
     for (name, size) in files {
         if let Some(key) = name.strip_suffix(".db") {
-            snapshots.insert(key.to_string(), StoredSnapshot { key: key.to_string(), size, has_metadata: false });
+            snapshots
+                .insert(key.to_string(), StoredSnapshot { key: key.to_string(), size, has_metadata: false });
         } else if let Some(key) = name.strip_suffix(".json") {
             metadata.insert(key.to_string());
         }
@@ -196,7 +194,9 @@ pub fn beyond_retention(snapshots: &[StoredSnapshot], retain: usize, keep: &str)
     snapshots
         .iter()
         .filter(|snapshot| snapshot.key != keep && !kept.contains(snapshot.key.as_str()))
-        .filter(|snapshot| snapshot.has_metadata || newest_complete.is_some_and(|newest| snapshot.key.as_str() < newest))
+        .filter(|snapshot| {
+            snapshot.has_metadata || newest_complete.is_some_and(|newest| snapshot.key.as_str() < newest)
+        })
         .map(|snapshot| snapshot.key.clone())
         .collect()
 }
@@ -226,7 +226,11 @@ pub async fn read_metadata(store: &dyn ObjectStore, key: &str) -> Result<Snapsho
 }
 
 /// Copies local file `from` into object `to`, in parts (multipart on S3).
-pub async fn upload(store: Arc<dyn ObjectStore>, from: &std::path::Path, to: &StorePath) -> Result<(), String> {
+pub async fn upload(
+    store: Arc<dyn ObjectStore>,
+    from: &std::path::Path,
+    to: &StorePath,
+) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let mut file =
         tokio::fs::File::open(from).await.map_err(|error| format!("open {}: {error}", from.display()))?;
@@ -237,9 +241,14 @@ pub async fn upload(store: Arc<dyn ObjectStore>, from: &std::path::Path, to: &St
 }
 
 /// Copies object `from` into local file `to`.
-pub async fn download(store: &dyn ObjectStore, from: &StorePath, to: &std::path::Path) -> Result<u64, String> {
+pub async fn download(
+    store: &dyn ObjectStore,
+    from: &StorePath,
+    to: &std::path::Path,
+) -> Result<u64, String> {
     use tokio::io::AsyncWriteExt;
-    let mut stream = store.get(from).await.map_err(|error| format!("download {from}: {error}"))?.into_stream();
+    let mut stream =
+        store.get(from).await.map_err(|error| format!("download {from}: {error}"))?.into_stream();
     let mut file =
         tokio::fs::File::create(to).await.map_err(|error| format!("create {}: {error}", to.display()))?;
     let mut total = 0u64;
@@ -263,7 +272,10 @@ mod tests {
     #[test]
     fn keys_sort_by_time_and_files_group_by_key() {
         let at = |second| jiff::Timestamp::from_second(second).expect("valid");
-        assert_eq!(new_key("tenants/team-a", "team-a", at(1_750_000_000)), "tenants/team-a/team-a-20250615T150640Z");
+        assert_eq!(
+            new_key("tenants/team-a", "team-a", at(1_750_000_000)),
+            "tenants/team-a/team-a-20250615T150640Z"
+        );
         assert!(new_key("p", "t", at(1_750_000_000)) < new_key("p", "t", at(1_750_000_001)));
         let grouped = group(
             [("t-2.db", 10), ("t-1.json", 1), ("t-1.db", 20), ("t-3.json", 1), ("other.txt", 1)].into_iter(),
@@ -279,7 +291,8 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_newest_complete_snapshots() {
-        let snapshots = [snapshot("t-1", true), snapshot("t-2", false), snapshot("t-3", true), snapshot("t-4", true)];
+        let snapshots =
+            [snapshot("t-1", true), snapshot("t-2", false), snapshot("t-3", true), snapshot("t-4", true)];
         assert_eq!(beyond_retention(&snapshots, 2, "t-4"), ["t-1", "t-2"]);
         assert_eq!(beyond_retention(&snapshots, 7, "t-4"), ["t-2"], "only the incomplete one");
         assert_eq!(beyond_retention(&snapshots, 1, "t-4"), ["t-1", "t-2", "t-3"]);
@@ -294,7 +307,8 @@ mod tests {
         let names = TenantNames::new("team-a", "tenants");
         let mut destination = BackupDestination::default();
         assert_eq!(prefix(&destination, &names), "tenants/team-a");
-        destination.s3 = Some(S3Destination { prefix: Some("/backups/a/".into()), ..S3Destination::default() });
+        destination.s3 =
+            Some(S3Destination { prefix: Some("/backups/a/".into()), ..S3Destination::default() });
         assert_eq!(prefix(&destination, &names), "backups/a");
         assert_eq!(snapshot_path("backups/a/k").to_string(), "backups/a/k.db");
     }
@@ -310,7 +324,10 @@ mod tests {
             store.put(&metadata_path(key), bytes::Bytes::from_static(b"{}").into()).await.expect("metadata");
         }
         let listed = list(store.as_ref(), "ns/t").await.expect("lists");
-        assert_eq!(listed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["ns/t/t-1", "ns/t/t-2", "ns/t/t-3"]);
+        assert_eq!(
+            listed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+            ["ns/t/t-1", "ns/t/t-2", "ns/t/t-3"]
+        );
         assert_eq!(listed[0].size, 14);
         for key in beyond_retention(&listed, 2, "ns/t/t-3") {
             delete(store.as_ref(), &key).await.expect("delete");

@@ -14,7 +14,7 @@ use crate::api::{BackupDestination, RestorePki, RestoreSource, RestoreSpec, Tena
 use crate::backup::keep::backup_selector;
 use crate::backup::report::{self, AGENT_CONTAINER};
 use crate::backup::store::{self, StoreConfig};
-use crate::cli::cluster::{ClusterArgs, CliError, Session};
+use crate::cli::cluster::{CliError, ClusterArgs, Session};
 use crate::cli::view::resource_ref;
 use crate::cli::wait::{Goal, wait_for};
 use crate::names::TenantNames;
@@ -73,7 +73,11 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     let session = args.cluster.connect().await?;
     let tenant = session.get_tenant(&args.name).await?;
     if tenant.spec.backup.is_none() {
-        return Err(usage(format!("{} has no spec.backup: set spec.backup.schedule and spec.backup.destination first", resource_ref(&args.name))).into());
+        return Err(usage(format!(
+            "{} has no spec.backup: set spec.backup.schedule and spec.backup.destination first",
+            resource_ref(&args.name)
+        ))
+        .into());
     }
     let names = TenantNames::new(&args.name, &session.namespace);
     let cronjob = session
@@ -81,14 +85,22 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
         .get_opt(&names.backup())
         .await
         .map_err(|error| CliError::Api(error.to_string()))?
-        .ok_or_else(|| CliError::Unexpected(format!("cronjob {:?} does not exist yet: is the operator running?", names.backup())))?;
+        .ok_or_else(|| {
+            CliError::Unexpected(format!(
+                "cronjob {:?} does not exist yet: is the operator running?",
+                names.backup()
+            ))
+        })?;
     let template = cronjob.spec.as_ref().map(|spec| spec.job_template.clone()).unwrap_or_default();
     let started = Instant::now();
     let job_name = format!("{}-now-{}", names.backup(), jiff::Timestamp::now().as_second());
     let mut metadata = template.metadata.unwrap_or_default();
     metadata.name = Some(job_name.clone());
     metadata.namespace = Some(session.namespace.clone());
-    metadata.annotations.get_or_insert_default().insert("cronjob.kubernetes.io/instantiate".into(), "manual".into());
+    metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("cronjob.kubernetes.io/instantiate".into(), "manual".into());
     // Owned by the CronJob, as its scheduled Jobs are: it goes with the tenant.
     metadata.owner_references = Some(vec![OwnerReference {
         api_version: CronJob::api_version(&()).into_owned(),
@@ -99,13 +111,21 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
         block_owner_deletion: Some(true),
     }]);
     let job = Job { metadata, spec: template.spec, status: None };
-    session.namespaced::<Job>().create(&PostParams::default(), &job).await.map_err(|error| CliError::Api(error.to_string()))?;
+    session
+        .namespaced::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .map_err(|error| CliError::Api(error.to_string()))?;
     eprintln!("[0s] job {job_name} created");
     let deadline = started + args.timeout;
     let mut last_phase = String::new();
     loop {
         let elapsed = format!("{}s", started.elapsed().as_secs());
-        let job = session.namespaced::<Job>().get(&job_name).await.map_err(|error| CliError::Api(error.to_string()))?;
+        let job = session
+            .namespaced::<Job>()
+            .get(&job_name)
+            .await
+            .map_err(|error| CliError::Api(error.to_string()))?;
         let pods = session
             .namespaced::<Pod>()
             .list(&ListParams::default().labels(&format!("job-name={job_name}")))
@@ -114,7 +134,13 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
             .items;
         let phase = pods
             .iter()
-            .map(|pod| format!("pod {} {}", pod.name_any(), pod.status.as_ref().and_then(|status| status.phase.clone()).unwrap_or_default()))
+            .map(|pod| {
+                format!(
+                    "pod {} {}",
+                    pod.name_any(),
+                    pod.status.as_ref().and_then(|status| status.phase.clone()).unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         if phase != last_phase && !phase.is_empty() {
@@ -139,10 +165,18 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            return Err(CliError::Unexpected(format!("backup failed ({}): {}", report.reason, report.message)).into());
+            return Err(CliError::Unexpected(format!(
+                "backup failed ({}): {}",
+                report.reason, report.message
+            ))
+            .into());
         }
         if Instant::now() >= deadline {
-            return Err(CliError::TimedOut(format!("timed out after {}s waiting for job {job_name}", args.timeout.as_secs())).into());
+            return Err(CliError::TimedOut(format!(
+                "timed out after {}s waiting for job {job_name}",
+                args.timeout.as_secs()
+            ))
+            .into());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -161,7 +195,8 @@ pub async fn run_backups(args: BackupsArgs) -> anyhow::Result<()> {
     let prefix = store::prefix(&backup.destination, &names);
     if backup.destination.s3.is_some() {
         let config = s3_config(&session, &backup.destination).await?;
-        let object_store = store::open(&config).map_err(|error| CliError::Unexpected(format!("spec.backup.destination.s3: {error}")))?;
+        let object_store = store::open(&config)
+            .map_err(|error| CliError::Unexpected(format!("spec.backup.destination.s3: {error}")))?;
         let snapshots = store::list(object_store.as_ref(), &prefix)
             .await
             .map_err(|error| CliError::Unexpected(format!("spec.backup.destination.s3: {error}")))?;
@@ -182,9 +217,17 @@ pub async fn run_backups(args: BackupsArgs) -> anyhow::Result<()> {
     // Jobs the CronJob keeps reported, and say where the rest are.
     let claim = crate::resources::backup_claim_name(&names, &backup.destination).unwrap_or_default();
     let selector = ListParams::default().labels(&backup_selector(&names));
-    let pods = session.namespaced::<Pod>().list(&selector).await.map_err(|error| CliError::Api(error.to_string()))?.items;
-    let mut reports: Vec<report::AgentReport> =
-        pods.iter().filter_map(|pod| report::pod_report(pod, AGENT_CONTAINER)).filter(report::AgentReport::succeeded).collect();
+    let pods = session
+        .namespaced::<Pod>()
+        .list(&selector)
+        .await
+        .map_err(|error| CliError::Api(error.to_string()))?
+        .items;
+    let mut reports: Vec<report::AgentReport> = pods
+        .iter()
+        .filter_map(|pod| report::pod_report(pod, AGENT_CONTAINER))
+        .filter(report::AgentReport::succeeded)
+        .collect();
     if let Some(last) = tenant.status.as_ref().and_then(|status| status.last_backup.as_ref())
         && !reports.iter().any(|report| report.key == last.key)
     {
@@ -217,14 +260,22 @@ async fn s3_config(session: &Session, destination: &BackupDestination) -> Result
         .get_opt(&secret_name)
         .await
         .map_err(|error| CliError::Api(error.to_string()))?
-        .ok_or_else(|| CliError::Unexpected(format!("spec.backup.destination.s3.credentialsSecret: secret {secret_name:?} not found")))?;
+        .ok_or_else(|| {
+            CliError::Unexpected(format!(
+                "spec.backup.destination.s3.credentialsSecret: secret {secret_name:?} not found"
+            ))
+        })?;
     let value = |key: &str| {
         secret
             .data
             .as_ref()
             .and_then(|data| data.get(key))
             .map(|value| String::from_utf8_lossy(&value.0).to_string())
-            .ok_or_else(|| CliError::Unexpected(format!("spec.backup.destination.s3.credentialsSecret: secret {secret_name:?} has no key {key}")))
+            .ok_or_else(|| {
+                CliError::Unexpected(format!(
+                    "spec.backup.destination.s3.credentialsSecret: secret {secret_name:?} has no key {key}"
+                ))
+            })
     };
     Ok(StoreConfig::S3 {
         endpoint: s3.endpoint.clone(),
@@ -238,12 +289,18 @@ async fn s3_config(session: &Session, destination: &BackupDestination) -> Result
 /// The TenantCluster `new_name` restoring `key` from `source`'s backup (pure): the
 /// same spec, `spec.restore.from` the source's store (its own claim, named), and its
 /// PKI copy.
-pub fn restored_tenant(source: &TenantCluster, source_names: &TenantNames, new_name: &str, key: &str) -> Result<TenantCluster, CliError> {
-    let backup = source
-        .spec
-        .backup
-        .as_ref()
-        .ok_or_else(|| usage(format!("{} has no spec.backup: nothing says where its snapshots are", resource_ref(&source_names.tenant))))?;
+pub fn restored_tenant(
+    source: &TenantCluster,
+    source_names: &TenantNames,
+    new_name: &str,
+    key: &str,
+) -> Result<TenantCluster, CliError> {
+    let backup = source.spec.backup.as_ref().ok_or_else(|| {
+        usage(format!(
+            "{} has no spec.backup: nothing says where its snapshots are",
+            resource_ref(&source_names.tenant)
+        ))
+    })?;
     let mut destination = backup.destination.clone();
     if let Some(volume) = destination.volume.as_mut() {
         volume.claim_name = crate::resources::backup_claim_name(source_names, &backup.destination);
@@ -284,23 +341,39 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
     let new_name = args.new_name.clone().unwrap_or_else(|| args.name.clone());
     let source = match &args.spec {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|error| usage(format!("--spec {}: {error}", path.display())))?;
-            serde_yaml_ng::from_str::<TenantCluster>(&text).map_err(|error| usage(format!("--spec {}: {error}", path.display())))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| usage(format!("--spec {}: {error}", path.display())))?;
+            serde_yaml_ng::from_str::<TenantCluster>(&text)
+                .map_err(|error| usage(format!("--spec {}: {error}", path.display())))?
         }
-        None => session.tenants().get_opt(&args.name).await.map_err(|error| session.error(&args.name, error))?.ok_or_else(|| {
-            usage(format!(
-                "{} not found: it was deleted; pass its saved YAML with --spec (nestor get {} -o yaml)",
-                resource_ref(&args.name),
-                args.name
-            ))
-        })?,
+        None => session
+            .tenants()
+            .get_opt(&args.name)
+            .await
+            .map_err(|error| session.error(&args.name, error))?
+            .ok_or_else(|| {
+                usage(format!(
+                    "{} not found: it was deleted; pass its saved YAML with --spec (nestor get {} -o yaml)",
+                    resource_ref(&args.name),
+                    args.name
+                ))
+            })?,
     };
     let names = TenantNames::new(&args.name, &session.namespace);
-    if session.tenants().get_opt(&new_name).await.map_err(|error| session.error(&new_name, error))?.is_some() {
-        return Err(usage(format!("{} exists: delete it first, or restore with --as NEW", resource_ref(&new_name))).into());
+    if session.tenants().get_opt(&new_name).await.map_err(|error| session.error(&new_name, error))?.is_some()
+    {
+        return Err(usage(format!(
+            "{} exists: delete it first, or restore with --as NEW",
+            resource_ref(&new_name)
+        ))
+        .into());
     }
     let restored = restored_tenant(&source, &names, &new_name, &args.from)?;
-    session.tenants().create(&PostParams::default(), &restored).await.map_err(|error| session.error(&new_name, error))?;
+    session
+        .tenants()
+        .create(&PostParams::default(), &restored)
+        .await
+        .map_err(|error| session.error(&new_name, error))?;
     println!("{} created from snapshot {}", resource_ref(&new_name), args.from);
     if args.wait {
         wait_for(&session, &new_name, &Goal::Ready, args.timeout).await?;
@@ -321,10 +394,14 @@ mod tests {
         }))
         .expect("tenant");
         let names = TenantNames::new("team-a", "tenants");
-        let restored = restored_tenant(&source, &names, "team-b", "tenants/team-a/team-a-1").expect("restorable");
+        let restored =
+            restored_tenant(&source, &names, "team-b", "tenants/team-a/team-a-1").expect("restorable");
         let restore = restored.spec.restore.expect("restore");
         assert_eq!(restore.from.key, "tenants/team-a/team-a-1");
-        assert_eq!(restore.from.destination.volume.expect("volume").claim_name.as_deref(), Some("team-a-backup"));
+        assert_eq!(
+            restore.from.destination.volume.expect("volume").claim_name.as_deref(),
+            Some("team-a-backup")
+        );
         assert_eq!(restore.pki.expect("pki").secret_name, "team-a-pki-backup");
         assert_eq!(restored.spec.backup.expect("kept").destination.volume.expect("volume").claim_name, None);
 

@@ -119,6 +119,9 @@ pub mod reason {
     pub const ETCD_UNAVAILABLE: &str = "EtcdUnavailable";
     /// BackupReady False: the store refused or did not answer.
     pub const STORE_UNREACHABLE: &str = "StoreUnreachable";
+    /// BackupReady False: the PKI copy (`<tenant>-pki-backup`) holds another cluster CA,
+    /// the one older snapshots need; it is kept, not overwritten.
+    pub const PKI_COPY_CONFLICT: &str = "PKICopyConflict";
     /// Restored False: the members are restoring the snapshot (or waiting to).
     pub const RESTORING: &str = "Restoring";
     /// Restored False: a member refused the snapshot or could not restore it; no member

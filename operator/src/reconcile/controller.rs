@@ -178,9 +178,12 @@ fn backup_job_changes(
         crate::names::COMPONENT_LABEL,
         crate::names::Component::Backup.label()
     );
-    watcher(scoped_api::<PartialObjectMeta<Job>>(client, namespace), watcher::Config::default().labels(&selector))
-        .default_backoff()
-        .touched_objects()
+    watcher(
+        scoped_api::<PartialObjectMeta<Job>>(client, namespace),
+        watcher::Config::default().labels(&selector),
+    )
+    .default_backoff()
+    .touched_objects()
 }
 
 /// What a pass reads of its TenantCluster: a change to any of these triggers a pass,

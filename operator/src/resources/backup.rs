@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -18,7 +18,10 @@ use super::render::{BACKUP_CRONJOB, render};
 use super::secrets::{CA_CERT_KEY, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY};
 use super::{MetadataContext, ResourceError, TenantInputs};
 use crate::api::{BackupDestination, BackupSpec, RestoreSpec};
-use crate::backup::store::{ACCESS_KEY_ENV, ACCESS_KEY_SECRET_KEY, DEFAULT_REGION, SECRET_KEY_ENV, SECRET_KEY_SECRET_KEY, VOLUME_MOUNT_PATH, prefix};
+use crate::backup::store::{
+    ACCESS_KEY_ENV, ACCESS_KEY_SECRET_KEY, DEFAULT_REGION, SECRET_KEY_ENV, SECRET_KEY_SECRET_KEY,
+    VOLUME_MOUNT_PATH, prefix,
+};
 use crate::names::{BACKUP_OF_LABEL, Component, TenantNames};
 
 /// Where the agent finds the etcd client certificate.
@@ -52,10 +55,13 @@ struct StoreWiring {
 }
 
 fn store_wiring(names: &TenantNames, destination: &BackupDestination, read_only: bool) -> StoreWiring {
-    let mut wiring = StoreWiring { args: Vec::new(), env: Vec::new(), volumes: Vec::new(), mounts: Vec::new() };
+    let mut wiring =
+        StoreWiring { args: Vec::new(), env: Vec::new(), volumes: Vec::new(), mounts: Vec::new() };
     if let Some(claim) = backup_claim_name(names, destination) {
         wiring.args.extend([format!("--directory={VOLUME_MOUNT_PATH}"), format!("--claim={claim}")]);
-        wiring.volumes.push(json!({"name": "backup", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}));
+        wiring.volumes.push(
+            json!({"name": "backup", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}),
+        );
         wiring.mounts.push(json!({"name": "backup", "mountPath": VOLUME_MOUNT_PATH, "readOnly": read_only}));
     }
     if let Some(s3) = &destination.s3 {
@@ -66,7 +72,9 @@ fn store_wiring(names: &TenantNames, destination: &BackupDestination, read_only:
         ]);
         let secret = s3.credentials_secret.clone().unwrap_or_default();
         for (env, key) in [(ACCESS_KEY_ENV, ACCESS_KEY_SECRET_KEY), (SECRET_KEY_ENV, SECRET_KEY_SECRET_KEY)] {
-            wiring.env.push(json!({"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}));
+            wiring
+                .env
+                .push(json!({"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}));
         }
     }
     wiring
@@ -154,6 +162,9 @@ pub fn backup_claim(names: &TenantNames, backup: &BackupSpec) -> Option<Persiste
         ..PersistentVolumeClaim::default()
     })
 }
+
+/// Prefix of the keys of the PKI copy that hold the cluster CA (see [`pki_backup_parts`]).
+pub const PKI_COPY_CLUSTER_CA_PREFIX: &str = "cluster-ca.";
 
 /// The parts of a tenant's PKI a restore needs, as (role, tenant Secret): the CAs (so
 /// certificates and kubeconfigs issued before stay valid), the service-account key
@@ -291,7 +302,14 @@ mod tests {
         let pod = pod.spec.expect("pod");
         let agent = &pod.containers[0];
         let args = agent.args.clone().expect("args");
-        for expected in ["--tenant=team-a", "--namespace=tenants", "--retain=7", "--prefix=tenants/team-a", "--directory=/backup", "--claim=team-a-backup"] {
+        for expected in [
+            "--tenant=team-a",
+            "--namespace=tenants",
+            "--retain=7",
+            "--prefix=tenants/team-a",
+            "--directory=/backup",
+            "--claim=team-a-backup",
+        ] {
             assert!(args.contains(&expected.to_string()), "{expected} in {args:?}");
         }
         assert_eq!(agent.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
@@ -310,12 +328,16 @@ mod tests {
     #[test]
     fn an_s3_destination_passes_its_credentials_by_reference() {
         let mut fixture = Fixture::default();
-        let spec = backup(json!({"s3": {"endpoint": "http://10.0.0.1:9000", "bucket": "b", "credentialsSecret": "creds"}}));
+        let spec = backup(
+            json!({"s3": {"endpoint": "http://10.0.0.1:9000", "bucket": "b", "credentialsSecret": "creds"}}),
+        );
         fixture.spec.backup = Some(spec.clone());
         let cronjob = backup_cronjob(&fixture.inputs(), &spec).expect("builds");
         let pod = cronjob.spec.expect("spec").job_template.spec.expect("job").template.spec.expect("pod");
         let agent = &pod.containers[0];
-        assert!(agent.args.clone().expect("args").contains(&"--s3-endpoint=http://10.0.0.1:9000".to_string()));
+        assert!(
+            agent.args.clone().expect("args").contains(&"--s3-endpoint=http://10.0.0.1:9000".to_string())
+        );
         let refs: Vec<(String, String)> = agent
             .env
             .iter()
@@ -325,7 +347,10 @@ mod tests {
                 Some((key.name.clone(), key.key.clone()))
             })
             .collect();
-        assert_eq!(refs, [("creds".into(), "accessKeyID".into()), ("creds".into(), "secretAccessKey".into())]);
+        assert_eq!(
+            refs,
+            [("creds".into(), "accessKeyID".into()), ("creds".into(), "secretAccessKey".into())]
+        );
         assert!(backup_claim(&fixture.owner.names, &spec).is_none());
     }
 
@@ -334,9 +359,15 @@ mod tests {
         let names = TenantNames::new("team-a", "tenants");
         let mut existing = BTreeMap::new();
         for (_, secret) in pki_backup_parts(&names) {
-            existing.insert(secret.clone(), BTreeMap::from([("tls.crt".to_string(), ByteString(b64(&secret).into_bytes()))]));
+            existing.insert(
+                secret.clone(),
+                BTreeMap::from([("tls.crt".to_string(), ByteString(b64(&secret).into_bytes()))]),
+            );
         }
-        existing.insert("team-a-apiserver".into(), BTreeMap::from([("tls.crt".to_string(), ByteString(vec![1]))]));
+        existing.insert(
+            "team-a-apiserver".into(),
+            BTreeMap::from([("tls.crt".to_string(), ByteString(vec![1]))]),
+        );
         let copy = pki_backup_secret(&names, &existing).expect("complete");
         assert_eq!(copy.metadata.owner_references, None);
         let data = copy.data.expect("data");

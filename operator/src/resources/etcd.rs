@@ -246,9 +246,7 @@ pub fn etcd_statefulset(input: &TenantInputs<'_>) -> Result<StatefulSet, Resourc
         Some(restore) => {
             // The same bootstrap variables as the etcd container: the member restores
             // with the initial cluster it then starts with.
-            let config_map_env = |name: &str, key: &str| {
-                serde_json::json!({"name": name, "valueFrom": {"configMapKeyRef": {"name": names.etcd(), "key": key}}})
-            };
+            let config_map_env = |name: &str, key: &str| serde_json::json!({"name": name, "valueFrom": {"configMapKeyRef": {"name": names.etcd(), "key": key}}});
             let env = serde_json::json!([
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 config_map_env("ETCD_INITIAL_CLUSTER_STATE", INITIAL_CLUSTER_STATE_KEY),

@@ -44,7 +44,8 @@ pub use apiserver::{
     APISERVER_PORT, AUDIT_POLICY_KEY, apiserver_config_map, apiserver_deployment, apiserver_service,
 };
 pub use backup::{
-    backup_claim, backup_claim_name, backup_cronjob, pki_backup_parts, pki_backup_secret, seeds_from_pki_backup,
+    PKI_COPY_CLUSTER_CA_PREFIX, backup_claim, backup_claim_name, backup_cronjob, pki_backup_parts,
+    pki_backup_secret, seeds_from_pki_backup,
 };
 pub use controller_manager::{CONTROLLER_MANAGER_PORT, controller_manager_deployment};
 pub use etcd::{
