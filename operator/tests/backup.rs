@@ -31,6 +31,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use nestor::api::TenantCluster;
+use nestor::names::{COMPONENT_LABEL, TENANT_LABEL};
 use serde_json::{Value, json};
 use support::worker::{busybox_image, repo_root};
 use support::{
@@ -370,55 +371,169 @@ fn s3_settings() -> Option<BTreeMap<String, String>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn back_up_to_s3_list_and_restore_as_another_tenant() {
+async fn back_up_three_members_to_s3_list_and_restore_as_another_tenant() {
     let Some(s3) = s3_settings() else {
         eprintln!(
             "\n!!!!!!!! SKIPPED: /run/nestor-meta/s3.env is missing: start the local S3 server with hack/s3-up.sh !!!!!!!!\n"
         );
         return;
     };
-    in_namespace("backup-s3", async |ns| {
-        let started = Instant::now();
-        let _operator = start_operator(&ns, "backup-s3").await;
-        let get = |key: &str| s3.get(key).cloned().unwrap_or_else(|| panic!("{key} missing from s3.env"));
-        let credentials: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "s3"},
-            "stringData": {"accessKeyID": get("NESTOR_S3_ACCESS_KEY"), "secretAccessKey": get("NESTOR_S3_SECRET_KEY")}
-        }))
-        .expect("secret");
-        ns.api::<Secret>().create(&PostParams::default(), &credentials).await.expect("credentials");
-        let mut spec = runnable_spec();
-        spec["backup"] = json!({"schedule": RARE_SCHEDULE, "retain": 3, "destination": {"s3": {
-            "endpoint": get("NESTOR_S3_ENDPOINT"), "bucket": get("NESTOR_S3_BUCKET"),
-            "region": s3.get("NESTOR_S3_REGION").cloned().unwrap_or_else(|| "us-east-1".into()),
-            "prefix": format!("tests/{}", ns.name), "credentialsSecret": "s3"}}});
-        create_tenant(&ns, TENANT, spec, "backup").await;
-        wait_ready(&ns, TENANT, "the tenant Ready").await;
-        step(started, "tenant Ready");
-        let tenant_client = ns.tenant_client(TENANT).await.expect("tenant client");
-        let configmaps: Api<ConfigMap> = Api::namespaced(tenant_client, "default");
-        let object: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "in-s3"}, "data": {"a": "b"}})).expect("cm");
-        configmaps.create(&PostParams::default(), &object).await.expect("create");
-        let (key, _) = backup_now(&ns, TENANT).await;
-        step(started, "backup to S3 taken");
-        assert!(key.starts_with(&format!("tests/{}/", ns.name)), "{key}");
-        let listed = run_nestor(&nestor_args(&ns, &["backups", TENANT])).await.expect_success();
-        assert!(listed.contains(&key), "{listed}");
-        ns.wait_for_tenant(TENANT, "lastBackup", Duration::from_secs(60), |tenant| {
-            tenant.status.as_ref().and_then(|status| status.last_backup.as_ref()).is_some_and(|last| last.key == key && last.location.starts_with("s3://"))
+    in_namespace("backup-s3", async |ns| s3_scenario(&ns, &s3, 3).await).await;
+}
+
+/// An S3 destination and `members` etcd members: back up, list, delete the tenant,
+/// restore it under another name with as many members.
+async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members: i32) {
+    let started = Instant::now();
+    let _operator = start_operator(ns, "backup-s3").await;
+    step(started, "operator started (image built and imported)");
+    let get = |key: &str| s3.get(key).cloned().unwrap_or_else(|| panic!("{key} missing from s3.env"));
+    let credentials: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3"},
+        "stringData": {"accessKeyID": get("NESTOR_S3_ACCESS_KEY"), "secretAccessKey": get("NESTOR_S3_SECRET_KEY")}
+    }))
+    .expect("secret");
+    ns.api::<Secret>().create(&PostParams::default(), &credentials).await.expect("credentials");
+    let mut spec = runnable_spec();
+    spec["etcd"]["replicas"] = json!(members);
+    let prefix = format!("tests/{}", ns.name);
+    spec["backup"] = json!({"schedule": RARE_SCHEDULE, "retain": 3, "destination": {"s3": {
+        "endpoint": get("NESTOR_S3_ENDPOINT"), "bucket": get("NESTOR_S3_BUCKET"),
+        "region": s3.get("NESTOR_S3_REGION").cloned().unwrap_or_else(|| "us-east-1".into()),
+        "prefix": prefix, "credentialsSecret": "s3"}}});
+    create_tenant(ns, TENANT, spec, "backup").await;
+    let source = wait_ready(ns, TENANT, "the tenant Ready").await;
+    step(started, &format!("tenant Ready with {members} etcd members"));
+    let source_cluster_id =
+        source.status.as_ref().and_then(|status| status.etcd_cluster_id.clone()).expect("etcdClusterId");
+    let old_kubeconfig = admin_kubeconfig(ns, TENANT).await;
+    let tenant_client = ns.tenant_client(TENANT).await.expect("tenant client");
+    let configmaps: Api<ConfigMap> = Api::namespaced(tenant_client.clone(), "default");
+    for index in 0..10 {
+        let object: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("in-s3-{index}")}, "data": {"index": index.to_string()}}),
+        )
+        .expect("cm");
+        configmaps.create(&PostParams::default(), &object).await.expect("create ConfigMap");
+    }
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s3-secret"}, "stringData": {"token": "in-a-bucket"}}),
+    )
+    .expect("secret");
+    Api::<Secret>::namespaced(tenant_client, "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
+    step(started, "10 ConfigMaps and a Secret written in the tenant");
+
+    let (key, _) = backup_now(ns, TENANT).await;
+    step(started, "backup to S3 taken");
+    assert!(key.starts_with(&format!("{prefix}/{TENANT}-")), "{key}");
+    let listed = run_nestor(&nestor_args(ns, &["backups", TENANT])).await.expect_success();
+    eprintln!("{}", listed.trim());
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with(&key))
+        .unwrap_or_else(|| panic!("{key} not listed: {listed}"));
+    assert!(!line.contains("incomplete"), "the metadata must be stored: {line}");
+    step(started, "nestor backups lists it from the bucket");
+    let recorded = ns
+        .wait_for_tenant(TENANT, "status.lastBackup in S3", Duration::from_secs(60), |tenant| {
+            tenant
+                .status
+                .as_ref()
+                .and_then(|status| status.last_backup.as_ref())
+                .is_some_and(|last| last.key == key)
         })
         .await;
-        run_nestor(&nestor_args(&ns, &["restore", TENANT, "--from", &key, "--as", "team-s3"])).await.expect_success();
-        ns.wait_for_tenant("team-s3", "the restored tenant Ready", MAX_WAIT, |tenant| {
-            is_ready(tenant) && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
+    let last = recorded.status.and_then(|status| status.last_backup).expect("lastBackup");
+    assert_eq!(last.location, format!("s3://{}/{key}.db", get("NESTOR_S3_BUCKET")));
+
+    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{TENANT}.yaml", ns.name));
+    std::fs::write(
+        &saved,
+        run_nestor(&nestor_args(ns, &["get", TENANT, "-o", "yaml"])).await.expect_success(),
+    )
+    .expect("save the spec");
+    run_nestor(&nestor_args(ns, &["delete", TENANT])).await.expect_success();
+    step(started, "TenantCluster deleted");
+
+    let saved_path = saved.display().to_string();
+    let run = run_nestor(&nestor_args(
+        ns,
+        &["restore", TENANT, "--from", &key, "--as", "team-s3", "--spec", &saved_path],
+    ))
+    .await;
+    eprintln!("{}", run.expect_success().trim());
+    let restore_started = Instant::now();
+    let restored = ns
+        .wait_for_tenant("team-s3", "the restored tenant Ready and Restored", MAX_WAIT, |tenant| {
+            is_ready(tenant)
+                && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
         })
         .await;
-        step(started, "restored from S3 as team-s3");
-        let restored = Api::<ConfigMap>::namespaced(ns.tenant_client("team-s3").await.expect("client"), "default");
-        wait_for("the object in the restored tenant", Duration::from_secs(60), async || {
-            restored.get("in-s3").await.map_err(|e| e.to_string())
-        })
-        .await;
+    step(
+        started,
+        &format!(
+            "restored from S3 as team-s3, Ready {:.1}s after nestor restore",
+            restore_started.elapsed().as_secs_f64()
+        ),
+    );
+    let status = restored.status.as_ref().expect("status");
+    assert_ne!(
+        status.etcd_cluster_id.as_deref(),
+        Some(source_cluster_id.as_str()),
+        "a restore forms a new etcd cluster"
+    );
+    let restored_spec = restored.spec.restore.as_ref().expect("spec.restore");
+    assert_eq!(restored_spec.from.key, key);
+    assert!(restored_spec.from.destination.s3.is_some(), "restored from the bucket");
+    assert_eq!(
+        restored
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|backup| backup.destination.s3.as_ref())
+            .and_then(|s3| s3.prefix.clone()),
+        None,
+        "team-s3 backs up under its own prefix, not over {TENANT}'s snapshots"
+    );
+    let members_ready = wait_for("every restored etcd member Ready", Duration::from_secs(120), async || {
+        let pods = ns
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("{TENANT_LABEL}=team-s3,{COMPONENT_LABEL}=etcd")))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = pods.items.iter().filter(|pod| pod_ready(pod)).count();
+        if ready == members as usize { Ok(ready) } else { Err(format!("{ready} of {members} Ready")) }
     })
     .await;
+    assert_eq!(members_ready, members as usize);
+
+    let old_client = ns.tenant_client_from("team-s3", &old_kubeconfig).await.expect("old kubeconfig");
+    let found =
+        wait_for("the objects through the old admin kubeconfig", Duration::from_secs(60), async || {
+            Api::<ConfigMap>::namespaced(old_client.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    let kept = found.items.iter().filter(|object| object.name_any().starts_with("in-s3-")).count();
+    assert_eq!(kept, 10, "every ConfigMap written before the backup");
+    let secret = Api::<Secret>::namespaced(old_client, "default").get("s3-secret").await.expect("the Secret");
+    assert_eq!(
+        secret.data.and_then(|data| data.get("token").cloned()).map(|value| value.0),
+        Some(b"in-a-bucket".to_vec())
+    );
+    step(
+        started,
+        &format!("{members}-member restore: objects and the Secret read back with the old admin kubeconfig"),
+    );
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|status| status.conditions.as_ref()).is_some_and(|conditions| {
+        conditions.iter().any(|condition| condition.type_ == "Ready" && condition.status == "True")
+    })
 }

@@ -28,6 +28,9 @@ use crate::reconcile::conditions::{ConditionStatus, ConditionUpdate, reason, typ
 /// `Overdue`: the CronJob starts within a minute, the snapshot and upload take the rest.
 pub const OVERDUE_GRACE: Duration = Duration::from_secs(600);
 
+/// How often a restore that has not formed etcd yet is looked at.
+const RESTORE_RECHECK: Duration = Duration::from_secs(10);
+
 /// What the backup step found, for the status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BackupStep {
@@ -112,6 +115,10 @@ pub async fn keep_backups(
             etcd_formed,
             &restore_pods(&ctx.client, names, etcd_formed).await,
         ));
+        if !etcd_formed {
+            // An init container that refuses the snapshot changes no watched object.
+            step.recheck = Some(step.recheck.map_or(RESTORE_RECHECK, |recheck| recheck.min(RESTORE_RECHECK)));
+        }
     }
     step
 }
