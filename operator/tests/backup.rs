@@ -82,6 +82,14 @@ fn step(started: Instant, what: &str) {
     eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
 }
 
+/// Runs `nestor ARGS -n <namespace>`. Our CRD is applied first: another checkout's test
+/// run on the shared meta cluster may have installed its own, without spec.backup and
+/// spec.restore, and the apiserver prunes fields its CRD lacks from what it serves.
+async fn nestor(ns: &TestNamespace, args: &[&str]) -> support::NestorRun {
+    support::install_crd(&ns.client).await;
+    run_nestor(&nestor_args(ns, args)).await
+}
+
 fn nestor_args<'a>(ns: &'a TestNamespace, args: &[&'a str]) -> Vec<&'a str> {
     let mut all = args.to_vec();
     all.extend(["-n", ns.name.as_str()]);
@@ -94,7 +102,7 @@ async fn wait_ready(ns: &TestNamespace, name: &str, what: &str) -> TenantCluster
 
 /// `nestor backup`: returns the key it printed.
 async fn backup_now(ns: &TestNamespace, name: &str) -> (String, String) {
-    let run = run_nestor(&nestor_args(ns, &["backup", name, "--timeout", "4m"])).await;
+    let run = nestor(ns, &["backup", name, "--timeout", "4m"]).await;
     let stdout = run.expect_success();
     eprintln!("{}", stdout.trim());
     let key = stdout
@@ -195,14 +203,14 @@ async fn volume_scenario(ns: &TestNamespace) {
     step(started, "second and third backups taken");
     assert!(output.contains(&format!("deleted by retention (spec.backup.retain): {first}")), "{output}");
     assert!(first < second && second < third);
-    let listed = run_nestor(&nestor_args(ns, &["backups", TENANT])).await.expect_success();
+    let listed = nestor(ns, &["backups", TENANT]).await.expect_success();
     assert!(listed.contains(&third) && listed.contains(&second), "{listed}");
 
     // Delete the tenant: the claim and the PKI copy stay.
     let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{TENANT}.yaml", ns.name));
-    let yaml = run_nestor(&nestor_args(ns, &["get", TENANT, "-o", "yaml"])).await.expect_success();
+    let yaml = nestor(ns, &["get", TENANT, "-o", "yaml"]).await.expect_success();
     std::fs::write(&saved, yaml).expect("save the spec");
-    run_nestor(&nestor_args(ns, &["delete", TENANT])).await.expect_success();
+    nestor(ns, &["delete", TENANT]).await.expect_success();
     step(started, "TenantCluster deleted");
     assert!(
         ns.api::<PersistentVolumeClaim>().get_opt(&names.backup()).await.expect("read").is_some(),
@@ -219,8 +227,7 @@ async fn volume_scenario(ns: &TestNamespace) {
 
     // Restore under the same name.
     let saved_path = saved.display().to_string();
-    let run =
-        run_nestor(&nestor_args(ns, &["restore", TENANT, "--from", &third, "--spec", &saved_path])).await;
+    let run = nestor(ns, &["restore", TENANT, "--from", &third, "--spec", &saved_path]).await;
     eprintln!("{}", run.expect_success().trim());
     let restore_started = Instant::now();
     let restored = ns
@@ -263,7 +270,7 @@ async fn volume_scenario(ns: &TestNamespace) {
     // A corrupted snapshot: refused before any member starts.
     corrupt(ns, &names.backup(), &second).await;
     step(started, &format!("snapshot {second} corrupted in the claim"));
-    let run = run_nestor(&nestor_args(ns, &["restore", TENANT, "--from", &second, "--as", "team-c"])).await;
+    let run = nestor(ns, &["restore", TENANT, "--from", &second, "--as", "team-c"]).await;
     eprintln!("{}", run.expect_success().trim());
     let refused = ns
         .wait_for_tenant("team-c", "the corrupt snapshot refused", Duration::from_secs(180), |tenant| {
@@ -337,7 +344,7 @@ async fn an_unreachable_bucket_turns_backup_ready_false_and_leaves_the_tenant_al
         create_tenant(&ns, TENANT, spec, "backup").await;
         wait_ready(&ns, TENANT, "the tenant Ready").await;
         step(started, "tenant Ready");
-        let run = run_nestor(&nestor_args(&ns, &["backup", TENANT, "--timeout", "4m"])).await;
+        let run = nestor(&ns, &["backup", TENANT, "--timeout", "4m"]).await;
         assert!(!run.status.success(), "a backup to an unreachable bucket must fail: {}", run.stdout);
         eprintln!("{}", run.stderr.trim());
         assert!(run.stderr.contains("StoreUnreachable"), "{}", run.stderr);
@@ -429,7 +436,7 @@ async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members:
     let (key, _) = backup_now(ns, TENANT).await;
     step(started, "backup to S3 taken");
     assert!(key.starts_with(&format!("{prefix}/{TENANT}-")), "{key}");
-    let listed = run_nestor(&nestor_args(ns, &["backups", TENANT])).await.expect_success();
+    let listed = nestor(ns, &["backups", TENANT]).await.expect_success();
     eprintln!("{}", listed.trim());
     let line = listed
         .lines()
@@ -450,20 +457,14 @@ async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members:
     assert_eq!(last.location, format!("s3://{}/{key}.db", get("NESTOR_S3_BUCKET")));
 
     let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{TENANT}.yaml", ns.name));
-    std::fs::write(
-        &saved,
-        run_nestor(&nestor_args(ns, &["get", TENANT, "-o", "yaml"])).await.expect_success(),
-    )
-    .expect("save the spec");
-    run_nestor(&nestor_args(ns, &["delete", TENANT])).await.expect_success();
+    std::fs::write(&saved, nestor(ns, &["get", TENANT, "-o", "yaml"]).await.expect_success())
+        .expect("save the spec");
+    nestor(ns, &["delete", TENANT]).await.expect_success();
     step(started, "TenantCluster deleted");
 
     let saved_path = saved.display().to_string();
-    let run = run_nestor(&nestor_args(
-        ns,
-        &["restore", TENANT, "--from", &key, "--as", "team-s3", "--spec", &saved_path],
-    ))
-    .await;
+    let run =
+        nestor(ns, &["restore", TENANT, "--from", &key, "--as", "team-s3", "--spec", &saved_path]).await;
     eprintln!("{}", run.expect_success().trim());
     let restore_started = Instant::now();
     let restored = ns
@@ -479,6 +480,8 @@ async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members:
             restore_started.elapsed().as_secs_f64()
         ),
     );
+    support::install_crd(&ns.client).await;
+    let restored = ns.tenant("team-s3").await.expect("the restored tenant");
     let status = restored.status.as_ref().expect("status");
     assert_ne!(
         status.etcd_cluster_id.as_deref(),
