@@ -348,6 +348,8 @@ async fn an_unreachable_bucket_turns_backup_ready_false_and_leaves_the_tenant_al
         assert!(!run.status.success(), "a backup to an unreachable bucket must fail: {}", run.stdout);
         eprintln!("{}", run.stderr.trim());
         assert!(run.stderr.contains("StoreUnreachable"), "{}", run.stderr);
+        // For the right reason: the agent dialled the endpoint and was refused.
+        assert!(run.stderr.to_lowercase().contains("connect"), "not a refused connection: {}", run.stderr);
         let tenant = ns
             .wait_for_tenant(
                 TENANT,
@@ -467,12 +469,11 @@ async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members:
         nestor(ns, &["restore", TENANT, "--from", &key, "--as", "team-s3", "--spec", &saved_path]).await;
     eprintln!("{}", run.expect_success().trim());
     let restore_started = Instant::now();
-    let restored = ns
-        .wait_for_tenant("team-s3", "the restored tenant Ready and Restored", MAX_WAIT, |tenant| {
-            is_ready(tenant)
-                && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
-        })
-        .await;
+    ns.wait_for_tenant("team-s3", "the restored tenant Ready and Restored", MAX_WAIT, |tenant| {
+        is_ready(tenant)
+            && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
+    })
+    .await;
     step(
         started,
         &format!(

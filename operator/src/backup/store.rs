@@ -99,6 +99,9 @@ pub fn open(config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, String> {
             };
             let options = object_store::ClientOptions::new()
                 .with_allow_http(true)
+                // A plain-HTTP endpoint needs no trust store, and the agent's image may
+                // have none: without this the client cannot even be built ("builder error").
+                .with_no_system_certificates(endpoint.starts_with("http://"))
                 .with_connect_timeout(Duration::from_secs(5))
                 .with_timeout(Duration::from_secs(120));
             let store = object_store::aws::AmazonS3Builder::new()
