@@ -200,7 +200,12 @@ async fn backup(args: &AgentArgs) -> Result<AgentReport, AgentReport> {
         .map_err(|error| AgentReport::failed(failure::FAILED, error.to_string()))?;
     use object_store::ObjectStoreExt;
     object_store.put(&store::metadata_path(&key), bytes::Bytes::from(json).into()).await.map_err(
-        |error| AgentReport::failed(failure::STORE_UNREACHABLE, format!("write metadata: {error}")),
+        |error| {
+            AgentReport::failed(
+                failure::STORE_UNREACHABLE,
+                format!("write metadata: {}", store::with_causes(&error)),
+            )
+        },
     )?;
     let _ = std::fs::remove_file(&file_path);
 

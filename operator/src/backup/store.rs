@@ -120,6 +120,22 @@ pub fn open(config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, String> {
     }
 }
 
+/// `error` with its chain of causes, `: `-separated: the store's own message ("error
+/// sending request") says what failed, only its causes say why ("Connection refused").
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The key prefix of a tenant's snapshots in `destination`.
 pub fn prefix(destination: &BackupDestination, names: &TenantNames) -> String {
     destination
@@ -159,8 +175,11 @@ pub struct StoredSnapshot {
 
 /// Every snapshot under `prefix`, oldest first.
 pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<StoredSnapshot>, String> {
-    let objects: Vec<object_store::ObjectMeta> =
-        store.list(Some(&StorePath::from(prefix))).try_collect().await.map_err(|error| error.to_string())?;
+    let objects: Vec<object_store::ObjectMeta> = store
+        .list(Some(&StorePath::from(prefix)))
+        .try_collect()
+        .await
+        .map_err(|error| with_causes(&error))?;
     Ok(group(objects.iter().map(|object| (object.location.as_ref(), object.size))))
 }
 
@@ -209,7 +228,7 @@ pub async fn delete(store: &dyn ObjectStore, key: &str) -> Result<(), String> {
     for path in [snapshot_path(key), metadata_path(key)] {
         match store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(error) => return Err(format!("delete {path}: {error}")),
+            Err(error) => return Err(format!("delete {path}: {}", with_causes(&error))),
         }
     }
     Ok(())
@@ -221,7 +240,7 @@ pub async fn read_metadata(store: &dyn ObjectStore, key: &str) -> Result<Snapsho
     let bytes = store
         .get(&path)
         .await
-        .map_err(|error| format!("snapshot {key}: metadata {path}: {error}"))?
+        .map_err(|error| format!("snapshot {key}: metadata {path}: {}", with_causes(&error)))?
         .bytes()
         .await
         .map_err(|error| format!("snapshot {key}: metadata {path}: {error}"))?;
@@ -238,8 +257,10 @@ pub async fn upload(
     let mut file =
         tokio::fs::File::open(from).await.map_err(|error| format!("open {}: {error}", from.display()))?;
     let mut writer = object_store::buffered::BufWriter::new(store, to.clone());
-    tokio::io::copy(&mut file, &mut writer).await.map_err(|error| format!("upload {to}: {error}"))?;
-    writer.shutdown().await.map_err(|error| format!("upload {to}: {error}"))?;
+    tokio::io::copy(&mut file, &mut writer)
+        .await
+        .map_err(|error| format!("upload {to}: {}", with_causes(&error)))?;
+    writer.shutdown().await.map_err(|error| format!("upload {to}: {}", with_causes(&error)))?;
     Ok(())
 }
 
@@ -250,12 +271,17 @@ pub async fn download(
     to: &std::path::Path,
 ) -> Result<u64, String> {
     use tokio::io::AsyncWriteExt;
-    let mut stream =
-        store.get(from).await.map_err(|error| format!("download {from}: {error}"))?.into_stream();
+    let mut stream = store
+        .get(from)
+        .await
+        .map_err(|error| format!("download {from}: {}", with_causes(&error)))?
+        .into_stream();
     let mut file =
         tokio::fs::File::create(to).await.map_err(|error| format!("create {}: {error}", to.display()))?;
     let mut total = 0u64;
-    while let Some(bytes) = stream.try_next().await.map_err(|error| format!("download {from}: {error}"))? {
+    while let Some(bytes) =
+        stream.try_next().await.map_err(|error| format!("download {from}: {}", with_causes(&error)))?
+    {
         total += bytes.len() as u64;
         file.write_all(&bytes).await.map_err(|error| format!("write {}: {error}", to.display()))?;
     }
@@ -303,6 +329,24 @@ mod tests {
         // An incomplete snapshot newer than every complete one may still be uploading.
         let uploading = [snapshot("t-1", true), snapshot("t-2", false)];
         assert!(beyond_retention(&uploading, 1, "t-1").is_empty());
+    }
+
+    #[test]
+    fn an_error_message_carries_its_causes() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused"));
+        assert_eq!(with_causes(&error), "error sending request: Connection refused");
     }
 
     #[test]
