@@ -390,6 +390,17 @@ async fn back_up_three_members_to_s3_list_and_restore_as_another_tenant() {
     in_namespace("backup-s3", async |ns| s3_scenario(&ns, &s3, 3).await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_up_five_members_to_s3_and_restore_them() {
+    let Some(s3) = s3_settings() else {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: /run/nestor-meta/s3.env is missing: start the local S3 server with hack/s3-up.sh !!!!!!!!\n"
+        );
+        return;
+    };
+    in_namespace("backup-s3-5", async |ns| s3_scenario(&ns, &s3, 5).await).await;
+}
+
 /// An S3 destination and `members` etcd members: back up, list, delete the tenant,
 /// restore it under another name with as many members.
 async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members: i32) {
