@@ -162,36 +162,13 @@ async fn volume_scenario(ns: &TestNamespace) {
     // Objects, one of them a Secret (stored encrypted in etcd).
     let tenant_client = ns.tenant_client(TENANT).await.expect("tenant client");
     let old_kubeconfig = admin_kubeconfig(ns, TENANT).await;
-    let configmaps: Api<ConfigMap> = Api::namespaced(tenant_client.clone(), "default");
-    for index in 0..20 {
-        let object: ConfigMap = serde_json::from_value(
-            json!({"metadata": {"name": format!("kept-{index:02}")}, "data": {"index": index.to_string()}}),
-        )
-        .expect("cm");
-        configmaps.create(&PostParams::default(), &object).await.expect("create ConfigMap");
-    }
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "kept-secret"}, "stringData": {"password": "hunter2"}}),
-    )
-    .expect("secret");
-    Api::<Secret>::namespaced(tenant_client.clone(), "default")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create Secret");
+    KEPT.write(&tenant_client).await;
     step(started, "20 ConfigMaps and a Secret written in the tenant");
 
     // Three backups with retain 2: the third deletes the first.
     let (first, _) = backup_now(ns, TENANT).await;
     step(started, "first backup taken");
-    let recorded = ns
-        .wait_for_tenant(TENANT, "status.lastBackup of the first backup", Duration::from_secs(60), |tenant| {
-            tenant
-                .status
-                .as_ref()
-                .and_then(|status| status.last_backup.as_ref())
-                .is_some_and(|last| last.key == first)
-        })
-        .await;
+    let recorded = wait_for_last_backup(ns, &first).await;
     step(started, "status.lastBackup recorded");
     let last = recorded.status.as_ref().and_then(|status| status.last_backup.clone()).expect("lastBackup");
     assert!(last.size > 0 && last.revision > 0, "{last:?}");
@@ -201,16 +178,20 @@ async fn volume_scenario(ns: &TestNamespace) {
     let (second, _) = backup_now(ns, TENANT).await;
     let (third, output) = backup_now(ns, TENANT).await;
     step(started, "second and third backups taken");
+    // Written after the last backup: a restore of it must not have it.
+    let late: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "after-the-backup"}})).expect("ConfigMap");
+    Api::<ConfigMap>::namespaced(tenant_client.clone(), "default")
+        .create(&PostParams::default(), &late)
+        .await
+        .expect("create ConfigMap");
     assert!(output.contains(&format!("deleted by retention (spec.backup.retain): {first}")), "{output}");
     assert!(first < second && second < third);
     let listed = nestor(ns, &["backups", TENANT]).await.expect_success();
     assert!(listed.contains(&third) && listed.contains(&second), "{listed}");
 
     // Delete the tenant: the claim and the PKI copy stay.
-    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{TENANT}.yaml", ns.name));
-    let yaml = nestor(ns, &["get", TENANT, "-o", "yaml"]).await.expect_success();
-    std::fs::write(&saved, yaml).expect("save the spec");
-    nestor(ns, &["delete", TENANT]).await.expect_success();
+    let saved_path = save_and_delete(ns, TENANT).await;
     step(started, "TenantCluster deleted");
     assert!(
         ns.api::<PersistentVolumeClaim>().get_opt(&names.backup()).await.expect("read").is_some(),
@@ -226,45 +207,14 @@ async fn volume_scenario(ns: &TestNamespace) {
     );
 
     // Restore under the same name.
-    let saved_path = saved.display().to_string();
-    let run = nestor(ns, &["restore", TENANT, "--from", &third, "--spec", &saved_path]).await;
-    eprintln!("{}", run.expect_success().trim());
-    let restore_started = Instant::now();
-    let restored = ns
-        .wait_for_tenant(TENANT, "the restored tenant Ready and Restored", MAX_WAIT, |tenant| {
-            is_ready(tenant)
-                && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
-        })
-        .await;
-    step(
-        started,
-        &format!(
-            "restored tenant Ready, {:.1}s after nestor restore",
-            restore_started.elapsed().as_secs_f64()
-        ),
-    );
+    let restored =
+        restore(ns, started, &["restore", TENANT, "--from", &third, "--spec", &saved_path], TENANT).await;
     eprintln!("Restored: {}", condition_message(&restored, "Restored"));
     // The kubeconfig issued before the backup, by the restored cluster's CA.
     let old_client = ns.tenant_client_from(TENANT, &old_kubeconfig).await.expect("old kubeconfig");
-    let found =
-        wait_for("the objects through the old admin kubeconfig", Duration::from_secs(60), async || {
-            Api::<ConfigMap>::namespaced(old_client.clone(), "default")
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await;
-    let kept: Vec<String> =
-        found.items.iter().map(ResourceExt::name_any).filter(|name| name.starts_with("kept-")).collect();
-    assert_eq!(kept.len(), 20, "{kept:?}");
-    let secret = Api::<Secret>::namespaced(old_client.clone(), "default")
-        .get("kept-secret")
-        .await
-        .expect("the Secret");
-    assert_eq!(
-        secret.data.and_then(|data| data.get("password").cloned()).map(|value| value.0),
-        Some(b"hunter2".to_vec())
-    );
+    KEPT.read_back(&old_client).await;
+    let late = Api::<ConfigMap>::namespaced(old_client.clone(), "default").get_opt("after-the-backup").await;
+    assert!(late.expect("read").is_none(), "an object written after the snapshot came back");
     step(started, "20 ConfigMaps and the Secret read back with the old admin kubeconfig");
 
     // A corrupted snapshot: refused before any member starts.
@@ -291,6 +241,116 @@ async fn volume_scenario(ns: &TestNamespace) {
         .flatten()
         .any(|status| status.name == "etcd" && status.state.is_some_and(|state| state.running.is_some()));
     assert!(!running, "no etcd member may start on a refused snapshot");
+}
+
+/// What a scenario writes in the tenant before its backup and reads back after the
+/// restore: ConfigMaps `<prefix>NN` and a Secret (stored encrypted in etcd: it reads back
+/// only with the old encryption configuration).
+struct Objects {
+    prefix: &'static str,
+    count: usize,
+    secret: &'static str,
+    value: &'static str,
+}
+
+const KEPT: Objects = Objects { prefix: "kept-", count: 20, secret: "kept-secret", value: "hunter2" };
+const IN_S3: Objects = Objects { prefix: "in-s3-", count: 10, secret: "s3-secret", value: "in-a-bucket" };
+
+impl Objects {
+    async fn write(&self, client: &kube::Client) {
+        let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        for index in 0..self.count {
+            let name = format!("{}{index:02}", self.prefix);
+            let object: ConfigMap = serde_json::from_value(
+                json!({"metadata": {"name": name}, "data": {"index": index.to_string()}}),
+            )
+            .expect("ConfigMap");
+            configmaps.create(&PostParams::default(), &object).await.expect("create ConfigMap");
+        }
+        let secret: Secret = serde_json::from_value(
+            json!({"metadata": {"name": self.secret}, "stringData": {"value": self.value}}),
+        )
+        .expect("Secret");
+        Api::<Secret>::namespaced(client.clone(), "default")
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create Secret");
+    }
+
+    /// Every object with its data, through `client` (the restored tenant, with the admin
+    /// kubeconfig issued before the backup).
+    async fn read_back(&self, client: &kube::Client) {
+        let found =
+            wait_for("the objects through the old admin kubeconfig", Duration::from_secs(60), async || {
+                Api::<ConfigMap>::namespaced(client.clone(), "default")
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        let kept: BTreeMap<String, String> = found
+            .items
+            .iter()
+            .filter(|object| object.name_any().starts_with(self.prefix))
+            .map(|object| {
+                let index =
+                    object.data.as_ref().and_then(|data| data.get("index")).cloned().unwrap_or_default();
+                (object.name_any(), index)
+            })
+            .collect();
+        let expected: BTreeMap<String, String> =
+            (0..self.count).map(|index| (format!("{}{index:02}", self.prefix), index.to_string())).collect();
+        assert_eq!(kept, expected, "every ConfigMap written before the backup, with its data");
+        let secret =
+            Api::<Secret>::namespaced(client.clone(), "default").get(self.secret).await.expect("the Secret");
+        assert_eq!(
+            secret.data.and_then(|data| data.get("value").cloned()).map(|value| value.0),
+            Some(self.value.as_bytes().to_vec())
+        );
+    }
+}
+
+/// Waits until the tenant's `status.lastBackup` is snapshot `key`; returns the tenant.
+async fn wait_for_last_backup(ns: &TestNamespace, key: &str) -> TenantCluster {
+    ns.wait_for_tenant(TENANT, &format!("status.lastBackup {key}"), Duration::from_secs(60), |tenant| {
+        tenant
+            .status
+            .as_ref()
+            .and_then(|status| status.last_backup.as_ref())
+            .is_some_and(|last| last.key == key)
+    })
+    .await
+}
+
+/// Saves `tenant` as `nestor get -o yaml` prints it (what `nestor restore --spec` takes),
+/// deletes it with `nestor delete`, and returns the saved file's path.
+async fn save_and_delete(ns: &TestNamespace, tenant: &str) -> String {
+    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{tenant}.yaml", ns.name));
+    std::fs::write(&saved, nestor(ns, &["get", tenant, "-o", "yaml"]).await.expect_success())
+        .expect("save the spec");
+    nestor(ns, &["delete", tenant]).await.expect_success();
+    saved.display().to_string()
+}
+
+/// Runs `nestor <args>` (a restore) and waits until tenant `restored` is Ready and
+/// `Restored`; prints how long that took.
+async fn restore(ns: &TestNamespace, started: Instant, args: &[&str], restored: &str) -> TenantCluster {
+    eprintln!("{}", nestor(ns, args).await.expect_success().trim());
+    let restore_started = Instant::now();
+    let tenant = ns
+        .wait_for_tenant(restored, "the restored tenant Ready and Restored", MAX_WAIT, |tenant| {
+            is_ready(tenant)
+                && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
+        })
+        .await;
+    step(
+        started,
+        &format!(
+            "{restored} restored: Ready {:.1}s after nestor restore",
+            restore_started.elapsed().as_secs_f64()
+        ),
+    );
+    tenant
 }
 
 async fn admin_kubeconfig(ns: &TestNamespace, tenant: &str) -> String {
@@ -381,24 +441,23 @@ fn s3_settings() -> Option<BTreeMap<String, String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_up_three_members_to_s3_list_and_restore_as_another_tenant() {
-    let Some(s3) = s3_settings() else {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: /run/nestor-meta/s3.env is missing: start the local S3 server with hack/s3-up.sh !!!!!!!!\n"
-        );
-        return;
-    };
-    in_namespace("backup-s3", async |ns| s3_scenario(&ns, &s3, 3).await).await;
+    s3_test("backup-s3", 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_up_five_members_to_s3_and_restore_them() {
+    s3_test("backup-s3-5", 5).await;
+}
+
+/// [`s3_scenario`] in a namespace of its own, or a loud skip without the local S3 server.
+async fn s3_test(tag: &str, members: i32) {
     let Some(s3) = s3_settings() else {
         eprintln!(
             "\n!!!!!!!! SKIPPED: /run/nestor-meta/s3.env is missing: start the local S3 server with hack/s3-up.sh !!!!!!!!\n"
         );
         return;
     };
-    in_namespace("backup-s3-5", async |ns| s3_scenario(&ns, &s3, 5).await).await;
+    in_namespace(tag, async |ns| s3_scenario(&ns, &s3, members).await).await;
 }
 
 /// An S3 destination and `members` etcd members: back up, list, delete the tenant,
@@ -428,22 +487,7 @@ async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members:
         source.status.as_ref().and_then(|status| status.etcd_cluster_id.clone()).expect("etcdClusterId");
     let old_kubeconfig = admin_kubeconfig(ns, TENANT).await;
     let tenant_client = ns.tenant_client(TENANT).await.expect("tenant client");
-    let configmaps: Api<ConfigMap> = Api::namespaced(tenant_client.clone(), "default");
-    for index in 0..10 {
-        let object: ConfigMap = serde_json::from_value(
-            json!({"metadata": {"name": format!("in-s3-{index}")}, "data": {"index": index.to_string()}}),
-        )
-        .expect("cm");
-        configmaps.create(&PostParams::default(), &object).await.expect("create ConfigMap");
-    }
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "s3-secret"}, "stringData": {"token": "in-a-bucket"}}),
-    )
-    .expect("secret");
-    Api::<Secret>::namespaced(tenant_client, "default")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create Secret");
+    IN_S3.write(&tenant_client).await;
     step(started, "10 ConfigMaps and a Secret written in the tenant");
 
     let (key, _) = backup_now(ns, TENANT).await;
@@ -457,41 +501,19 @@ async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members:
         .unwrap_or_else(|| panic!("{key} not listed: {listed}"));
     assert!(!line.contains("incomplete"), "the metadata must be stored: {line}");
     step(started, "nestor backups lists it from the bucket");
-    let recorded = ns
-        .wait_for_tenant(TENANT, "status.lastBackup in S3", Duration::from_secs(60), |tenant| {
-            tenant
-                .status
-                .as_ref()
-                .and_then(|status| status.last_backup.as_ref())
-                .is_some_and(|last| last.key == key)
-        })
-        .await;
+    let recorded = wait_for_last_backup(ns, &key).await;
     let last = recorded.status.and_then(|status| status.last_backup).expect("lastBackup");
     assert_eq!(last.location, format!("s3://{}/{key}.db", get("NESTOR_S3_BUCKET")));
 
-    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}-{TENANT}.yaml", ns.name));
-    std::fs::write(&saved, nestor(ns, &["get", TENANT, "-o", "yaml"]).await.expect_success())
-        .expect("save the spec");
-    nestor(ns, &["delete", TENANT]).await.expect_success();
+    let saved_path = save_and_delete(ns, TENANT).await;
     step(started, "TenantCluster deleted");
-
-    let saved_path = saved.display().to_string();
-    let run =
-        nestor(ns, &["restore", TENANT, "--from", &key, "--as", "team-s3", "--spec", &saved_path]).await;
-    eprintln!("{}", run.expect_success().trim());
-    let restore_started = Instant::now();
-    ns.wait_for_tenant("team-s3", "the restored tenant Ready and Restored", MAX_WAIT, |tenant| {
-        is_ready(tenant)
-            && find_condition(tenant, "Restored").is_some_and(|condition| condition.status == "True")
-    })
-    .await;
-    step(
+    restore(
+        ns,
         started,
-        &format!(
-            "restored from S3 as team-s3, Ready {:.1}s after nestor restore",
-            restore_started.elapsed().as_secs_f64()
-        ),
-    );
+        &["restore", TENANT, "--from", &key, "--as", "team-s3", "--spec", &saved_path],
+        "team-s3",
+    )
+    .await;
     support::install_crd(&ns.client).await;
     let restored = ns.tenant("team-s3").await.expect("the restored tenant");
     let status = restored.status.as_ref().expect("status");
@@ -526,21 +548,7 @@ async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members:
     assert_eq!(members_ready, members as usize);
 
     let old_client = ns.tenant_client_from("team-s3", &old_kubeconfig).await.expect("old kubeconfig");
-    let found =
-        wait_for("the objects through the old admin kubeconfig", Duration::from_secs(60), async || {
-            Api::<ConfigMap>::namespaced(old_client.clone(), "default")
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await;
-    let kept = found.items.iter().filter(|object| object.name_any().starts_with("in-s3-")).count();
-    assert_eq!(kept, 10, "every ConfigMap written before the backup");
-    let secret = Api::<Secret>::namespaced(old_client, "default").get("s3-secret").await.expect("the Secret");
-    assert_eq!(
-        secret.data.and_then(|data| data.get("token").cloned()).map(|value| value.0),
-        Some(b"in-a-bucket".to_vec())
-    );
+    IN_S3.read_back(&old_client).await;
     step(
         started,
         &format!("{members}-member restore: objects and the Secret read back with the old admin kubeconfig"),
