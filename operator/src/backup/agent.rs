@@ -210,6 +210,8 @@ async fn backup(args: &AgentArgs) -> Result<AgentReport, AgentReport> {
     let _ = std::fs::remove_file(&file_path);
 
     let listed = store::list(object_store.as_ref(), prefix).await.map_err(unreachable)?;
+    // Only this tenant's series: another tenant given the same prefix keeps its snapshots.
+    let listed = store::series_of(listed, prefix, &args.tenant);
     let mut deleted = Vec::new();
     for old in store::beyond_retention(&listed, args.retain, &key) {
         store::delete(object_store.as_ref(), &old).await.map_err(unreachable)?;

@@ -152,6 +152,30 @@ pub fn new_key(prefix: &str, tenant: &str, at: jiff::Timestamp) -> String {
     format!("{prefix}/{tenant}-{}", at.strftime("%Y%m%dT%H%M%SZ"))
 }
 
+/// Whether `key` is one of [`new_key`]'s for `tenant` under `prefix` (pure): the exact
+/// prefix, the tenant's name, then a time and nothing more, so that neither `team` nor
+/// `team-b`'s snapshots pass for each other's.
+pub fn is_key_of(key: &str, prefix: &str, tenant: &str) -> bool {
+    let Some(time) = key
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.strip_prefix(tenant))
+        .and_then(|rest| rest.strip_prefix('-'))
+    else {
+        return false;
+    };
+    let bytes = time.as_bytes();
+    bytes.len() == 16
+        && bytes[8] == b'T'
+        && bytes[15] == b'Z'
+        && bytes.iter().enumerate().all(|(index, byte)| matches!(index, 8 | 15) || byte.is_ascii_digit())
+}
+
+/// The snapshots of `snapshots` that are `tenant`'s under `prefix` (see [`is_key_of`]).
+pub fn series_of(snapshots: Vec<StoredSnapshot>, prefix: &str, tenant: &str) -> Vec<StoredSnapshot> {
+    snapshots.into_iter().filter(|snapshot| is_key_of(&snapshot.key, prefix, tenant)).collect()
+}
+
 /// The object holding snapshot `key`.
 pub fn snapshot_path(key: &str) -> StorePath {
     StorePath::from(format!("{key}.db"))
@@ -316,6 +340,19 @@ mod tests {
                 StoredSnapshot { key: "t-2".into(), size: 10, has_metadata: false }
             ]
         );
+    }
+
+    #[test]
+    fn retention_counts_only_the_tenants_own_series() {
+        let at = jiff::Timestamp::from_second(1_750_000_000).expect("valid");
+        let own = new_key("shared", "team", at);
+        assert!(is_key_of(&own, "shared", "team"));
+        assert!(!is_key_of(&new_key("shared", "team-b", at), "shared", "team"), "team-b is not team");
+        assert!(!is_key_of(&own, "shared", "team-b"));
+        assert!(!is_key_of(&new_key("shared/sub", "team", at), "shared", "team"));
+        assert!(!is_key_of("shared/team-notes", "shared", "team"));
+        let listed = vec![snapshot(&own, true), snapshot(&new_key("shared", "team-b", at), true)];
+        assert_eq!(series_of(listed, "shared", "team"), [snapshot(&own, true)]);
     }
 
     #[test]
