@@ -560,3 +560,42 @@ fn pod_ready(pod: &Pod) -> bool {
         conditions.iter().any(|condition| condition.type_ == "Ready" && condition.status == "True")
     })
 }
+
+/// `spec.restore.pki` naming a Secret that does not exist: the pass stops with the field
+/// named, and no CA (nor anything else) is generated in the copy's place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_whose_pki_copy_is_missing_never_generates_a_ca() {
+    in_namespace("backup-nopki", async |ns| {
+        let started = Instant::now();
+        let _operator = start_operator(&ns, "backup-nopki").await;
+        let mut spec = runnable_spec();
+        spec["restore"] = json!({
+            "from": {"destination": {"volume": {"claimName": "gone-backup"}}, "key": "gone/gone/gone-20261204T000000Z"},
+            "pki": {"secretName": "gone-pki-backup"}
+        });
+        create_tenant(&ns, TENANT, spec, "restore").await;
+        let ready = wait_for("Ready=False with reason InvalidSpec", MAX_WAIT, async || {
+            let tenant = ns.tenant(TENANT).await?;
+            match find_condition(&tenant, "Ready") {
+                Some(ready) if ready.reason == "InvalidSpec" => Ok(ready.clone()),
+                _ => Err(describe_tenant(&tenant)),
+            }
+        })
+        .await;
+        step(started, &format!("refused: {}", ready.message));
+        assert_eq!(ready.status, "False");
+        assert!(
+            ready.message.contains("spec.restore.pki.secretName") && ready.message.contains("gone-pki-backup"),
+            "the message names the field and the Secret: {}",
+            ready.message
+        );
+        let names = ns.names(TENANT);
+        assert!(
+            ns.api::<Secret>().get_opt(&names.cluster_ca_secret()).await.expect("read").is_none(),
+            "no cluster CA may be generated in place of the missing copy"
+        );
+        let owned = ns.labelled_objects(TENANT).await.expect("list owned objects");
+        assert!(owned.is_empty(), "nothing is built: {:?}", owned.keys().collect::<Vec<_>>());
+    })
+    .await;
+}
