@@ -156,14 +156,13 @@ impl TlsClient {
             .map_err(|_| TransportError::TimedOut { address, after: timeout })?
     }
 
-    async fn exchange(
+    /// A TLS connection to `address` that verifies `server_name`; the TCP connection is
+    /// set up within [`CONNECT_TIMEOUT`].
+    async fn connect(
         &self,
         address: SocketAddr,
         server_name: &str,
-        method: Method,
-        path: &str,
-        json_body: Option<&str>,
-    ) -> Result<Response, TransportError> {
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TransportError> {
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|_| TransportError::ServerName(server_name.to_string()))?;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
@@ -176,10 +175,21 @@ impl TlsClient {
                 ),
             })?
             .map_err(|source| TransportError::Connect { address, source })?;
-        let tls = TlsConnector::from(self.config.clone())
+        TlsConnector::from(self.config.clone())
             .connect(name, tcp)
             .await
-            .map_err(|source| TransportError::Tls { address, source })?;
+            .map_err(|source| TransportError::Tls { address, source })
+    }
+
+    async fn exchange(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+        method: Method,
+        path: &str,
+        json_body: Option<&str>,
+    ) -> Result<Response, TransportError> {
+        let tls = self.connect(address, server_name).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
 
         let mut request = Request::builder().method(method).uri(path).header(header::HOST, server_name);
@@ -223,15 +233,7 @@ impl TlsClient {
         timeout: Duration,
     ) -> Result<StreamingResponse, TransportError> {
         let start = async {
-            let name = ServerName::try_from(server_name.to_string())
-                .map_err(|_| TransportError::ServerName(server_name.to_string()))?;
-            let tcp = TcpStream::connect(address)
-                .await
-                .map_err(|source| TransportError::Connect { address, source })?;
-            let tls = TlsConnector::from(self.config.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|source| TransportError::Tls { address, source })?;
+            let tls = self.connect(address, server_name).await?;
             let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
             let driver = AbortOnDrop(tokio::spawn(async move {
                 let _ = connection.await;
