@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test unit bench bench-scale bench-density bench-workers bench-tunnel bench-etcd-space bench-peer meta-up meta-down meta-status worker-up worker-down upstream images operator-image crds lint
+.PHONY: help install demo test unit bench bench-scale bench-density bench-workers bench-tunnel bench-etcd-space bench-peer meta-up meta-down meta-status s3-up s3-down worker-up worker-down upstream images operator-image crds lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ meta-down: ## stop the meta cluster and remove everything it created
 
 meta-status: ## show the meta cluster's processes, node and system pods
 	hack/meta-status.sh
+
+s3-up: ## start the local S3 store for backup tests (versitygw on 10.200.0.1:9343; needs meta-up)
+	hack/s3-up.sh
+
+s3-down: ## stop the local S3 store; PURGE=1 also removes its objects
+	hack/s3-down.sh $(if $(PURGE),--purge)
 
 worker-up: ## a worker host joins a tenant: make worker-up NAME=w1 JOIN="<kubeadm join command>"
 	hack/worker-up.sh $(NAME) -- $(JOIN)

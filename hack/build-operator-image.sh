@@ -9,9 +9,12 @@
 #                                                 on the Deployment to roll new code
 #
 # The image holds the binary, the shared libraries `ldd` reports (glibc is linked
-# dynamically; the dynamic loader included), and /etc/passwd with nonroot (65532),
-# the user it runs as. No CA bundle: the operator only talks to the meta apiserver
-# (service-account CA) and tenant apiservers (tenant CA).
+# dynamically; the dynamic loader included), etcdutl (static, from the upstream build of
+# ETCD_VERSION: `nestor etcd-restore` runs `etcdutl snapshot restore`, and the etcd image has
+# no shell to run it in), /etc/passwd with nonroot (65532), the user it runs as, and the
+# host's CA bundle (/etc/ssl/certs/ca-certificates.crt, when it has one): the operator itself
+# only talks to the meta apiserver (service-account CA) and tenant apiservers (tenant CA),
+# but the backup agent and the restore verify an https:// S3 endpoint against it.
 #
 # Re-running is cheap: cargo rebuilds only on changes, and the archive and the
 # import are skipped when the binary's sha256 did not change.
@@ -75,6 +78,12 @@ build_archive() {
   # Release builds are stripped already (Cargo.toml); a debug build's symbols are most of its size.
   strip --strip-all -o "$rootfs/usr/local/bin/nestor" "$BINARY"
   chmod 0755 "$rootfs/usr/local/bin/nestor"
+  cp "$ETCDUTL" "$rootfs/usr/local/bin/etcdutl"
+  chmod 0755 "$rootfs/usr/local/bin/etcdutl"
+  if [[ -f $CA_BUNDLE ]]; then
+    mkdir -p "$rootfs/etc/ssl/certs"
+    cp "$CA_BUNDLE" "$rootfs/etc/ssl/certs/ca-certificates.crt"
+  fi
   copy_shared_libraries "$BINARY" "$rootfs"
   # The binary must start inside the image alone, not only on this host.
   if [[ $(id -u) == 0 ]] && ! chroot "$rootfs" /usr/local/bin/nestor --version >/dev/null; then
@@ -95,8 +104,12 @@ main() {
   else
     build_binary
   fi
+  ETCDUTL=$(etcd_bin etcdutl)
+  [[ -x $ETCDUTL ]] || die "$ETCDUTL is missing: run hack/build-upstream.sh (the image bundles etcdutl for restores)"
   local binary_sha sha_ref
-  binary_sha=$(sha256_of "$BINARY")
+  CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+  # The image changes with etcdutl and the CA bundle too.
+  binary_sha=$(cat "$BINARY" "$ETCDUTL" "$CA_BUNDLE" 2>/dev/null | sha256sum | cut -d' ' -f1)
   sha_ref="$IMAGE_NAME:sha-${binary_sha:0:12}"
   if [[ -f $ARCHIVE && $(cat "$STAMP" 2>/dev/null) == "$binary_sha" ]]; then
     log "image $sha_ref is up to date"

@@ -8,9 +8,11 @@
 # A component whose directory holds a `.complete` marker is not rebuilt, so a
 # second run is a no-op. Usage: hack/build-upstream.sh [component ...]
 # (components: kubernetes kubernetes-upgrade etcd coredns local-path-provisioner konnectivity kwok
-# kubernetes-peer etcd-peer kamaji helm; default all but kwok and the last four, which only the
-# benchmarks use: bench/scale.sh and hack/build-peer.sh build them on demand). kubernetes-upgrade is KUBERNETES_UPGRADE_VERSION's kube-apiserver and
-# kube-controller-manager only: a second tenant version to upgrade to.
+# kubernetes-peer etcd-peer kamaji helm versitygw; default all but kwok and the peer four, which
+# only the benchmarks use: bench/scale.sh and hack/build-peer.sh build them on demand, and
+# versitygw, the local S3 store, which hack/s3-up.sh builds on demand). kubernetes-upgrade is
+# KUBERNETES_UPGRADE_VERSION's kube-apiserver and kube-controller-manager only: a second tenant
+# version to upgrade to.
 #
 # Why wrapper modules: k8s.io/kubernetes requires its staging modules at v0.0.0
 # and replaces them with ./staging/src paths, and etcd's server module replaces
@@ -278,6 +280,22 @@ build_kwok() {
   publish_component kwok "$v"
 }
 
+# versitygw: the S3 gateway of the local object store (hack/s3-up.sh) that etcd backup tests
+# write to; its posix backend keeps each object as a plain file. A plain module without
+# replaces (and pure Go: its CUDA/RDMA parts live in other commands), so the wrapper only
+# requires it. main.Version and friends are what its own Makefile sets.
+build_versitygw() {
+  local v=$VERSITYGW_VERSION
+  if upstream_complete versitygw "$v"; then log "versitygw $v: cached"; return; fi
+  local src
+  src=$(wrapper_module versitygw "$v")
+  (cd "$src" && go mod edit -require "github.com/versity/versitygw@$v")
+  build_in_wrapper versitygw "$v" \
+    "-X main.Version=$v -X main.Build=release -X main.BuildTime=1970-01-01T00:00:00Z" \
+    github.com/versity/versitygw/cmd/versitygw
+  publish_component versitygw "$v"
+}
+
 components=("$@")
 [[ ${#components[@]} -gt 0 ]] || components=(etcd coredns local-path-provisioner kubernetes kubernetes-upgrade konnectivity)
 command -v go >/dev/null || die "go is not installed; the upstream build needs Go 1.25 or newer" \
@@ -296,6 +314,7 @@ for component in "${components[@]}"; do
     etcd-peer) build_etcd_at "$PEER_ETCD_VERSION" ;;
     kamaji) build_kamaji ;;
     helm) build_helm ;;
-    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns, local-path-provisioner, konnectivity, kwok, kubernetes-peer, etcd-peer, kamaji or helm)" ;;
+    versitygw) build_versitygw ;;
+    *) die "unknown component '$component' (want kubernetes, kubernetes-upgrade, etcd, coredns, local-path-provisioner, konnectivity, kwok, kubernetes-peer, etcd-peer, kamaji, helm or versitygw)" ;;
   esac
 done

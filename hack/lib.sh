@@ -80,6 +80,55 @@ pid_alive() {
   [[ -f $file ]] && kill -0 "$(cat "$file")" 2>/dev/null
 }
 
+# start_meta_process COMPONENT COMMAND...: runs a host process of the meta cluster in its
+# own session, logging to $META_LOG_DIR/COMPONENT.log, and records its pid for meta-down.
+start_meta_process() {
+  local component=$1
+  shift
+  setsid "$@" >>"$META_LOG_DIR/$component.log" 2>&1 </dev/null &
+  echo $! >"$(pid_file "$component")"
+  log "started $component (pid $!)"
+}
+
+# --- the local S3 store (hack/s3-*.sh) ---
+# versitygw's posix backend on the meta cluster's bridge address, which the host and the
+# meta cluster's pods both reach; buckets are directories under S3_DATA_DIR. Fixed
+# credentials: a development store on a private address, never exposed beyond this machine.
+S3_PORT=9343
+S3_ENDPOINT="http://$META_NODE_IP:$S3_PORT"
+S3_ACCESS_KEY=nestor
+S3_SECRET_KEY=nestor-dev-secret-not-for-production
+S3_BUCKET=nestor-backups
+S3_REGION=us-east-1
+S3_DATA_DIR="$META_DIR/s3"
+# What a test reads to find the store (written by s3-up, removed by s3-down).
+S3_ENV_FILE="$META_RUN_DIR/s3.env"
+versitygw_bin() { echo "$(upstream_bin_dir versitygw "$VERSITYGW_VERSION")/versitygw"; }
+
+# s3_pid: the pid of the running S3 store started by s3-up, or nothing. The pid file alone
+# is not trusted: after a reboot or a kill its pid may belong to another process.
+s3_pid() {
+  local file pid
+  file=$(pid_file s3)
+  [[ -f $file ]] || return 0
+  pid=$(cat "$file")
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == versitygw ]] &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- " $S3_DATA_DIR " && echo "$pid"
+  return 0
+}
+
+# s3_curl [--sha256 HEX] CURL_ARGS...: a request to the local S3 store signed (AWS SigV4)
+# with its credentials. S3 wants the payload's hash in x-amz-content-sha256, which curl
+# 7.88 does not add by itself: the given one, else UNSIGNED-PAYLOAD. curl signs the query
+# string as written, so give it in canonical form: parameters sorted, values URI-encoded
+# (`?list-type=2&prefix=a%2Fb`), or the server computes another signature.
+s3_curl() {
+  local payload_hash=UNSIGNED-PAYLOAD
+  if [[ ${1:-} == --sha256 ]]; then payload_hash=$2; shift 2; fi
+  curl -sS --max-time 10 --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
+    -H "x-amz-content-sha256: $payload_hash" "$@"
+}
+
 # --- worker hosts (hack/worker-*.sh) ---
 # A worker host stands in for a machine that joins a tenant cluster with `kubeadm join`:
 # a network namespace, a mount namespace, a containerd and a kubelet of its own. Worker

@@ -2,9 +2,9 @@
 # Stops the local meta cluster and leaves the machine as meta-up found it:
 # every process it started (by recorded pid, plus the containers and shims of
 # its own containerd), every mount under its state directories, the bridge,
-# routes, iptables chains, cgroups and sysctls it changed, and every worker host
-# (hack/worker-down.sh --all). Safe to run on a
-# cluster that was killed without meta-down, or on none at all.
+# routes, iptables chains, cgroups and sysctls it changed, every worker host
+# (hack/worker-down.sh --all) and the local S3 store with its data (hack/s3-down.sh
+# --purge). Safe to run on a cluster that was killed without meta-down, or on none at all.
 # The logs of the run are kept in /var/lib/nestor-meta/logs.
 set -uo pipefail
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -124,6 +124,9 @@ main() {
   # Worker hosts (hack/worker-up.sh) join tenants served by this cluster and route
   # through its bridge: they go first.
   "$HACK_DIR/worker-down.sh" --all
+  # The local S3 store (hack/s3-up.sh) listens on the bridge's address; its data goes with
+  # the rest of the cluster's state.
+  "$HACK_DIR/s3-down.sh" --purge
   # peer-registry: the loopback registry of the peer benchmark (bench/peer.sh), if a run of
   # it was cut short; everything else that benchmark installs lives in this cluster's state.
   for component in peer-registry kube-proxy kubelet kube-scheduler kube-controller-manager; do stop_component "$component"; done

@@ -14,6 +14,13 @@ for component in etcd kube-apiserver kube-controller-manager kube-scheduler cont
     printf '%-24s NOT RUNNING\n' "$component"; healthy=false
   fi
 done
+# The local S3 store is optional (make s3-up): shown, but not part of the cluster's health.
+s3=$(s3_pid)
+if [[ -n $s3 ]]; then
+  printf '%-24s running (pid %s), %s, settings in %s\n' "s3 (versitygw)" "$s3" "$S3_ENDPOINT" "$S3_ENV_FILE"
+else
+  printf '%-24s not running (optional: make s3-up)\n' "s3 (versitygw)"
+fi
 echo "kubeconfig: $META_KUBECONFIG    logs: $META_LOG_DIR/"
 if meta_kubectl get --raw /readyz >/dev/null 2>&1; then
   meta_kubectl get nodes -o wide

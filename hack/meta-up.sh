@@ -50,15 +50,8 @@ ensure_packages() {
     "(k8s.io/kubernetes $KUBERNETES_UPGRADE_VERSION declares go 1.25.0; the build runs with GOTOOLCHAIN=local)"
 }
 
-# start COMPONENT COMMAND...: runs a host process in its own session, logging
-# to $META_LOG_DIR/COMPONENT.log, and records its pid for meta-down.
-start() {
-  local component=$1
-  shift
-  setsid "$@" >>"$META_LOG_DIR/$component.log" 2>&1 </dev/null &
-  echo $! >"$(pid_file "$component")"
-  log "started $component (pid $!)"
-}
+# start COMPONENT COMMAND...: start_meta_process (hack/lib.sh), shared with hack/s3-up.sh.
+start() { start_meta_process "$@"; }
 
 save_and_set_sysctl() {
   local key=$1 value=$2 file="$META_DIR/sysctl.saved"

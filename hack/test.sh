@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test tier, in order, as `make test` and CI run them:
 #   1. static checks and pure unit tests (no cluster): fmt, clippy, cargo test --lib --bins
-#   2. the local meta cluster (hack/meta-up.sh: builds upstream on a cold machine)
+#   2. the local meta cluster (hack/meta-up.sh: builds upstream on a cold machine), and
+#      the local S3 store on it (hack/s3-up.sh: the backup tests' bucket)
 #   3. integration and end-to-end tests against it (cargo test --test '*')
 #   4. the meta cluster smoke test (tests/meta/smoke.sh)
 #   5. meta-down, then a check that it left nothing behind (tests/meta/clean-after-down.sh)
@@ -31,6 +32,9 @@ if [[ " ${failures[*]} " == *" meta cluster up "* ]]; then
   log "the meta cluster did not start; skipping the tiers that need it (logs: $META_LOG_DIR)"
 else
   export KUBECONFIG=$META_KUBECONFIG
+  # The backup tests' S3 bucket (operator/tests/backup.rs skips its S3 part, loudly,
+  # without it); meta-down stops it and removes its data.
+  tier "local S3 store up" "$HACK_DIR/s3-up.sh"
   # Integration test binaries run one after another. Inside a binary, tests that use the
   # harness's in_namespace (operator/tests/support) also run one at a time: it holds a
   # process-wide lock for the whole test, each test with its own namespace and

@@ -471,6 +471,9 @@ pub struct DesiredState {
     /// The version the scheduler Deployment was built for (see [`scheduler_version`]);
     /// `None` when it is not among `objects` on this pass.
     pub scheduler_version: Option<String>,
+    /// The backup CronJob (`spec.backup`), applied by the backup step
+    /// ([`crate::backup::keep_backups`]) with the objects that outlive the tenant.
+    pub backup_cronjob: Option<k8s_openapi::api::batch::v1::CronJob>,
 }
 
 impl DesiredState {
@@ -718,6 +721,10 @@ pub fn desired_state_with_etcd(
         operator_namespace,
     };
     let manifests = control_plane_manifests(&inputs)?;
+    let backup_cronjob = match &spec.backup {
+        Some(backup) => Some(crate::resources::backup_cronjob(&inputs, backup)?),
+        None => None,
+    };
     // Recorded by the reconciler the first time etcd answered healthy; never cleared,
     // so members never go back to bootstrapping a new cluster. A single member has no
     // peer to join: it always bootstraps (`new` is ignored when its data dir exists,
@@ -760,6 +767,7 @@ pub fn desired_state_with_etcd(
         config_hashes,
         controller_manager_version,
         scheduler_version,
+        backup_cronjob,
     })
 }
 

@@ -23,6 +23,7 @@
 //! [`telemetry`] (logging) and [`cli`] (the `nestor` command line).
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod desired;
 pub mod duration;

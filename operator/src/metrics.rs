@@ -154,6 +154,15 @@ struct EtcdSpaceMetrics {
     members: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
 
+/// The backup gauges of each tenant with `spec.backup` (see [`Metrics::record_backup`]).
+#[derive(Default)]
+struct BackupMetrics {
+    last_success: Family<TenantLabels, Gauge>,
+    age: Family<TenantLabels, Gauge>,
+    size: Family<TenantLabels, Gauge>,
+    failed_jobs: Family<TenantLabels, Gauge>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
@@ -188,6 +197,7 @@ pub struct Metrics {
     tenants_deferred: Gauge,
     etcd_space: EtcdSpaceMetrics,
     defragment_duration: Histogram,
+    backup: BackupMetrics,
     /// Sum of `api_writes` over all labels, for tests and logs.
     writes: AtomicU64,
     /// The controller's cache of TenantClusters, set once the controller runs (only the
@@ -332,6 +342,29 @@ impl Metrics {
             Unit::Seconds,
             defragment_duration.clone(),
         );
+        let backup = BackupMetrics::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of each tenant's last successful etcd backup (status.lastBackup.time)",
+            backup.last_success.clone(),
+        );
+        registry.register_with_unit(
+            "backup_age",
+            "Age of each tenant's last successful etcd backup when its last pass ran",
+            Unit::Seconds,
+            backup.age.clone(),
+        );
+        registry.register_with_unit(
+            "backup_size",
+            "Size of each tenant's last successful etcd snapshot",
+            Unit::Bytes,
+            backup.size.clone(),
+        );
+        registry.register(
+            "backup_failed_jobs",
+            "Failed backup Jobs each tenant's CronJob keeps in its history (at most 3)",
+            backup.failed_jobs.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -347,6 +380,7 @@ impl Metrics {
             tenants_deferred,
             etcd_space,
             defragment_duration,
+            backup,
             writes: AtomicU64::new(0),
             tenant_store: OnceLock::new(),
         }
@@ -427,6 +461,34 @@ impl Metrics {
     pub fn record_etcd_space_step(&self, step: &'static str, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.etcd_space.steps.get_or_create(&SpaceStepLabels { step, result }).inc();
+    }
+
+    /// Records a tenant's backup state: its last success (time, age, size) and the
+    /// failed Jobs its CronJob keeps.
+    pub fn record_backup(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        last: Option<(jiff::Timestamp, i64)>,
+        failed_jobs: usize,
+        now: jiff::Timestamp,
+    ) {
+        let labels = TenantLabels { namespace: namespace.into(), tenant: tenant.into() };
+        if let Some((at, size)) = last {
+            self.backup.last_success.get_or_create(&labels).set(at.as_second());
+            self.backup.age.get_or_create(&labels).set(now.as_second() - at.as_second());
+            self.backup.size.get_or_create(&labels).set(size);
+        }
+        self.backup.failed_jobs.get_or_create(&labels).set(i64::try_from(failed_jobs).unwrap_or(i64::MAX));
+    }
+
+    /// Drops a tenant's backup gauges (deleted, or `spec.backup` removed).
+    pub fn forget_backup(&self, namespace: &str, tenant: &str) {
+        let labels = TenantLabels { namespace: namespace.into(), tenant: tenant.into() };
+        self.backup.last_success.remove(&labels);
+        self.backup.age.remove(&labels);
+        self.backup.size.remove(&labels);
+        self.backup.failed_jobs.remove(&labels);
     }
 
     /// Records one finished defragmentation: how long it took and what it freed.

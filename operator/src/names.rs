@@ -25,6 +25,10 @@ pub const FINALIZER: &str = "nestor.dev/cleanup";
 
 /// Label naming the TenantCluster an object belongs to.
 pub const TENANT_LABEL: &str = "nestor.dev/tenant-cluster";
+/// Label naming the tenant a backup claim or PKI copy belongs to. Not [`TENANT_LABEL`]:
+/// what carries that is deleted with the tenant (its volume claims by that selector),
+/// and these outlive it unless `spec.backup.deleteWithCluster`.
+pub const BACKUP_OF_LABEL: &str = "nestor.dev/backup-of";
 /// Label naming the control-plane component of an object.
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 
@@ -36,6 +40,8 @@ pub enum Component {
     ControllerManager,
     Scheduler,
     Pki,
+    /// The backup CronJob, its Jobs and pods, the backup claim and the PKI copy.
+    Backup,
 }
 
 impl Component {
@@ -47,6 +53,7 @@ impl Component {
             Component::ControllerManager => "kube-controller-manager",
             Component::Scheduler => "kube-scheduler",
             Component::Pki => "pki",
+            Component::Backup => "backup",
         }
     }
 }
@@ -83,6 +90,15 @@ impl TenantNames {
     /// kube-scheduler Deployment.
     pub fn scheduler(&self) -> String {
         self.derived("scheduler")
+    }
+    /// The backup CronJob, and the default name of the backup volume claim.
+    pub fn backup(&self) -> String {
+        self.derived("backup")
+    }
+    /// The PKI copy kept for restores (CAs, service-account key, encryption config),
+    /// not owned by the TenantCluster.
+    pub fn pki_backup_secret(&self) -> String {
+        self.derived("pki-backup")
     }
     /// NetworkPolicy that admits only the tenant's apiserver to its etcd.
     pub fn etcd_network_policy(&self) -> String {

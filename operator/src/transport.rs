@@ -156,14 +156,13 @@ impl TlsClient {
             .map_err(|_| TransportError::TimedOut { address, after: timeout })?
     }
 
-    async fn exchange(
+    /// A TLS connection to `address` that verifies `server_name`; the TCP connection is
+    /// set up within [`CONNECT_TIMEOUT`].
+    async fn connect(
         &self,
         address: SocketAddr,
         server_name: &str,
-        method: Method,
-        path: &str,
-        json_body: Option<&str>,
-    ) -> Result<Response, TransportError> {
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TransportError> {
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|_| TransportError::ServerName(server_name.to_string()))?;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
@@ -176,10 +175,21 @@ impl TlsClient {
                 ),
             })?
             .map_err(|source| TransportError::Connect { address, source })?;
-        let tls = TlsConnector::from(self.config.clone())
+        TlsConnector::from(self.config.clone())
             .connect(name, tcp)
             .await
-            .map_err(|source| TransportError::Tls { address, source })?;
+            .map_err(|source| TransportError::Tls { address, source })
+    }
+
+    async fn exchange(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+        method: Method,
+        path: &str,
+        json_body: Option<&str>,
+    ) -> Result<Response, TransportError> {
+        let tls = self.connect(address, server_name).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
 
         let mut request = Request::builder().method(method).uri(path).header(header::HOST, server_name);
@@ -206,6 +216,62 @@ impl TlsClient {
                 exchange.await
             }
         }
+    }
+}
+
+impl TlsClient {
+    /// POSTs `json_body` and returns the response as it arrives, for answers too large
+    /// to hold (an etcd snapshot streamed through the gateway). The connection is driven
+    /// by a task that ends when the returned [`StreamingResponse`] is dropped; the caller
+    /// bounds the reading itself. The connection is set up within `timeout`.
+    pub async fn post_streaming(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+        path: &str,
+        json_body: &str,
+        timeout: Duration,
+    ) -> Result<StreamingResponse, TransportError> {
+        let start = async {
+            let tls = self.connect(address, server_name).await?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            let driver = AbortOnDrop(tokio::spawn(async move {
+                let _ = connection.await;
+            }));
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::HOST, server_name)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(json_body.to_string())))?;
+            let response = sender.send_request(request).await?;
+            Ok::<_, TransportError>(StreamingResponse {
+                status: response.status(),
+                body: response.into_body(),
+                _connection: driver,
+            })
+        };
+        tokio::time::timeout(timeout, start)
+            .await
+            .map_err(|_| TransportError::TimedOut { address, after: timeout })?
+    }
+}
+
+/// A response whose body is read as it arrives (see [`TlsClient::post_streaming`]).
+pub struct StreamingResponse {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body, frame by frame.
+    pub body: hyper::body::Incoming,
+    _connection: AbortOnDrop,
+}
+
+/// Ends the connection's driver task with the response that needs it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -268,6 +268,30 @@ rejects! {
     rejects_tunnel_node_port_equal_to_the_apiservers:
         "tunnel-same-port", {"version": "1.34.2", "network": {"serviceType": "NodePort", "nodePort": 31444, "tunnel": {"nodePort": 31444}}},
         "spec.network.tunnel.nodePort", "must differ from spec.network.nodePort";
+    rejects_a_backup_schedule_that_does_not_parse:
+        "bad-cron", {"version": "1.34.2", "backup": {"schedule": "every day", "destination": {"volume": {}}}},
+        "spec.backup.schedule", "must be a 5-field cron expression";
+    rejects_a_backup_schedule_with_a_minute_out_of_range:
+        "cron-minute", {"version": "1.34.2", "backup": {"schedule": "61 3 * * *", "destination": {"volume": {}}}},
+        "spec.backup.schedule", "must be a 5-field cron expression";
+    rejects_a_backup_schedule_with_seconds:
+        "cron-seconds", {"version": "1.34.2", "backup": {"schedule": "0 0 3 * * *", "destination": {"volume": {}}}},
+        "spec.backup.schedule", "must be a 5-field cron expression";
+    rejects_a_bucket_without_credentials:
+        "no-credentials", {"version": "1.34.2", "backup": {"schedule": "@daily", "destination": {"s3": {"endpoint": "http://10.200.0.1:9343", "bucket": "nestor-backups"}}}},
+        "spec.backup.destination.s3.credentialsSecret", "is required";
+    rejects_two_backup_destinations:
+        "two-stores", {"version": "1.34.2", "backup": {"schedule": "@daily", "destination": {"volume": {}, "s3": {"endpoint": "http://10.200.0.1:9343", "bucket": "nestor-backups", "credentialsSecret": "s3"}}}},
+        "spec.backup.destination", "exactly one of volume and s3";
+    rejects_a_backup_without_a_destination:
+        "no-store", {"version": "1.34.2", "backup": {"schedule": "@daily", "destination": {}}},
+        "spec.backup.destination", "exactly one of volume and s3";
+    rejects_a_zero_retain:
+        "no-retain", {"version": "1.34.2", "backup": {"schedule": "@daily", "retain": 0, "destination": {"volume": {}}}},
+        "spec.backup.retain", "should be greater than or equal to 1";
+    rejects_an_endpoint_that_is_no_url:
+        "bad-endpoint", {"version": "1.34.2", "backup": {"schedule": "@daily", "destination": {"s3": {"endpoint": "10.200.0.1:9343", "bucket": "nestor-backups", "credentialsSecret": "s3"}}}},
+        "spec.backup.destination.s3.endpoint", "must be an http:// or https:// URL";
 }
 
 #[tokio::test]
@@ -513,5 +537,29 @@ async fn accepts_patch_and_next_minor_upgrades_and_mutable_changes() {
             ("1.34.2", 5, 3, true)
         );
     })
+    .await;
+}
+
+#[tokio::test]
+async fn rejects_a_restore_added_after_creation() {
+    assert_update_rejected(
+        "restore-added",
+        json!({ "version": "1.34.2" }),
+        json!({ "restore": { "from": { "destination": { "volume": { "claimName": "old-backup" } }, "key": "ns/old/old-1" } } }),
+        "spec.restore",
+        "is immutable",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rejects_a_restore_key_change() {
+    assert_update_rejected(
+        "restore-key",
+        json!({ "version": "1.34.2", "restore": { "from": { "destination": { "volume": {} }, "key": "ns/old/old-1" } } }),
+        json!({ "restore": { "from": { "destination": { "volume": {} }, "key": "ns/old/old-2" } } }),
+        "spec.restore",
+        "is immutable",
+    )
     .await;
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs hack/meta-down.sh and checks that nothing of the meta cluster is left
 # on the machine: no process, mount, interface, route, iptables chain, pod
-# cgroup or runtime directory, and no worker host (hack/worker-up.sh). Prints
-# one line per check and a closing "N passed, N failed" line.
+# cgroup or runtime directory, no worker host (hack/worker-up.sh) and no S3
+# store (hack/s3-up.sh) or its data. Prints one line per check and a closing
+# "N passed, N failed" line.
 set -uo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=hack/lib.sh
@@ -17,6 +18,8 @@ check() { # DESCRIPTION LEFTOVERS
 binaries="$NESTOR_CACHE/bin|$META_CONTAINERD_SOCKET|$META_DIR/containerd/config.toml"
 check "no process of the meta cluster runs" "$(pgrep -af -- "$binaries" | grep -v "clean-after-down" || true)"
 check "no container of the meta cluster runs (containerd shims)" "$(pgrep -af containerd-shim || true)"
+check "no S3 store (versitygw) runs" "$(pgrep -a -x versitygw || true)"
+check "no S3 store data left ($S3_DATA_DIR)" "$( [[ -e $S3_DATA_DIR ]] && echo "$S3_DATA_DIR exists" || true)"
 check "no mount under $META_DIR or $META_RUN_DIR" \
   "$(awk -v a="$META_DIR" -v b="$META_RUN_DIR" 'index($5, a) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo)"
 check "no bridge $META_BRIDGE and no veth left" "$(ip -o link show | grep -E "$META_BRIDGE|veth" || true)"

@@ -7,9 +7,14 @@
 //! `certSANs`). Defaults are declared once, on the serde fields, and show up in the CRD
 //! schema, so the apiserver stores the same values the operator would assume.
 
+mod backup;
 mod crd;
 pub mod validation;
 
+pub use backup::{
+    BackupDestination, BackupSpec, LastBackup, RestorePki, RestoreSource, RestoreSpec, S3Destination,
+    VolumeDestination,
+};
 pub use crd::{crd, crd_yaml};
 pub use validation::{SUPPORTED_MINOR_VERSIONS, SpecError, validate};
 
@@ -49,6 +54,7 @@ pub const VERSION: &str = "v1alpha1";
     validation = rules::name_length()
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = rules::restore_immutable())]
 pub struct TenantClusterSpec {
     /// Kubernetes version of the tenant control plane, MAJOR.MINOR.PATCH without a leading
     /// "v", for example "1.34.2". Supported: 1.30 through 1.35. Upgrades go one minor version
@@ -93,6 +99,13 @@ pub struct TenantClusterSpec {
     /// When true the operator observes the cluster but changes nothing.
     #[serde(default)]
     pub paused: bool,
+    /// Scheduled etcd snapshots to a volume claim or an S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// Start the tenant's etcd from a snapshot (and keep the backed-up PKI). Only at
+    /// creation; immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
 }
 
 /// The tenant's etcd members.
@@ -519,7 +532,7 @@ pub struct TenantClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// PKIReady, EtcdReady, APIServerReady, ControllerManagerReady, SchedulerReady, KubeconfigReady,
-    /// AddonsReady, TunnelReady and Ready.
+    /// AddonsReady, TunnelReady, BackupReady, Restored and Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -549,6 +562,9 @@ pub struct TenantClusterStatus {
     /// from this size, and the apiserver keeps naming at most this many members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_members: Option<i32>,
+    /// The last successful backup (`spec.backup`), from the finished backup Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
 }
 
 #[cfg(test)]

@@ -59,6 +59,29 @@ const IMAGE_REPOSITORY_PATTERN: &str = concat!(
 /// CEL's `duration()` never overflows.
 const DURATION_PATTERN: &str = "^([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?$";
 
+/// Values of each cron field, as a CronJob's parser takes them (numbers in range, month and
+/// weekday names); see [`cron_pattern`].
+const CRON_FIELDS: [&str; 5] = [
+    "[0-5]?[0-9]",
+    "[01]?[0-9]|2[0-3]",
+    "0?[1-9]|[12][0-9]|3[01]",
+    "0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
+    "[0-7]|(?i:sun|mon|tue|wed|thu|fri|sat)",
+];
+
+/// `spec.backup.schedule` at admission: five fields of `*`, values, ranges, steps and
+/// lists, or a macro such as `@daily`. The operator also parses it ([`validate`]).
+pub fn cron_pattern() -> String {
+    let fields: Vec<String> = CRON_FIELDS
+        .iter()
+        .map(|value| {
+            let item = format!("([*]|({value})(-({value}))?)(/[1-9][0-9]{{0,2}})?");
+            format!("{item}(,{item})*")
+        })
+        .collect();
+    format!("^(@(?i:yearly|annually|monthly|weekly|daily|hourly)|{})$", fields.join(" +"))
+}
+
 /// Largest number of entries in `certSANs`.
 pub const MAX_CERT_SANS: usize = 32;
 /// Largest number of `extraArgs` entries per component.
@@ -328,6 +351,57 @@ pub mod rules {
         )
     }
 
+    /// `spec.backup.schedule`: a cron expression a CronJob takes (see [`cron_pattern`]).
+    pub fn backup_schedule() -> Rule {
+        rule(
+            format!("self.trim().matches('{}')", super::cron_pattern()),
+            "spec.backup.schedule must be a 5-field cron expression (minute hour day-of-month \
+             month day-of-week, such as \"0 3 * * *\") or a macro such as @daily",
+        )
+    }
+
+    /// `spec.backup.destination`: one store, no more, no less.
+    pub fn exactly_one_destination() -> Rule {
+        rule(
+            "has(self.volume) != has(self.s3)",
+            "spec.backup.destination must set exactly one of volume and s3",
+        )
+    }
+
+    /// `spec.backup.destination.s3`: a bucket is only reachable with credentials.
+    pub fn s3_credentials_required() -> Rule {
+        rule(
+            "has(self.credentialsSecret) && self.credentialsSecret != ''",
+            "spec.backup.destination.s3.credentialsSecret is required: the name of a Secret with \
+             accessKeyID and secretAccessKey",
+        )
+        .field_path(".credentialsSecret")
+    }
+
+    /// An object name such as a claim or a StorageClass.
+    pub fn dns_subdomain(field: &str) -> Rule {
+        rule(
+            format!("self.matches('{DNS_SUBDOMAIN_PATTERN}')"),
+            format!("{field} must be a DNS-1123 subdomain"),
+        )
+    }
+
+    /// An http or https URL without path.
+    pub fn http_url(field: &str) -> Rule {
+        rule(
+            "self.matches('^https?://[^/ ]+/?$')",
+            format!("{field} must be an http:// or https:// URL such as https://s3.example.com"),
+        )
+    }
+
+    /// `spec.restore`: where a tenant's etcd started from is history, not a setting.
+    pub fn restore_immutable() -> Rule {
+        rule(
+            "has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)",
+            "spec.restore is immutable: it is set when a tenant is created from a snapshot, and only then",
+        )
+    }
+
     /// `spec.pki`: renewal must start before the certificate expires. Skipped when either
     /// duration is malformed ([`duration`] reports that); the operator checks it again.
     pub fn renew_before_shorter_than_validity() -> Rule {
@@ -463,6 +537,25 @@ pub enum SpecError {
     /// the component refuses at start-up, so its pods would crash-loop instead.
     #[error("{field}: an empty flag name is not a flag (key {key:?})")]
     ExtraArgEmptyFlag { field: &'static str, key: String },
+    #[error("spec.backup.schedule {schedule:?} is not a 5-field cron expression: {reason}")]
+    BackupSchedule { schedule: String, reason: String },
+    #[error("spec.backup.destination must set exactly one of volume and s3")]
+    BackupDestination,
+    #[error("spec.backup.destination.s3.credentialsSecret is required")]
+    BackupCredentials,
+}
+
+/// Parses a backup schedule as the CronJob will run it: five fields (no seconds, no
+/// year) or a macro. The one parser for admission's second check, the overdue
+/// computation and the CLI.
+pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(schedule.trim())
+        .map_err(|error| error.to_string())
 }
 
 /// Field path of the leaf certificate lifetime.
@@ -512,6 +605,16 @@ pub fn validate(spec: &TenantClusterSpec) -> Result<(), Vec<SpecError>> {
         }
     }
 
+    if let Some(backup) = &spec.backup {
+        if let Err(reason) = parse_schedule(&backup.schedule) {
+            errors.push(SpecError::BackupSchedule { schedule: backup.schedule.clone(), reason });
+        }
+        validate_destination(&backup.destination, &mut errors);
+    }
+    if let Some(restore) = &spec.restore {
+        validate_destination(&restore.from.destination, &mut errors);
+    }
+
     let validity = positive_duration(CERTIFICATE_VALIDITY_FIELD, &spec.pki.certificate_validity, &mut errors);
     let renew_before = positive_duration(RENEW_BEFORE_FIELD, &spec.pki.renew_before, &mut errors);
     if let (Some(validity), Some(renew_before)) = (validity, renew_before)
@@ -524,6 +627,17 @@ pub fn validate(spec: &TenantClusterSpec) -> Result<(), Vec<SpecError>> {
     }
 
     if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+fn validate_destination(destination: &super::BackupDestination, errors: &mut Vec<SpecError>) {
+    if destination.volume.is_some() == destination.s3.is_some() {
+        errors.push(SpecError::BackupDestination);
+    }
+    if let Some(s3) = &destination.s3
+        && s3.credentials_secret.as_deref().unwrap_or_default().is_empty()
+    {
+        errors.push(SpecError::BackupCredentials);
+    }
 }
 
 /// Parses a duration field, recording a problem in `errors` and returning `None` if it is

@@ -5,6 +5,7 @@
 //! to the meta cluster like kubectl ([`cluster`]), share pure formatting ([`format`],
 //! [`view`]) and fail with one `error: ...` line ([`cluster::CliError`]).
 
+pub mod backup;
 pub mod cluster;
 pub mod completions;
 pub mod crd;
@@ -65,6 +66,18 @@ pub enum Command {
     Upgrade(upgrade::UpgradeArgs),
     /// Delete a TenantCluster and wait until it is gone.
     Delete(delete::DeleteArgs),
+    /// Take a backup of a TenantCluster now (a Job from its backup CronJob) and wait for it.
+    Backup(backup::BackupArgs),
+    /// List the snapshots stored for a TenantCluster.
+    Backups(backup::BackupsArgs),
+    /// Create a TenantCluster from a snapshot of another (or of a deleted one).
+    Restore(backup::RestoreArgs),
+    /// Take one etcd snapshot into the backup store (the backup CronJob's program).
+    #[command(hide = true)]
+    BackupAgent(crate::backup::agent::AgentArgs),
+    /// Restore an etcd member from a snapshot before it first starts (an init container).
+    #[command(hide = true)]
+    EtcdRestore(crate::backup::restore::RestoreArgs),
 }
 
 impl Cli {
@@ -82,6 +95,11 @@ impl Cli {
             Command::Wait(args) => quiet_unless_asked(wait::run(args)).await,
             Command::Upgrade(args) => quiet_unless_asked(upgrade::run(args)).await,
             Command::Delete(args) => quiet_unless_asked(delete::run(args)).await,
+            Command::Backup(args) => quiet_unless_asked(backup::run_backup(args)).await,
+            Command::Backups(args) => quiet_unless_asked(backup::run_backups(args)).await,
+            Command::Restore(args) => quiet_unless_asked(backup::run_restore(args)).await,
+            Command::BackupAgent(args) => crate::backup::agent::run(args).await,
+            Command::EtcdRestore(args) => crate::backup::restore::run(args).await,
         }
     }
 }

@@ -46,6 +46,11 @@ pub struct OperatorArgs {
     #[arg(long = "watch-namespace", env = "NESTOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
+    /// Image of the backup Jobs and the etcd restore init containers: this operator's own
+    /// image (they run `nestor backup-agent` and `nestor etcd-restore`).
+    #[arg(long, env = "NESTOR_AGENT_IMAGE", default_value = crate::backup::DEFAULT_AGENT_IMAGE)]
+    pub agent_image: String,
+
     /// How often each tenant's etcd, apiserver, controller-manager and scheduler leases are probed
     /// (Go duration); `0s` turns probes, healing and etcd scaling off.
     #[arg(long, env = "NESTOR_HEALTH_INTERVAL", default_value = "10s", value_parser = go_duration)]
@@ -96,6 +101,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let config = kube::Config::infer().await.context("cannot configure the Kubernetes client")?;
     let client = crate::metrics::counting_client(config, metrics.clone())
         .context("cannot configure the Kubernetes client")?;
+    crate::backup::set_agent_image(&args.agent_image);
     let health = HealthSettings::new(args.health_interval, args.health_timeout);
     let ctx = Arc::new(
         Context::new(client, metrics, Arc::new(SystemClock), args.watch_namespace.clone())

@@ -68,5 +68,8 @@ pub(super) async fn cleanup_tenant(tenant: &TenantCluster, ctx: &Context) -> Res
         ctx.metrics.record_write("PersistentVolumeClaim", WriteVerb::Delete);
         tracing::info!("deleted the tenant's etcd volume claims");
     }
+    // The backup claim and the PKI copy carry no tenant label: they stay, unless asked.
+    crate::backup::delete_kept_objects(tenant, &names, &ctx.client).await?;
+    ctx.metrics.forget_backup(&names.namespace, &names.tenant);
     Ok(Action::await_change())
 }

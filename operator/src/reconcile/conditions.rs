@@ -35,6 +35,12 @@ pub mod types {
     /// konnectivity-server has an agent of every Ready node. Not part of `Ready`, like
     /// AddonsReady. Only on tenants nodes can join.
     pub const TUNNEL_READY: &str = "TunnelReady";
+    /// The scheduled backups (`spec.backup`) succeed on time. Not part of `Ready`: a
+    /// failing backup does not stop the control plane from serving.
+    pub const BACKUP_READY: &str = "BackupReady";
+    /// The tenant's etcd was restored from `spec.restore.from` and formed. Only on
+    /// tenants created with `spec.restore`; not part of `Ready` (EtcdReady is).
+    pub const RESTORED: &str = "Restored";
     /// Summary: every other condition is True.
     pub const READY: &str = "Ready";
 
@@ -99,6 +105,30 @@ pub mod reason {
     pub const AGENTS_MISSING: &str = "AgentsMissing";
     /// `spec.network.tunnel.enabled` is false: the apiservers dial the nodes directly.
     pub const TUNNEL_DISABLED: &str = "TunnelDisabled";
+    /// BackupReady True: the newest backup Job succeeded and the next is not due yet.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// BackupReady Unknown: no backup has run yet, and none is overdue.
+    pub const PENDING: &str = "Pending";
+    /// BackupReady False: the schedule wanted a backup that did not succeed in time.
+    pub const OVERDUE: &str = "Overdue";
+    /// BackupReady False: `spec.backup.suspend` is set.
+    pub const SUSPENDED: &str = "Suspended";
+    /// BackupReady False: the newest backup Job failed; the message is its agent's.
+    pub const FAILED: &str = "Failed";
+    /// BackupReady False: no healthy voting etcd member to take a snapshot from.
+    pub const ETCD_UNAVAILABLE: &str = "EtcdUnavailable";
+    /// BackupReady False: the store refused or did not answer.
+    pub const STORE_UNREACHABLE: &str = "StoreUnreachable";
+    /// BackupReady False: the PKI copy (`<tenant>-pki-backup`) holds another cluster CA,
+    /// the one older snapshots need; it is kept, not overwritten.
+    pub const PKI_COPY_CONFLICT: &str = "PKICopyConflict";
+    /// Restored False: the members are restoring the snapshot (or waiting to).
+    pub const RESTORING: &str = "Restoring";
+    /// Restored False: a member refused the snapshot or could not restore it; no member
+    /// started on it.
+    pub const RESTORE_FAILED: &str = "RestoreFailed";
+    /// Restored True.
+    pub const RESTORED: &str = "Restored";
 }
 
 /// Source of "now", injected so condition tests are deterministic.

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -121,6 +122,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns_stream(statefulset_events)
         .owns_stream(deployment_events)
         .owns_stream(network_policy_events)
+        // A backup Job belongs to the CronJob, not the tenant: mapped by its labels.
+        .watches_stream(backup_job_changes(&client, namespace), |job| {
+            let labels = job.metadata.labels.as_ref()?;
+            let tenant = labels.get(TENANT_LABEL)?;
+            let namespace = job.metadata.namespace.as_deref()?;
+            Some(ObjectRef::<TenantCluster>::new(tenant).within(namespace))
+        })
         // Unbounded here: passes wait for their turn in `reconcile` (see `Context::passes`).
         .with_config(controller::Config::default().concurrency(0))
         .reconcile_on(probe_requests)
@@ -156,6 +164,26 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     if let Some(namespace) = namespace {
         scope::release_scope_lease(client.clone(), namespace).await;
     }
+}
+
+/// Metadata of the tenants' backup Jobs: a Job that finishes changes its
+/// resourceVersion, which brings the tenant's pass that records the outcome.
+fn backup_job_changes(
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Job>, watcher::Error>> + Send + 'static {
+    use kube::runtime::WatchStreamExt;
+    let selector = format!(
+        "{OWNED_OBJECTS_SELECTOR},{}={}",
+        crate::names::COMPONENT_LABEL,
+        crate::names::Component::Backup.label()
+    );
+    watcher(
+        scoped_api::<PartialObjectMeta<Job>>(client, namespace),
+        watcher::Config::default().labels(&selector),
+    )
+    .default_backoff()
+    .touched_objects()
 }
 
 /// What a pass reads of its TenantCluster: a change to any of these triggers a pass,

@@ -96,12 +96,14 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
         },
     );
 
-    // 3 and 4. build and apply (a paused tenant is observed only)
+    // 3 and 4. build and apply (a paused tenant is observed only); a restored tenant
+    // starts from the PKI copy its spec names, never from a new CA
     let built = if tenant.spec.paused {
         tracing::debug!("paused, observing only");
         None
     } else {
-        Some(build_and_apply(tenant, &names, &listed_secrets, cache.as_ref(), &plan, ctx).await?)
+        let seeds = crate::backup::pki_seeds(tenant, &names, &listed_secrets, &ctx.client).await?;
+        Some(build_and_apply(tenant, &names, &listed_secrets, &seeds, cache.as_ref(), &plan, ctx).await?)
     };
 
     // 5. heal, scale and keep etcd's space: one membership change per pass, the next
@@ -119,6 +121,12 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
         None => None,
     };
 
+    // 5c. backups: the CronJob and what outlives the tenant, the finished Jobs, a restore
+    let etcd_formed = etcd_cluster_id.is_some()
+        || tenant.status.as_ref().is_some_and(|status| status.etcd_cluster_id.is_some());
+    let backups =
+        crate::backup::keep_backups(tenant, &names, built.as_ref(), &listed_secrets, etcd_formed, ctx).await;
+
     // 6. observe the workloads, write the status once
     let observation =
         observe::observe(&ctx.client, cache.as_ref(), &names, secret_names(&listed_secrets, built.as_ref()))
@@ -132,6 +140,7 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
     let inside_kept = addons.is_some();
     updates.extend(addons);
     updates.extend(super::status::tunnel_condition(&tenant.spec, health.tunnel.as_ref()));
+    updates.extend(backups.conditions.iter().cloned());
     let running_version = observation.rollout.control_plane_version();
     let (mut status, changes) = compute_status(tenant, &updates, running_version, None, ctx.clock.now());
     if let Some(desired) = &built {
@@ -144,6 +153,9 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
     if plan.settled {
         status.etcd_members = Some(tenant.spec.etcd.replicas);
     }
+    if let Some(last_backup) = backups.last_backup {
+        status.last_backup = Some(last_backup);
+    }
     if patch_status(&ctx.client, tenant, &status, &ctx.metrics).await? {
         publish_changes(tenant, &changes, ctx).await;
     }
@@ -152,6 +164,8 @@ pub(super) async fn apply_tenant(tenant: &TenantCluster, ctx: &Context) -> Resul
     let next = if space.as_ref().is_some_and(SpacePlan::busy) { next.min(SCALING_RESYNC) } else { next };
     // Drift inside the tenant is repaired on the inside step's own period.
     let next = if inside_kept { next.min(ctx.inside.resync()) } else { next };
+    // A backup that does not come by its deadline changes nothing watched: look then.
+    let next = backups.recheck.map_or(next, |recheck| next.min(recheck));
     Ok(Action::requeue(if addons_waiting { next.min(ADDONS_RESYNC) } else { next }))
 }
 
@@ -161,11 +175,18 @@ async fn build_and_apply(
     tenant: &TenantCluster,
     names: &TenantNames,
     listed_secrets: &[Secret],
+    seeds: &std::collections::BTreeMap<String, crate::desired::SecretData>,
     cache: Option<&OwnedCache>,
     plan: &ScalingPlan,
     ctx: &Context,
 ) -> Result<DesiredState> {
-    let observed = ObservedSecrets::from_secrets(listed_secrets);
+    let mut observed = ObservedSecrets::from_secrets(listed_secrets);
+    for (name, data) in seeds {
+        if !observed.contains(name) {
+            tracing::info!(secret = %name, "seeding from the PKI copy (spec.restore.pki)");
+            observed.insert(name.clone(), data.clone());
+        }
+    }
     let rollout = read_rollout(&ctx.client, cache, names).await?;
     let desired = desired_state_with_etcd(
         tenant,
@@ -175,6 +196,9 @@ async fn build_and_apply(
         plan.members,
         ctx.operator_namespace.as_deref(),
     )?;
+    // Seeded Secrets are loaded, not generated, yet do not exist: they are created.
+    let mut desired = desired;
+    desired.loaded_key_secrets.retain(|name| !seeds.contains_key(name));
     for issued in &desired.issued {
         tracing::info!(secret = %issued.secret_name, reason = %issued.reason, "issuing certificate");
     }

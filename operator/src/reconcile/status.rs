@@ -476,6 +476,8 @@ pub fn compute_status(
         etcd_cluster_id: current.etcd_cluster_id.clone(),
         // Set by the reconciler when the member list matches the spec.
         etcd_members: current.etcd_members,
+        // Set by the backup step from the newest successful backup Job.
+        last_backup: current.last_backup.clone(),
         // What the spec asks for: the apiserver pods carry it from the same pass on.
         node_routing: crate::resources::konnectivity::node_routing(&tenant.spec),
         conditions,

@@ -229,6 +229,10 @@ struct StatefulSetContext {
     config_map: String,
     initial_cluster_state_key: &'static str,
     initial_cluster_key: &'static str,
+    /// The restore init container (`spec.restore`), if any.
+    init_containers: Vec<serde_json::Value>,
+    /// Volumes the init container needs beyond the member's own.
+    extra_volumes: Vec<serde_json::Value>,
 }
 
 /// StatefulSet `names.etcd()`: `input.etcd_members.running` members (`spec.etcd.replicas`
@@ -238,6 +242,29 @@ struct StatefulSetContext {
 pub fn etcd_statefulset(input: &TenantInputs<'_>) -> Result<StatefulSet, ResourceError> {
     let names = input.names();
     let storage = &input.spec.etcd.storage;
+    let (init_containers, extra_volumes) = match &input.spec.restore {
+        Some(restore) => {
+            // The same bootstrap variables as the etcd container: the member restores
+            // with the initial cluster it then starts with.
+            let config_map_env = |name: &str, key: &str| serde_json::json!({"name": name, "valueFrom": {"configMapKeyRef": {"name": names.etcd(), "key": key}}});
+            let env = serde_json::json!([
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                config_map_env("ETCD_INITIAL_CLUSTER_STATE", INITIAL_CLUSTER_STATE_KEY),
+                config_map_env("ETCD_INITIAL_CLUSTER", INITIAL_CLUSTER_KEY),
+            ]);
+            let (container, volumes) = super::backup::restore_init_container(
+                input,
+                restore,
+                DATA_MOUNT_PATH,
+                DATA_DIR,
+                &own_member_host(names),
+                ETCD_PEER_PORT,
+                env,
+            );
+            (vec![container], volumes)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
     let context = StatefulSetContext {
         metadata: input.owner.metadata(names.etcd(), Component::Etcd),
         selector: names.selector_labels(Component::Etcd),
@@ -257,6 +284,8 @@ pub fn etcd_statefulset(input: &TenantInputs<'_>) -> Result<StatefulSet, Resourc
         config_map: names.etcd(),
         initial_cluster_state_key: INITIAL_CLUSTER_STATE_KEY,
         initial_cluster_key: INITIAL_CLUSTER_KEY,
+        init_containers,
+        extra_volumes,
     };
     render(ETCD_STATEFULSET, &context)
 }
@@ -268,6 +297,8 @@ struct NetworkPolicyContext {
     apiserver_selector: BTreeMap<String, String>,
     operator_selector: BTreeMap<String, String>,
     operator_namespace_selector: NamespaceSelector,
+    /// The tenant's backup pods, admitted on the client port when `spec.backup` is set.
+    backup_selector: Option<BTreeMap<String, String>>,
     ports: EtcdPorts,
 }
 
@@ -297,6 +328,7 @@ pub fn etcd_network_policy(input: &TenantInputs<'_>) -> Result<NetworkPolicy, Re
                 .into_iter()
                 .collect(),
         },
+        backup_selector: input.spec.backup.as_ref().map(|_| names.selector_labels(Component::Backup)),
         ports: PORTS,
     };
     render(ETCD_NETWORK_POLICY, &context)

@@ -19,6 +19,7 @@
 //! compile until it has one), and its objects one field in [`ControlPlaneManifests`].
 
 mod apiserver;
+mod backup;
 mod controller_manager;
 mod etcd;
 pub mod konnectivity;
@@ -41,6 +42,10 @@ use crate::names::{Component, TenantNames};
 
 pub use apiserver::{
     APISERVER_PORT, AUDIT_POLICY_KEY, apiserver_config_map, apiserver_deployment, apiserver_service,
+};
+pub use backup::{
+    PKI_COPY_CLUSTER_CA_PREFIX, backup_claim, backup_claim_name, backup_cronjob, pki_backup_parts,
+    pki_backup_secret, seeds_from_pki_backup,
 };
 pub use controller_manager::{CONTROLLER_MANAGER_PORT, controller_manager_deployment};
 pub use etcd::{
@@ -158,6 +163,10 @@ pub struct ImageSet {
     /// The apiserver's konnectivity-server sidecar, for example
     /// `registry.k8s.io/kas-network-proxy/proxy-server:v0.34.0` (see [`konnectivity`]).
     pub konnectivity_server: String,
+    /// The operator's own image, which runs the backup agent and the etcd restore
+    /// (see [`crate::backup::agent_image`]); rendered only for tenants with
+    /// `spec.backup` or `spec.restore`.
+    pub agent: String,
 }
 
 impl ImageSet {
@@ -177,6 +186,7 @@ impl ImageSet {
             controller_manager: format!("{repository}/kube-controller-manager:v{version}"),
             scheduler: format!("{repository}/kube-scheduler:v{version}"),
             konnectivity_server: konnectivity::konnectivity_image(repository, "proxy-server", version),
+            agent: crate::backup::agent_image().to_string(),
         })
     }
 
@@ -252,7 +262,7 @@ pub fn mounted_secret_names(names: &TenantNames, component: Component) -> Vec<St
         Component::ApiServer => apiserver::mounted_files(names),
         Component::ControllerManager => controller_manager::mounted_files(names),
         Component::Scheduler => scheduler::mounted_files(names),
-        Component::Pki => Vec::new(),
+        Component::Pki | Component::Backup => Vec::new(),
     };
     let unique: BTreeSet<String> = files.into_iter().map(|file| file.secret).collect();
     unique.into_iter().collect()

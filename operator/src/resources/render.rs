@@ -37,8 +37,9 @@ pub(crate) const APISERVER_CONFIG: Template = template!("apiserver-config");
 pub(crate) const APISERVER_DEPLOYMENT: Template = template!("apiserver-deployment");
 pub(crate) const LEADER_ELECTED_DEPLOYMENT: Template = template!("leader-elected-deployment");
 pub(crate) const SECRET: Template = template!("secret");
+pub(crate) const BACKUP_CRONJOB: Template = template!("backup-cronjob");
 
-const TEMPLATES: [Template; 8] = [
+const TEMPLATES: [Template; 9] = [
     ETCD_SERVICE,
     ETCD_STATEFULSET,
     ETCD_NETWORK_POLICY,
@@ -47,6 +48,7 @@ const TEMPLATES: [Template; 8] = [
     APISERVER_DEPLOYMENT,
     LEADER_ELECTED_DEPLOYMENT,
     SECRET,
+    BACKUP_CRONJOB,
 ];
 
 /// Fragments shared by several templates, used as `{{> name}}`.
