@@ -571,6 +571,8 @@ fn assert_leaves_chain_to_their_ca(
         (names.apiserver_kubelet_client_secret(), names.cluster_ca_secret()),
         (names.apiserver_etcd_client_secret(), names.etcd_ca_secret()),
         (names.front_proxy_client_secret(), names.front_proxy_ca_secret()),
+        (names.konnectivity_server_serving_secret(), names.cluster_ca_secret()),
+        (names.konnectivity_server_client_secret(), names.cluster_ca_secret()),
         (names.etcd_server_secret(), names.etcd_ca_secret()),
         (names.etcd_peer_secret(), names.etcd_ca_secret()),
         (names.etcd_healthcheck_client_secret(), names.etcd_ca_secret()),
