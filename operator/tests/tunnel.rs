@@ -505,10 +505,13 @@ async fn exec_true(ns: &TestNamespace, args: &[&str]) -> Result<Duration, String
     }
 }
 
+/// The label selector of the konnectivity agents inside a tenant.
+const AGENT_SELECTOR: &str = "k8s-app=konnectivity-agent";
+
 /// The last lines of the konnectivity agents' logs inside the tenant, for a failure message.
 async fn agent_log_tail(admin: &kube::Client) -> String {
     let agents: Api<Pod> = Api::namespaced(admin.clone(), "kube-system");
-    let selector = kube::api::ListParams::default().labels("k8s-app=konnectivity-agent");
+    let selector = kube::api::ListParams::default().labels(AGENT_SELECTOR);
     let Ok(list) = agents.list(&selector).await else { return "(agents not listed)".to_string() };
     let mut tail = String::new();
     for agent in list.items {
@@ -543,7 +546,7 @@ async fn a_killed_agent_reconnects_and_logs_work_again() {
         let started = Instant::now();
         let (_operator, admin, worker) = tunnel_with_a_worker(&ns, 22, 1, "ta", started).await;
         let agents: Api<Pod> = Api::namespaced(admin.clone(), "kube-system");
-        let selector = kube::api::ListParams::default().labels("k8s-app=konnectivity-agent");
+        let selector = kube::api::ListParams::default().labels(AGENT_SELECTOR);
         let agent =
             agents.list(&selector).await.expect("agents").items.into_iter().next().expect("an agent pod");
         let agent_name = agent.metadata.name.clone().expect("name");
