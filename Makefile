@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test unit bench bench-scale bench-density bench-workers bench-tunnel bench-etcd-space bench-peer meta-up meta-down meta-status s3-up s3-down worker-up worker-down upstream images operator-image crds lint
+.PHONY: help install demo test unit bench bench-scale bench-density bench-workers bench-tunnel bench-etcd-space bench-backup bench-peer meta-up meta-down meta-status s3-up s3-down worker-up worker-down upstream images operator-image crds lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench-tunnel: ## the tunnel benchmark only: kubectl exec through konnectivity vs
 
 bench-etcd-space: ## the etcd space benchmark only: defragmentation time, tenant API availability during it
 	BENCH_PARTS=etcd-space hack/bench.sh
+
+bench-backup: ## the backup benchmark only: 100 MiB tenant backed up to a volume and to local S3, restored
+	BENCH_PARTS=backup hack/bench.sh
 
 bench-peer: ## the peer benchmark only: Nestor and Kamaji side by side on the same meta cluster
 	BENCH_PARTS=peer hack/bench.sh

@@ -144,6 +144,21 @@ jq -r '
     end
 ' "$RESULT"
 
+jq -r '
+  def r(n): if . == null then null else (. * pow(10; n) | round) / pow(10; n) end;
+  def show($unit): if . == null then "n/a" else "\(.) \($unit)" end;
+  .backup as $b
+  | if $b == null then empty else
+    "",
+    "Backup and restore: \($b.method); \($b.tenant).",
+    "",
+    "| Destination | Data written / snapshot | Backup in the agent (snapshot + upload), median | Throughput, agent / `nestor backup` in all | `nestor backup` in all, median | Restore → Ready, median (runs) | Objects read back |",
+    "|---|---|---|---|---|---|---|",
+    ($b.scenarios[] |
+      "| \(.destination)\(if .error then " (**\(.error)**)" else "" end) | \(.fill.mib) MiB / \(.snapshot_mib | show("MiB")) | \(.backup_agent_s.median | show("s")) | \(.backup_mib_per_s.agent | show("MiB/s")) / \(.backup_mib_per_s.wall | show("MiB/s")) | \(.backup_wall_s.median | show("s")) | \(.restore_ready_s.median | show("s")) (\(.restores | map(.ready_s | r(1) | tostring) | join(", "))) | \(.restores | map(.fill_configmaps_read_back | tostring) | join(", ")) of \(.fill.configmaps_512kib) |")
+    end
+' "$RESULT"
+
 # The peer part (bench/peer.sh): Nestor and Kamaji side by side, ratios Nestor / Kamaji.
 jq -r '
   .peer as $p

@@ -13,15 +13,19 @@
 #      konnectivity tunnel against direct routing, and the memory the tunnel adds
 #   6c. the etcd space benchmark (bench/etcd-space.sh): defragmentation time, and the
 #      tenant API's availability while the operator defragments its etcd members
+#   6d. the backup benchmark (bench/backup.sh): a tenant holding 100 MiB of objects backed
+#      up to a volume claim and to the local S3 server (time, throughput), and restored
+#      from each (time to Ready)
 #   7. the peer benchmark (bench/peer.sh): Kamaji built from the Go module proxy and installed
 #      beside Nestor, both measured on the same work at the newest Kubernetes Kamaji accepts;
 #      if Kamaji cannot be built or installed the part is recorded as failed with the reason
 #   8. bench/results/<UTC stamp>.json (machine, commit, load, every figure with units)
 #      and the table (bench/report.sh), printed and pasted into docs/benchmarks.md by hand
 #
-# Knobs: BENCH_PARTS (default "pki cluster scale density workers tunnel etcd-space peer":
+# Knobs: BENCH_PARTS (default "pki cluster scale density workers tunnel etcd-space backup peer":
 # which of them run; `make bench-scale`, `make bench-density`, `make bench-workers`,
-# `make bench-tunnel`, `make bench-etcd-space` and `make bench-peer` run one each);
+# `make bench-tunnel`, `make bench-etcd-space`, `make bench-backup` and `make bench-peer`
+# run one each);
 # BENCH_META_UP=0 skips meta-up
 # (cluster known to be up); BENCH_CLUSTER=0 runs the micro-benchmarks only; NESTOR_BIN
 # runs the cluster parts with that operator binary instead of building one; the scripts
@@ -42,7 +46,7 @@ load_average() { cut -d' ' -f1-3 /proc/loadavg; }
 LOAD_START=$(load_average)
 log "make bench: results go to $RESULT (load average at start: $LOAD_START)"
 
-PARTS=" ${BENCH_PARTS:-pki cluster scale density workers tunnel etcd-space peer} "
+PARTS=" ${BENCH_PARTS:-pki cluster scale density workers tunnel etcd-space backup peer} "
 [[ ${BENCH_CLUSTER:-1} != 0 ]] || PARTS=" pki "
 part() { [[ $PARTS == *" $1 "* ]]; }
 log "parts:$PARTS"
@@ -70,8 +74,8 @@ if part pki; then
 fi
 
 # --- cluster benchmarks, with the release operator (the honest build) ---
-for name in cluster scale density workers tunnel etcd-space peer; do echo null >"$WORK/$name.json"; done
-if part cluster || part scale || part density || part workers || part tunnel || part etcd-space || part peer; then
+for name in cluster scale density workers tunnel etcd-space backup peer; do echo null >"$WORK/$name.json"; done
+if part cluster || part scale || part density || part workers || part tunnel || part etcd-space || part backup || part peer; then
   if [[ -n ${NESTOR_BIN:-} ]]; then
     log "using the operator binary $NESTOR_BIN (NESTOR_BIN set: no build)"
     cp "$NESTOR_BIN" "$WORK/nestor"
@@ -84,7 +88,7 @@ if part cluster || part scale || part density || part workers || part tunnel || 
   fi
   export NESTOR_BIN="$WORK/nestor"
   # A part that fails is reported as missing; the others still run.
-  for name in cluster scale density workers tunnel etcd-space peer; do
+  for name in cluster scale density workers tunnel etcd-space backup peer; do
     if part "$name"; then
       "$REPO_ROOT/bench/$name.sh" "$WORK/$name.json" || { log "warning: bench/$name.sh failed"; echo null >"$WORK/$name.json"; }
     fi
@@ -94,7 +98,8 @@ fi
 LOAD_END=$(load_average)
 jq -n --slurpfile pki "$WORK/pki.json" --slurpfile cluster "$WORK/cluster.json" \
   --slurpfile scale "$WORK/scale.json" --slurpfile density "$WORK/density.json" \
-  --slurpfile workers "$WORK/workers.json" --slurpfile tunnel "$WORK/tunnel.json" --slurpfile etcd_space "$WORK/etcd-space.json" --slurpfile peer "$WORK/peer.json" \
+  --slurpfile workers "$WORK/workers.json" --slurpfile tunnel "$WORK/tunnel.json" --slurpfile etcd_space "$WORK/etcd-space.json" \
+  --slurpfile backup "$WORK/backup.json" --slurpfile peer "$WORK/peer.json" \
   --arg stamp "$STAMP" --arg commit "$(git rev-parse HEAD)$(git diff --quiet HEAD -- operator templates || echo '+dirty')" \
   --argjson nproc "$(nproc)" --argjson memory_kib "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)" \
   --arg kernel "$(uname -r)" --arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
@@ -110,6 +115,7 @@ jq -n --slurpfile pki "$WORK/pki.json" --slurpfile cluster "$WORK/cluster.json" 
     workers: $workers[0],
     tunnel: $tunnel[0],
     etcd_space: $etcd_space[0],
+    backup: $backup[0],
     peer: $peer[0]
   }' >"$RESULT"
 
