@@ -14,10 +14,12 @@
 #      (`nestor restore NAME --from KEY --as NEW --wait`: every etcd member restores the
 #      snapshot in its init container, then the control plane starts), timed from the
 #      command to the tenant Ready; the restored tenant's ConfigMaps are counted through
-#      the old admin kubeconfig (its CA is the backup's), then it is deleted.
+#      the old admin kubeconfig (its CA is the backup's), then it is deleted and its pods
+#      and claims waited for, so the next restore does not share the node with its teardown.
 # Figures, per destination: snapshot bytes; per backup the agent's own time (snapshot and
 # upload, from its report) and the wall time of `nestor backup` (Job created to report
-# read), with throughputs in MiB/s; per restore the time to Ready; medians of each.
+# read), with throughputs in MiB/s; per restore the time to Ready, and where it went (the
+# restore init container, EtcdReady, APIServerReady); medians of each.
 #
 # Usage: bench/backup.sh OUTPUT.json
 # Knobs: BACKUP_DESTINATIONS ("volume s3"), BACKUP_MEMBERS (1), BACKUP_FILL_MIB (100),
@@ -127,6 +129,36 @@ fill_count() {
   tenant_curl -m 60 "$TENANT_URL/api/v1/namespaces/default/configmaps?labelSelector=bench%3Dfill" | jq '.items | length'
 }
 
+# delete_tenant NAME: deletes the TenantCluster and waits until nothing labelled with it is
+# left (pods and claims), so that the next restore does not share the node with its teardown.
+delete_tenant() {
+  kc -n "$NAMESPACE" delete tenantcluster "$1" --wait=true --timeout=180s >/dev/null ||
+    log "warning: $1 not deleted within 180 s"
+  wait_until "pods and claims of $1 gone" 180 nothing_labelled "$TENANT_LABEL=$1" ||
+    log "warning: leftovers of $1 still present"
+}
+nothing_labelled() { [[ -z $(kc -n "$NAMESPACE" get pods,pvc -l "$1" -o name) ]]; }
+
+# restore_phases NAME: where a restore's time went, in seconds since the TenantCluster's
+# creationTimestamp (API timestamps, 1 s resolution): the slowest member's restore init
+# container (start to finish, etcdutl and the snapshot's checks), EtcdReady and
+# APIServerReady turning True, and every condition that is True with its transition.
+restore_phases() {
+  local tenant pods
+  tenant=$(kc -n "$NAMESPACE" get tenantcluster "$1" -o json)
+  pods=$(kc -n "$NAMESPACE" get pods -l "$TENANT_LABEL=$1" -o json)
+  jq -cn --argjson tenant "$tenant" --argjson pods "$pods" '
+    def t: fromdateiso8601;
+    ($tenant.metadata.creationTimestamp | t) as $created
+    | def since: if . == null then null else t - $created end;
+      def condition($type): [$tenant.status.conditions[]? | select(.type == $type and .status == "True") | .lastTransitionTime][0] | since;
+    [$pods.items[] | .status.initContainerStatuses[]? | .state.terminated | select(. != null)
+     | {took: ((.finishedAt | t) - (.startedAt | t)), finished: (.finishedAt | since)}] as $inits
+    | {etcdutl_restore_s: ($inits | map(.took) | max), restore_finished_s: ($inits | map(.finished) | max),
+       etcd_ready_s: condition("EtcdReady"), apiserver_ready_s: condition("APIServerReady"),
+       conditions_true_s: ([$tenant.status.conditions[]? | select(.status == "True") | {key: .type, value: (.lastTransitionTime | since)}] | from_entries)}'
+}
+
 one_destination() { # DESTINATION
   local destination=$1 name="bk-$1" created ready_at written=0 i error=""
   log "backup: tenant $name ($MEMBERS etcd member(s)) backing up to its $destination"
@@ -178,11 +210,16 @@ one_destination() { # DESTINATION
       ready=$(now)
       tenant_endpoint "$restored"
       count=$(fill_count || echo null)
-      jq -cn --argjson took "$(seconds "$started" "$ready")" --argjson count "$count" \
-        '{ready_s: $took, fill_configmaps_read_back: $count}' >>"$WORK/$name-restores.jsonl"
-      log "  restore $run: Ready $(seconds "$started" "$ready") s after nestor restore; $count ConfigMaps read back with the old admin kubeconfig"
-      kc -n "$NAMESPACE" delete tenantcluster "$restored" --wait=true --timeout=180s >/dev/null ||
-        log "warning: $restored not deleted within 180 s"
+      jq -cn --argjson took "$(seconds "$started" "$ready")" --argjson count "$count" --argjson phases "$(restore_phases "$restored")" \
+        '{ready_s: $took, fill_configmaps_read_back: $count} + $phases' >>"$WORK/$name-restores.jsonl"
+      log "  restore $run: Ready $(seconds "$started" "$ready") s after nestor restore ($(tail -n1 "$WORK/$name-restores.jsonl" | jq -r '"etcdutl restore \(.etcdutl_restore_s) s in the init container, EtcdReady at \(.etcd_ready_s) s"')); $count ConfigMaps read back with the old admin kubeconfig"
+      # For a slow restore: how its leader-elected components took their Leases.
+      local component
+      for component in kube-controller-manager kube-scheduler; do
+        kc -n "$NAMESPACE" logs -l "$TENANT_LABEL=$restored,app.kubernetes.io/component=$component" --tail=-1 --timestamps 2>&1 |
+          grep -iE 'lease|leader' >"$WORK/$restored-$component-leader.log" || true
+      done
+      delete_tenant "$restored"
     done
   fi
   [[ -z $error ]] || log "  $name: $error"
@@ -203,7 +240,8 @@ one_destination() { # DESTINATION
        backup_mib_per_s: {agent: ([$backups[] | .bytes / 1048576 / .agent_s] | median | r2),
                           wall: ([$backups[] | .bytes / 1048576 / .wall_s] | median | r2)},
        restores: $restores,
-       restore_ready_s: {median: ($restores | map(.ready_s) | median | r2)}}' >>"$WORK/scenarios.jsonl"
+       restore_ready_s: {median: ($restores | map(.ready_s) | median | r2)},
+       restore_init_s: {median: ($restores | map(.etcdutl_restore_s) | median)}}' >>"$WORK/scenarios.jsonl"
 }
 
 main() {

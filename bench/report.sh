@@ -152,10 +152,10 @@ jq -r '
     "",
     "Backup and restore: \($b.method); \($b.tenant).",
     "",
-    "| Destination | Data written / snapshot | Backup in the agent (snapshot + upload), median | Throughput, agent / `nestor backup` in all | `nestor backup` in all, median | Restore → Ready, median (runs) | Objects read back |",
-    "|---|---|---|---|---|---|---|",
+    "| Destination | Data written / snapshot | Backup in the agent (snapshot + upload), median | Throughput, agent / `nestor backup` in all | `nestor backup` in all, median | Restore → Ready, median (runs) | of which the restore init container, median | Objects read back |",
+    "|---|---|---|---|---|---|---|---|",
     ($b.scenarios[] |
-      "| \(.destination)\(if .error then " (**\(.error)**)" else "" end) | \(.fill.mib) MiB / \(.snapshot_mib | show("MiB")) | \(.backup_agent_s.median | show("s")) | \(.backup_mib_per_s.agent | show("MiB/s")) / \(.backup_mib_per_s.wall | show("MiB/s")) | \(.backup_wall_s.median | show("s")) | \(.restore_ready_s.median | show("s")) (\(.restores | map(.ready_s | r(1) | tostring) | join(", "))) | \(.restores | map(.fill_configmaps_read_back | tostring) | join(", ")) of \(.fill.configmaps_512kib) |")
+      "| \(.destination)\(if .error then " (**\(.error)**)" else "" end) | \(.fill.mib) MiB / \(.snapshot_mib | show("MiB")) | \(.backup_agent_s.median | show("s")) | \(.backup_mib_per_s.agent | show("MiB/s")) / \(.backup_mib_per_s.wall | show("MiB/s")) | \(.backup_wall_s.median | show("s")) | \(.restore_ready_s.median | show("s")) (\(.restores | map(.ready_s | r(1) | tostring) | join(", "))) | \(.restore_init_s.median | show("s")) | \(.restores | map(.fill_configmaps_read_back | tostring) | join(", ")) of \(.fill.configmaps_512kib) |")
     end
 ' "$RESULT"
 
