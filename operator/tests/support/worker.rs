@@ -36,7 +36,7 @@ pub fn hack_variable(file: &str, name: &str) -> String {
 }
 
 /// The cache of upstream binaries and images (hack/lib.sh's NESTOR_CACHE).
-fn nestor_cache() -> PathBuf {
+pub fn nestor_cache() -> PathBuf {
     if let Some(cache) = std::env::var_os("NESTOR_CACHE").filter(|value| !value.is_empty()) {
         return cache.into();
     }
