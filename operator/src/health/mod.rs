@@ -1,6 +1,6 @@
 //! Health of a tenant's running control plane, beyond what workload status says:
 //! probes of etcd, kube-apiserver, kube-controller-manager and kube-scheduler (the
-//! last two by their leader Leases, [`lease`]), debounced verdicts
+//! last two by their leader Leases and who holds them, [`lease`]), debounced verdicts
 //! for the component conditions and the decision to restart a wedged apiserver pod.
 //! What speaks to etcd (its gateway, membership repair, scaling) is
 //! [`crate::etcd`]'s; this module calls into it for etcd's probe and judges the
@@ -125,6 +125,9 @@ pub struct ProbeReport {
     /// What the etcd probe saw in detail, for the membership repair; `None` when
     /// etcd was not probed.
     pub etcd_members: Option<crate::etcd::membership::EtcdObservation>,
+    /// Leader Leases held by strangers to their component, for the pass to release
+    /// (see [`lease::release_for`]).
+    pub lease_releases: Vec<lease::LeaseRelease>,
 }
 
 /// The debounced state of one component, as the conditions show it.
@@ -354,6 +357,23 @@ impl ProbeCredentials {
         Self { etcd: sources.etcd.and_then(crate::etcd::healthcheck_client), admin, fingerprint }
     }
 
+    /// Deletes the Lease `release` names, found held by a stranger (see
+    /// [`lease::release`]), as the admin user of the tenant of `names`.
+    pub async fn release_lease(
+        &self,
+        names: &TenantNames,
+        release: &lease::LeaseRelease,
+        timeout: Duration,
+    ) -> Result<lease::Released, String> {
+        match &self.admin {
+            Some(Ok(admin)) => {
+                lease::release(&admin.tls, &names.apiserver_service_host(), release, timeout).await
+            }
+            Some(Err(error)) => Err(error.clone()),
+            None => Err("no admin kubeconfig".into()),
+        }
+    }
+
     /// Whether both were there and usable, so caching them saves their reads.
     fn complete(&self) -> bool {
         self.etcd.is_some() && matches!(self.admin, Some(Ok(_)))
@@ -529,18 +549,18 @@ pub async fn probe_tenant(
         };
         Some((outcome, Some(observation)))
     };
-    let apiserver_targets =
-        of(Component::ApiServer).map(|pods| pods.iter().filter_map(probe_target).collect());
-    let tunnel_servers = of(Component::ApiServer).map(|pods| tunnel::servers(&pods)).unwrap_or_default();
-    let control_plane = probe_apiserver_and_leaders(
-        credentials,
-        apiserver_service,
-        apiserver_targets,
-        &tunnel_servers,
-        names,
-        now,
-        timeout,
-    );
+    // Every pod of the component, whatever its phase (see [`lease::foreign_holder`]).
+    let pod_names = |component: Component| {
+        of(component).ok().map(|pods| pods.into_iter().filter_map(|pod| pod.metadata.name).collect())
+    };
+    let pods = ControlPlanePods {
+        apiserver: of(Component::ApiServer).map(|pods| pods.iter().filter_map(probe_target).collect()),
+        tunnel_servers: of(Component::ApiServer).map(|pods| tunnel::servers(&pods)).unwrap_or_default(),
+        controller_manager: pod_names(Component::ControllerManager),
+        scheduler: pod_names(Component::Scheduler),
+    };
+    let control_plane =
+        probe_apiserver_and_leaders(credentials, apiserver_service, &pods, names, now, timeout);
     let (etcd, control_plane) = futures::join!(etcd, control_plane);
     let (etcd, etcd_members) = match etcd {
         Some((outcome, observation)) => (Some(outcome), observation),
@@ -554,7 +574,20 @@ pub async fn probe_tenant(
         tunnel: control_plane.tunnel,
         apiserver_pods: control_plane.apiserver_pods,
         etcd_members,
+        lease_releases: control_plane.lease_releases,
     }
+}
+
+/// The pods the probes through the tenant apiserver need to know.
+struct ControlPlanePods {
+    /// The apiserver pods to probe, or why they could not be listed.
+    apiserver: Result<Vec<apiserver::PodTarget>, String>,
+    /// The konnectivity servers among them.
+    tunnel_servers: Vec<tunnel::ServerTarget>,
+    /// The names of the controller manager's pods; `None` when not listed.
+    controller_manager: Option<Vec<String>>,
+    /// The names of the scheduler's pods; `None` when not listed.
+    scheduler: Option<Vec<String>>,
 }
 
 /// What the probes through the tenant apiserver found: the apiserver itself and the
@@ -566,6 +599,7 @@ struct ControlPlaneProbes {
     controller_manager: Option<ProbeOutcome>,
     scheduler: Option<ProbeOutcome>,
     tunnel: Option<ProbeOutcome>,
+    lease_releases: Vec<lease::LeaseRelease>,
 }
 
 impl ControlPlaneProbes {
@@ -578,17 +612,18 @@ impl ControlPlaneProbes {
             controller_manager: outcome.clone(),
             scheduler: outcome,
             tunnel: None,
+            lease_releases: Vec::new(),
         }
     }
 }
 
 /// Probes the apiserver through its Service and on each started pod, then, once the
-/// Service answers, the controller manager's and the scheduler's leader Leases at once.
+/// Service answers, the controller manager's and the scheduler's leader Leases at once
+/// (each against the names of its component's pods).
 async fn probe_apiserver_and_leaders(
     credentials: &ProbeCredentials,
     apiserver_service: Result<Option<SocketAddr>, String>,
-    apiserver_pods: Result<Vec<apiserver::PodTarget>, String>,
-    tunnel_servers: &[tunnel::ServerTarget],
+    pods: &ControlPlanePods,
     names: &TenantNames,
     now: Timestamp,
     timeout: Duration,
@@ -611,7 +646,7 @@ async fn probe_apiserver_and_leaders(
         }
     };
     let pod_probes = async {
-        match &apiserver_pods {
+        match &pods.apiserver {
             Ok(targets) => apiserver::probe_pods(&admin.tls, targets, port, &server_name, timeout).await,
             Err(error) => {
                 tracing::debug!(%error, "cannot list apiserver pods");
@@ -623,15 +658,14 @@ async fn probe_apiserver_and_leaders(
 
     // The Leases are read through the Service: only once it answers is their absence news.
     let reachable = service_address.filter(|_| service.is_healthy());
-    let leader = |lease: lease::LeaderLease| {
-        let server_name = &server_name;
-        async move {
-            match reachable {
-                Some(address) => lease::probe(&admin.tls, address, server_name, lease, now, timeout).await,
-                None => ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into()),
-            }
-        }
+    let leader = async |lease: lease::LeaderLease, pods: Option<&[String]>| match reachable {
+        Some(address) => lease::probe(&admin.tls, address, &server_name, lease, pods, now, timeout).await,
+        None => lease::LeaseProbe {
+            outcome: ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into()),
+            release: None,
+        },
     };
+    let tunnel_servers = pods.tunnel_servers.as_slice();
     // The nodes are counted through the Service too.
     let tunnel = async {
         match (reachable, tunnel_servers.is_empty()) {
@@ -642,14 +676,20 @@ async fn probe_apiserver_and_leaders(
             (None, false) => Some(ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into())),
         }
     };
-    let (controller_manager, scheduler, tunnel) =
-        futures::join!(leader(lease::CONTROLLER_MANAGER_LEASE), leader(lease::SCHEDULER_LEASE), tunnel);
+    let (controller_manager, scheduler, tunnel) = futures::join!(
+        leader(lease::CONTROLLER_MANAGER_LEASE, pods.controller_manager.as_deref()),
+        leader(lease::SCHEDULER_LEASE, pods.scheduler.as_deref()),
+        tunnel
+    );
+    let lease_releases =
+        [&controller_manager, &scheduler].into_iter().filter_map(|probe| probe.release.clone()).collect();
     ControlPlaneProbes {
         apiserver: Some(apiserver::verdict(&service, &pod_probes)),
         apiserver_pods: pod_probes,
-        controller_manager: Some(controller_manager),
-        scheduler: Some(scheduler),
+        controller_manager: Some(controller_manager.outcome),
+        scheduler: Some(scheduler.outcome),
         tunnel,
+        lease_releases,
     }
 }
 
@@ -718,6 +758,7 @@ mod tests {
             tunnel: None,
             apiserver_pods: pods,
             etcd_members: None,
+            lease_releases: Vec::new(),
         }
     }
 

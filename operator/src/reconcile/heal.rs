@@ -1,7 +1,8 @@
 //! The actions a pass takes on what the probes found: restart an apiserver pod that
-//! stopped answering, replace an etcd member that lost its data, take one etcd
+//! stopped answering, release a leader Lease held by a stranger to its component,
+//! replace an etcd member that lost its data, take one etcd
 //! scaling step, and keep etcd inside its space quota. The decisions are pure and live elsewhere ([`crate::health`] for the
-//! debounce and the wedged pod, [`crate::etcd::membership`] and
+//! debounce, the wedged pod and the Lease, [`crate::etcd::membership`] and
 //! [`crate::etcd::scaling`] and [`crate::etcd::maintenance`] for etcd); this module carries them out against the meta
 //! cluster and tenant etcd, and says so in Events. None of them fails the pass: a
 //! failed action is logged, and the next pass decides again from what it sees.
@@ -20,6 +21,7 @@ use crate::etcd::maintenance::{
 };
 use crate::etcd::membership::{self, EtcdObservation, MemberRepair, MembershipError};
 use crate::etcd::scaling::ScalingStep;
+use crate::health::lease::{LEASE_NAMESPACE, LeaseRelease, Released};
 use crate::health::{HealthVerdicts, PodRestart, ProbeReport};
 use crate::metrics::{MemberSpaceSample, WriteVerb};
 use crate::names::TenantNames;
@@ -28,7 +30,8 @@ use crate::names::TenantNames;
 const MEMBER_REPAIR_COOLDOWN_FACTOR: u32 = 3;
 
 /// Feeds a probe pass to the tenant's debounce state and, unless the tenant is
-/// paused, restarts an apiserver pod that stopped answering and replaces an etcd
+/// paused, restarts an apiserver pod that stopped answering, releases the leader
+/// Leases held by strangers to their component, and replaces an etcd
 /// member (of the `etcd_members` the StatefulSet runs) that lost its data. Probe
 /// failures are results, not errors: this never fails the pass. Also returns etcd's
 /// cluster ID when etcd answered healthy, and whether an etcd member was replaced.
@@ -49,6 +52,13 @@ pub(super) async fn heal(
             tracing::info!(pod = %restart.name, error = %restart.error, "apiserver pod not answering; paused, not restarting it");
         } else {
             restart_apiserver_pod(tenant, names, &restart, ctx).await;
+        }
+    }
+    if !report.lease_releases.is_empty() {
+        if tenant.spec.paused {
+            tracing::info!("leader Lease held by a stranger; paused, not releasing it");
+        } else {
+            release_leader_leases(tenant, names, &report.lease_releases, ctx).await;
         }
     }
     let etcd_healthy = report.etcd.as_ref().is_some_and(crate::health::ProbeOutcome::is_healthy);
@@ -192,6 +202,58 @@ async fn replace_etcd_member_pod(
         secondary: None,
     };
     publish(tenant, &event, ctx).await;
+}
+
+/// Deletes the leader Leases the probe found held by strangers to their component
+/// (see [`crate::health::lease::foreign_holder`]), each on the condition that it is
+/// still the version the probe read, so that the component's own pods take it on
+/// their next try instead of waiting out its `leaseDurationSeconds`. A Lease renewed
+/// or taken since, or gone, is left alone.
+async fn release_leader_leases(
+    tenant: &TenantCluster,
+    names: &TenantNames,
+    releases: &[LeaseRelease],
+    ctx: &Context,
+) {
+    // Refreshed by this pass's probe: no request to the meta cluster.
+    let credentials = ctx.probe_credentials.get(&ctx.client, names).await;
+    for release in releases {
+        let lease = format!("{LEASE_NAMESPACE}/{}", release.lease.name);
+        match credentials.release_lease(names, release, ctx.health_settings.timeout).await {
+            Ok(Released::Deleted) => {
+                let note = format!(
+                    "leader Lease {lease} was held by {}, which is not a {} pod of this tenant; \
+                     deleted so that its own pods can take it at once",
+                    release.holder, release.lease.holder
+                );
+                tracing::info!(%lease, holder = %release.holder, "released leader Lease");
+                // The Lease (in the tenant) as the related object: Events of one reason
+                // merge into a series that keeps its first note, and the controller
+                // manager's and the scheduler's are released together after a restore.
+                let secondary = Some(ObjectReference {
+                    api_version: Some("coordination.k8s.io/v1".into()),
+                    kind: Some("Lease".into()),
+                    name: Some(release.lease.name.into()),
+                    namespace: Some(LEASE_NAMESPACE.into()),
+                    ..ObjectReference::default()
+                });
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: "LeaderLeaseReleased".into(),
+                    note: Some(truncate_note(note)),
+                    action: "Heal".into(),
+                    secondary,
+                };
+                publish(tenant, &event, ctx).await;
+            }
+            Ok(outcome) => {
+                tracing::debug!(%lease, holder = %release.holder, ?outcome, "leader Lease changed since probed; kept")
+            }
+            Err(error) => {
+                tracing::warn!(%lease, holder = %release.holder, %error, "cannot release leader Lease")
+            }
+        }
+    }
 }
 
 /// Grace period when deleting a wedged apiserver pod (not 0: that would remove the

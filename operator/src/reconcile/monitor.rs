@@ -12,8 +12,8 @@
 //! cache and the credentials from the last pass; it only calls the tenant's endpoints.
 //!
 //! The monitor only reads. Every decision that acts (debouncing, restarting a
-//! wedged apiserver pod, replacing an etcd member, maintaining etcd's space, writing
-//! status) stays in the
+//! wedged apiserver pod, replacing an etcd member, maintaining etcd's space,
+//! releasing a leader Lease held by a stranger, writing status) stays in the
 //! reconciler, which kube-runtime runs once per tenant at a time: two writers
 //! deciding from the same history could restart a pod twice.
 
@@ -144,7 +144,7 @@ async fn check(
         .await
         .map(|service| apiserver_address(service.as_ref()))
         .map_err(|error| format!("cannot read the apiserver Service: {error}"));
-    let report = probe_tenant(
+    let mut report = probe_tenant(
         &names,
         &credentials,
         service,
@@ -165,6 +165,10 @@ async fn check(
         let (_, _, plan) = super::heal::space_plan(&tenant, &names, observation, ctx);
         plan.step.is_some() && !tenant.spec.paused
     });
+    if tenant.spec.paused {
+        // Observed only: the pass would release no leader Lease.
+        report.lease_releases.clear();
+    }
     let reason = reconcile_reason(status, &report, broken_member).or(space_due.then_some("etcd-space"));
     ctx.metrics.record_health_probe(reason);
     if let Some(reason) = reason {
@@ -184,9 +188,11 @@ async fn check(
 /// A pass is due when a conclusive probe disagrees with its component's condition
 /// (the pass debounces it, so a single odd probe costs a pass, not a flap), when an
 /// apiserver pod fails `/livez` while etcd is healthy (the pass counts how long, and
-/// restarts it past the threshold), when an etcd member looks broken while the
-/// quorum is healthy (the pass may replace it), and when etcd's cluster ID is known
-/// but not recorded yet. A tenant whose etcd does not answer at all calls for none of
+/// restarts it past the threshold), when a leader Lease is held by a stranger to its
+/// component (the pass releases it; the condition may already say False, as a
+/// restored tenant's waiting for its first leader does), when an etcd member looks
+/// broken while the quorum is healthy (the pass may replace it), and when etcd's
+/// cluster ID is known but not recorded yet. A tenant whose etcd does not answer at all calls for none of
 /// these on its own: its conditions already say so, and passes could not heal it.
 pub fn reconcile_reason(
     status: &TenantClusterStatus,
@@ -215,6 +221,8 @@ pub fn reconcile_reason(
         Some("tunnel")
     } else if etcd_healthy && report.apiserver_pods.iter().any(|pod| pod.livez.is_err()) {
         Some("apiserver-pod")
+    } else if !report.lease_releases.is_empty() {
+        Some("leader-lease")
     } else if broken_etcd_member {
         Some("etcd-member")
     } else if etcd_healthy && status.etcd_cluster_id.is_none() {
@@ -265,6 +273,7 @@ mod tests {
             tunnel: None,
             apiserver_pods: vec![PodProbe { name: "a".into(), uid: "a".into(), livez: Ok(()) }],
             etcd_members: None,
+            lease_releases: Vec::new(),
         }
     }
 
@@ -361,8 +370,27 @@ mod tests {
                 livez: Err("no route".into()),
             }],
             etcd_members: None,
+            lease_releases: Vec::new(),
         };
         assert_eq!(reconcile_reason(&status, &report, false), None);
+    }
+
+    #[test]
+    fn a_leader_lease_held_by_a_stranger_asks_for_a_pass_even_when_the_condition_says_false() {
+        use crate::health::lease::{CONTROLLER_MANAGER_LEASE, LeaseRelease};
+        // A restored tenant: its controller manager never led, and the probe agrees.
+        let mut status = ready_status();
+        status.conditions[2] = condition(types::CONTROLLER_MANAGER_READY, false);
+        let mut report = healthy_report();
+        report.controller_manager = Some(ProbeOutcome::Unhealthy("held by a stranger".into()));
+        assert_eq!(reconcile_reason(&status, &report, false), None);
+        report.lease_releases.push(LeaseRelease {
+            lease: CONTROLLER_MANAGER_LEASE,
+            holder: "team-src-controller-manager-77b9_5e0c".into(),
+            resource_version: "12".into(),
+            address: "10.96.0.10:6443".parse().expect("address"),
+        });
+        assert_eq!(reconcile_reason(&status, &report, false), Some("leader-lease"));
     }
 
     #[test]

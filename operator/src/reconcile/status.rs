@@ -987,6 +987,99 @@ mod tests {
         assert_eq!(tenant.status.as_ref().and_then(|status| status.phase), Some(Phase::Ready));
     }
 
+    /// ControllerManagerReady after each of `probes` (second, Lease probe outcome), fed
+    /// through the debounce (10 s interval) and the status as a pass does, on `tenant`;
+    /// also the flips to False and to Degraded among the changes (each a Warning Event).
+    fn controller_manager_through_probes(
+        mut tenant: TenantCluster,
+        probes: &[(i64, crate::health::ProbeOutcome)],
+    ) -> (Vec<(String, String, String)>, Vec<StatusChange>) {
+        let settings = crate::health::HealthSettings::default();
+        let mut health = crate::health::TenantHealth::default();
+        let (mut seen, mut warnings) = (Vec::new(), Vec::new());
+        for (second, outcome) in probes {
+            let report = crate::health::ProbeReport {
+                etcd: Some(crate::health::ProbeOutcome::Healthy("1/1 members healthy".into())),
+                apiserver: Some(crate::health::ProbeOutcome::Healthy("/readyz ok".into())),
+                controller_manager: Some(outcome.clone()),
+                scheduler: Some(crate::health::ProbeOutcome::Healthy("fresh".into())),
+                ..crate::health::ProbeReport::default()
+            };
+            let (verdicts, _) = health.record(&report, at(*second), &settings);
+            let updates = component_conditions(&names(), &healthy_observation(), &verdicts, None);
+            let (status, changes) = compute_status(&tenant, &updates, None, None, at(*second));
+            let manager =
+                find_condition(&status.conditions, types::CONTROLLER_MANAGER_READY).expect("present");
+            seen.push((manager.status.clone(), manager.reason.clone(), manager.message.clone()));
+            warnings.extend(changes.into_iter().filter(|change| {
+                matches!(
+                    change,
+                    StatusChange::ConditionFlipped { status: ConditionStatus::False, .. }
+                        | StatusChange::PhaseChanged { to: Phase::Degraded, .. }
+                )
+            }));
+            tenant.status = Some(status);
+        }
+        (seen, warnings)
+    }
+
+    /// A tenant restored from a snapshot starts with the source tenant's Lease, held by
+    /// a pod of the source: not Ready (it was, on freshness alone), and not a failure
+    /// either, until its own controller manager leads after the pass released the Lease.
+    #[test]
+    fn a_restored_tenants_foreign_lease_is_waiting_for_a_leader_until_its_own_pod_leads() {
+        use crate::health::ProbeOutcome::{Healthy, Unhealthy};
+        let foreign = "leader Lease held by team-src-controller-manager-77b9, which is not a controller \
+                       manager pod of this tenant";
+        let (seen, warnings) = controller_manager_through_probes(
+            tenant(None),
+            &[
+                (0, Unhealthy(foreign.into())),
+                (1, Unhealthy("no leader Lease: the controller manager never became leader".into())),
+                (3, Healthy("leader Lease fresh: held by cm-0, renewed within its 15s duration".into())),
+            ],
+        );
+        let waiting = ("False".to_string(), "WaitingForLeader".to_string());
+        assert_eq!(
+            seen[0],
+            (
+                waiting.0.clone(),
+                waiting.1.clone(),
+                format!("waiting for a leader: {foreign} (1/1 replicas ready)")
+            )
+        );
+        assert_eq!((seen[1].0.clone(), seen[1].1.clone()), waiting);
+        assert_eq!((seen[2].0.as_str(), seen[2].1.as_str()), ("True", "Ready"), "led at once: {seen:?}");
+        assert!(warnings.is_empty(), "a restore warns of nothing: {warnings:?}");
+    }
+
+    /// A Deployment roll replaces the leading pod: for a moment the Lease names a pod
+    /// that is gone (a stranger, released by the pass), then no Lease, then the new pod
+    /// leads. The debounce (two probes over 20 s) keeps the condition True throughout.
+    #[test]
+    fn a_roll_that_briefly_leaves_the_lease_to_a_gone_pod_does_not_flap_the_condition() {
+        use crate::health::ProbeOutcome::{Healthy, Unhealthy};
+        let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
+        let (seen, warnings) = controller_manager_through_probes(
+            tenant(Some(ready)),
+            &[
+                (0, Healthy("leader Lease fresh: held by cm-0, renewed within its 15s duration".into())),
+                (
+                    10,
+                    Unhealthy(
+                        "leader Lease held by cm-0, which is not a controller manager pod of this tenant"
+                            .into(),
+                    ),
+                ),
+                (11, Unhealthy("no leader Lease: the controller manager never became leader".into())),
+                (13, Healthy("leader Lease fresh: held by cm-1, renewed within its 15s duration".into())),
+            ],
+        );
+        assert!(seen.iter().all(|(status, _, _)| status == "True"), "{seen:#?}");
+        assert!(seen[3].2.ends_with("held by cm-1, renewed within its 15s duration"), "{seen:#?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
     #[test]
     fn a_controller_manager_that_led_and_then_fails_its_probe_is_probe_failed_and_stays_so() {
         let (ready, _) = pass(&tenant(None), &healthy_observation(), at(0));
