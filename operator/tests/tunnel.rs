@@ -141,6 +141,20 @@ async fn tunnel_ready(
     (message, started.elapsed())
 }
 
+/// Waits until condition `type_` is True; returns its message and how long it took.
+async fn condition_true(ns: &TestNamespace, type_: &str, timeout: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let message = wait_for(&format!("{type_}=True"), timeout, async || {
+        let tenant = ns.tenant(TENANT).await?;
+        match support::find_condition(&tenant, type_) {
+            Some(condition) if condition.status == "True" => Ok(condition.message.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    (message, started.elapsed())
+}
+
 /// Waits until pod `name` runs.
 async fn running_pod(pods: &Api<Pod>, name: &str) -> Pod {
     wait_for(&format!("pod {name} to run"), Duration::from_secs(180), async || {
@@ -505,6 +519,27 @@ async fn exec_true(ns: &TestNamespace, args: &[&str]) -> Result<Duration, String
     }
 }
 
+/// How long after the start of an apiserver roll TunnelReady must be True again and name
+/// the new server: the roll itself (5–20 s here), the agent's reconnection, a probe
+/// interval (10 s) and a pass, with room for a loaded machine.
+const TUNNEL_READY_AFTER_A_ROLL: Duration = Duration::from_secs(120);
+
+/// The agent gauges on the `/metrics` of the konnectivity-server in the apiserver pod at
+/// `ip`, one line; why they could not be read otherwise.
+async fn server_gauges(ip: &str) -> String {
+    let port = u16::try_from(nestor::resources::konnectivity::HEALTH_PORT).expect("port");
+    let Ok(ip) = ip.parse() else { return format!("bad address {ip}") };
+    let address = std::net::SocketAddr::new(ip, port);
+    match nestor::health::tunnel::metrics_text(address, Duration::from_secs(5)).await {
+        Ok(text) => text
+            .lines()
+            .filter(|line| line.starts_with("konnectivity_network_proxy_server_ready_backend"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(error) => error,
+    }
+}
+
 /// The label selector of the konnectivity agents inside a tenant.
 const AGENT_SELECTOR: &str = "k8s-app=konnectivity-agent";
 
@@ -588,6 +623,11 @@ async fn after_an_apiserver_roll_the_agents_follow_and_no_exec_fails() {
         let started = Instant::now();
         let (_operator, admin, _worker) = tunnel_with_a_worker(&ns, 23, 1, "tr", started).await;
         exec_true(&ns, &[]).await.expect("exec before the roll");
+        // A settled tenant, as in the field: with its addons not available yet, a pass
+        // comes back every 15 s anyway, which hid a TunnelReady that lagged the roll (the
+        // next pass of a settled tenant may be five minutes away).
+        let (_, took) = condition_true(&ns, "AddonsReady", MAX_WAIT).await;
+        eprintln!("[{:>6.1?}] AddonsReady True ({took:?})", started.elapsed());
         let before = apiserver_pods(&ns).await;
         // A certificate renewal: the server's serving certificate is re-issued, the config
         // hash changes, and the apiserver pods roll.
@@ -613,6 +653,41 @@ async fn after_an_apiserver_roll_the_agents_follow_and_no_exec_fails() {
         })
         .await;
         eprintln!("[{:>6.1?}] apiserver rolled to {after:?} in {:?}", started.elapsed(), rolled.elapsed());
+        // TunnelReady follows the roll: True, naming the new server with the agent and no
+        // replaced one, within a bound counted from the roll's start. It used to keep naming
+        // the replaced pod for minutes (until the tenant's next resync).
+        let replaced = rolled.elapsed();
+        let patience = TUNNEL_READY_AFTER_A_ROLL.saturating_sub(replaced);
+        let shown = poll_for(patience, Duration::from_secs(1), async || {
+            let tenant = ns.tenant(TENANT).await?;
+            let condition = support::find_condition(&tenant, "TunnelReady").ok_or("no TunnelReady")?;
+            let message = &condition.message;
+            let names_new = after.iter().all(|(pod, _)| message.contains(&format!("{pod}: 1 agent(s)")));
+            let names_old = before.iter().any(|(pod, _)| message.contains(pod.as_str()));
+            if condition.status == "True" && names_new && !names_old {
+                Ok(message.clone())
+            } else {
+                Err(format!("{} {}: {message}", condition.status, condition.reason))
+            }
+        })
+        .await;
+        let gauges = futures::future::join_all(after.iter().map(|(pod, ip)| async move {
+            format!("{pod}: {}", server_gauges(ip).await)
+        }))
+        .await;
+        let message = shown.unwrap_or_else(|condition| {
+            panic!(
+                "TunnelReady does not name the new server {after:?} within {TUNNEL_READY_AFTER_A_ROLL:?} \
+                 of the roll; it says {condition}\nthe new servers' agent gauges: {gauges:?}"
+            )
+        });
+        eprintln!(
+            "[{:>6.1?}] TunnelReady names the new server {:?} after the roll began ({:?} after the pod \
+             was replaced): {message}\n          gauges: {gauges:?}",
+            started.elapsed(),
+            rolled.elapsed(),
+            rolled.elapsed().saturating_sub(replaced)
+        );
         let recovery =
             poll_for(MAX_WAIT, Duration::from_millis(500), async || exec_true(&ns, &[]).await).await;
         assert!(recovery.is_ok(), "exec after the roll: {recovery:?}");

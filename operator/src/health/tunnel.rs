@@ -1,9 +1,16 @@
 //! The konnectivity tunnel's probe (condition TunnelReady): how many agents each
 //! konnectivity-server beside an apiserver has, against how many Ready nodes the tenant
-//! has. Each server reports its agents on its health port's `/metrics`
-//! (`konnectivity_network_proxy_server_ready_backend_connections`, one per connected
-//! agent); the nodes come from the tenant apiserver. Every server needs an agent of every
-//! node: the apiserver behind it reaches a node only through that node's agent.
+//! has. Each server reports its agents on its health port's `/metrics`; the nodes come
+//! from the tenant apiserver. Every server needs an agent of every node: the apiserver
+//! behind it reaches a node only through that node's agent.
+//!
+//! Which series counts the agents (konnectivity v0.34.0, `pkg/server/backend_manager.go`):
+//! the server keeps one backend storage per proxy strategy (`--proxy-strategies=destHost,default`),
+//! and each writes its size to `ready_backends{proxy_strategy=...}` under its own lock on
+//! every change. The `default` storage is keyed by agent ID, so its series is the number of
+//! connected agents. The `destHost` storage is keyed by the addresses agents announce (a
+//! count of addresses, not agents), and both storages write the deprecated, unlabelled
+//! `ready_backend_connections`: it holds whichever wrote last.
 //!
 //! [`verdict`] is pure; [`probe`] does the requests.
 
@@ -17,8 +24,12 @@ use super::ProbeOutcome;
 use crate::resources::konnectivity::{AGENT_PORT, HEALTH_PORT, SERVER_CONTAINER};
 use crate::transport::TlsClient;
 
-/// The gauge of connected agents on a server's `/metrics`.
-pub const AGENTS_METRIC: &str = "konnectivity_network_proxy_server_ready_backend_connections";
+/// The gauge of a server's `/metrics` that counts connected agents, in the series of
+/// [`AGENTS_STRATEGY`] (see the module comment).
+pub const AGENTS_METRIC: &str = "konnectivity_network_proxy_server_ready_backends";
+/// The `proxy_strategy` label of the series of [`AGENTS_METRIC`] that counts agents: the
+/// `default` strategy's storage, keyed by agent ID.
+pub const AGENTS_STRATEGY: &str = "default";
 /// Bound on a `/metrics` answer (a server's is a few KiB).
 const MAX_METRICS_BYTES: usize = 1 << 20;
 
@@ -54,16 +65,64 @@ pub fn servers(pods: &[Pod]) -> Vec<ServerTarget> {
     servers
 }
 
-/// The agents a server's `/metrics` text reports (pure); `None` without the gauge.
+/// The agents a server's `/metrics` text reports (pure): the value of [`AGENTS_METRIC`]
+/// with `proxy_strategy` [`AGENTS_STRATEGY`]; `None` without that series.
 pub fn agents_in_metrics(text: &str) -> Option<u64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            let name = name.split('{').next()?.trim();
-            (name == AGENTS_METRIC).then(|| value.trim().parse::<f64>().ok())?
+        .filter_map(sample)
+        .find(|sample| {
+            sample.name == AGENTS_METRIC
+                && sample
+                    .labels
+                    .iter()
+                    .any(|(label, value)| *label == "proxy_strategy" && value == AGENTS_STRATEGY)
         })
-        .map(|value| value.max(0.0) as u64)
+        .map(|sample| sample.value.max(0.0) as u64)
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Debug, PartialEq)]
+struct Sample<'a> {
+    name: &'a str,
+    /// Label names and their values, unescaped.
+    labels: Vec<(&'a str, String)>,
+    value: f64,
+}
+
+/// The sample on one line of the Prometheus text format (pure); an optional timestamp
+/// after the value is ignored. `None` for anything else.
+fn sample(line: &str) -> Option<Sample<'_>> {
+    let line = line.trim();
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let (name, mut rest) = line.split_at(name_end);
+    let mut labels = Vec::new();
+    if let Some(mut inside) = rest.strip_prefix('{') {
+        loop {
+            inside = inside.trim_start_matches([' ', ',']);
+            if let Some(after) = inside.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (label, after) = inside.split_once('=')?;
+            let mut chars = after.strip_prefix('"')?.char_indices();
+            let mut value = String::new();
+            let end = loop {
+                match chars.next()? {
+                    (index, '"') => break index,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    (_, other) => value.push(other),
+                }
+            };
+            labels.push((label.trim(), value));
+            inside = &after[end + 2..];
+        }
+    }
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Sample { name, labels, value })
 }
 
 /// TunnelReady's verdict (pure) from the Ready `nodes` and each server's agents (or why
@@ -145,8 +204,16 @@ async fn ready_nodes(
         .count())
 }
 
-/// `GET /metrics` over plain HTTP/1.0 (the health port serves no TLS), within `timeout`.
+/// The agents the server at `address` (its health port) reports.
 async fn agents_of(address: SocketAddr, timeout: Duration) -> Result<u64, String> {
+    let text = metrics_text(address, timeout).await?;
+    agents_in_metrics(&text)
+        .ok_or_else(|| format!("{address}: no {AGENTS_METRIC}{{proxy_strategy=\"{AGENTS_STRATEGY}\"}}"))
+}
+
+/// The `/metrics` text of the server whose health port is `address`: `GET /metrics` over
+/// plain HTTP/1.0 (the health port serves no TLS), within `timeout`.
+pub async fn metrics_text(address: SocketAddr, timeout: Duration) -> Result<String, String> {
     // tokio's readiness calls (its `net` feature only): the request is one small write,
     // the answer is read until the server closes (HTTP/1.0).
     let exchange = async {
@@ -182,21 +249,56 @@ async fn agents_of(address: SocketAddr, timeout: Duration) -> Result<u64, String
     if !text.starts_with("HTTP/1.") || !text.lines().next().is_some_and(|line| line.contains(" 200")) {
         return Err(format!("{address}: {}", text.lines().next().unwrap_or("empty answer")));
     }
-    agents_in_metrics(&text).ok_or_else(|| format!("{address}: no {AGENTS_METRIC}"))
+    Ok(text.into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The agent gauges as a v0.34.0 server with `--proxy-strategies=destHost,default`
+    /// serves them, with the deprecated gauge as the `destHost` storage may leave it (its
+    /// last write: two addresses announced by one agent).
+    const METRICS: &str = "\
+# HELP konnectivity_network_proxy_server_ready_backend_connections Number of konnectivity agent connected to the proxy server. DEPRECATED, please use ready_backends
+# TYPE konnectivity_network_proxy_server_ready_backend_connections gauge
+konnectivity_network_proxy_server_ready_backend_connections 2
+# HELP konnectivity_network_proxy_server_ready_backends Number of konnectivity agent connected to the proxy server
+# TYPE konnectivity_network_proxy_server_ready_backends gauge
+konnectivity_network_proxy_server_ready_backends{proxy_strategy=\"default\"} 1
+konnectivity_network_proxy_server_ready_backends{proxy_strategy=\"destHost\"} 2
+";
+
     #[test]
-    fn the_agents_gauge_is_read_from_the_metrics_text() {
-        let text = "# HELP konnectivity_network_proxy_server_ready_backend_connections Number\n\
-                    # TYPE konnectivity_network_proxy_server_ready_backend_connections gauge\n\
-                    konnectivity_network_proxy_server_ready_backend_connections 2\n\
-                    konnectivity_network_proxy_server_ready_backends{proxy_strategy=\"default\"} 2\n";
-        assert_eq!(agents_in_metrics(text), Some(2));
+    fn the_agents_are_the_default_strategys_series_not_the_deprecated_gauge() {
+        assert_eq!(agents_in_metrics(METRICS), Some(1));
+        let destination_first = "konnectivity_network_proxy_server_ready_backends{proxy_strategy=\"destHost\"} 3\n\
+                                 konnectivity_network_proxy_server_ready_backends{proxy_strategy=\"default\"} 0\n";
+        assert_eq!(agents_in_metrics(destination_first), Some(0), "a server with no agent");
+        let deprecated_only = "konnectivity_network_proxy_server_ready_backend_connections 1\n";
+        assert_eq!(agents_in_metrics(deprecated_only), None);
         assert_eq!(agents_in_metrics("other_metric 1\n"), None);
+        assert_eq!(agents_in_metrics(""), None);
+    }
+
+    #[test]
+    fn sample_lines_are_parsed_with_their_labels_and_without_a_timestamp() {
+        let line = "konnectivity_network_proxy_server_ready_backends{pod=\"a,\\\"b\\\"\", proxy_strategy=\"default\",} 4 1700000000000";
+        let parsed = sample(line).expect("a sample");
+        assert_eq!(parsed.name, AGENTS_METRIC);
+        assert_eq!(
+            parsed.labels,
+            vec![("pod", "a,\"b\"".to_string()), ("proxy_strategy", "default".to_string())]
+        );
+        assert_eq!(parsed.value, 4.0);
+        assert_eq!(agents_in_metrics(line), Some(4));
+        assert_eq!(
+            sample("plain_gauge 2.5"),
+            Some(Sample { name: "plain_gauge", labels: Vec::new(), value: 2.5 })
+        );
+        assert_eq!(sample("broken{proxy_strategy=\"default} 1"), None, "an unterminated value");
+        assert_eq!(sample("no_value{}"), None);
+        assert_eq!(sample("not_a_number x"), None);
     }
 
     #[test]

@@ -186,7 +186,9 @@ async fn check(
 /// `None` when the status already says what the probe saw (pure).
 ///
 /// A pass is due when a conclusive probe disagrees with its component's condition
-/// (the pass debounces it, so a single odd probe costs a pass, not a flap), when an
+/// (the pass debounces it, so a single odd probe costs a pass, not a flap), when the
+/// tunnel's probe agrees with TunnelReady's status but not with its message (see
+/// [`tunnel_message_moved`]), when an
 /// apiserver pod fails `/livez` while etcd is healthy (the pass counts how long, and
 /// restarts it past the threshold), when a leader Lease is held by a stranger to its
 /// component (the pass releases it; the condition may already say False, as a
@@ -219,6 +221,8 @@ pub fn reconcile_reason(
         Some("scheduler")
     } else if disagrees(types::TUNNEL_READY, report.tunnel.as_ref()) {
         Some("tunnel")
+    } else if tunnel_message_moved(status, report.tunnel.as_ref()) {
+        Some("tunnel-message")
     } else if etcd_healthy && report.apiserver_pods.iter().any(|pod| pod.livez.is_err()) {
         Some("apiserver-pod")
     } else if !report.lease_releases.is_empty() {
@@ -230,6 +234,22 @@ pub fn reconcile_reason(
     } else {
         None
     }
+}
+
+/// Whether a conclusive tunnel probe `outcome` says something other than TunnelReady's
+/// message (pure). That message is the probe's verdict word for word, and names each
+/// konnectivity-server with its agents and never a time, so a steady tunnel never
+/// differs from it. When it does, the servers or their agents changed while the status
+/// held: after an apiserver roll, True kept naming the replaced pod. The pass that
+/// followed the roll had seen the new server before its agent connected (0 agents, a
+/// candidate the debouncer held), and the next probes agreed with True, so no pass came
+/// until the tenant's resync, minutes later.
+fn tunnel_message_moved(status: &TenantClusterStatus, outcome: Option<&ProbeOutcome>) -> bool {
+    let message = match outcome {
+        Some(ProbeOutcome::Healthy(message) | ProbeOutcome::Unhealthy(message)) => message,
+        Some(ProbeOutcome::Inconclusive(_)) | None => return false,
+    };
+    find_condition(&status.conditions, types::TUNNEL_READY).is_some_and(|shown| shown.message != *message)
 }
 
 #[cfg(test)]
@@ -391,6 +411,35 @@ mod tests {
             address: "10.96.0.10:6443".parse().expect("address"),
         });
         assert_eq!(reconcile_reason(&status, &report, false), Some("leader-lease"));
+    }
+
+    #[test]
+    fn a_tunnel_probe_naming_other_servers_asks_for_a_pass_though_the_status_holds() {
+        let before_the_roll = "agents of 1 node(s) connected to every server (api-old: 1 agent(s))";
+        let after_the_roll = "agents of 1 node(s) connected to every server (api-new: 1 agent(s))";
+        let mut status = ready_status();
+        status
+            .conditions
+            .push(Condition { message: before_the_roll.into(), ..condition(types::TUNNEL_READY, true) });
+        let mut report = healthy_report();
+        report.tunnel = Some(ProbeOutcome::Healthy(before_the_roll.into()));
+        assert_eq!(reconcile_reason(&status, &report, false), None, "a steady tunnel");
+        report.tunnel = Some(ProbeOutcome::Healthy(after_the_roll.into()));
+        assert_eq!(reconcile_reason(&status, &report, false), Some("tunnel-message"));
+        report.tunnel = Some(ProbeOutcome::Inconclusive("the tenant apiserver is not ready".into()));
+        assert_eq!(reconcile_reason(&status, &report, false), None, "nothing concluded");
+        report.tunnel =
+            Some(ProbeOutcome::Unhealthy("agents missing: 1 node(s), api-new: 0 agent(s)".into()));
+        assert_eq!(reconcile_reason(&status, &report, false), Some("tunnel"), "the status flips first");
+        // Shown False: a probe short of agents on other servers is news too.
+        let shown_false = "agents missing: 1 node(s), api-old: 0 agent(s)";
+        status.conditions.pop();
+        status
+            .conditions
+            .push(Condition { message: shown_false.into(), ..condition(types::TUNNEL_READY, false) });
+        assert_eq!(reconcile_reason(&status, &report, false), Some("tunnel-message"));
+        report.tunnel = Some(ProbeOutcome::Unhealthy(shown_false.into()));
+        assert_eq!(reconcile_reason(&status, &report, false), None);
     }
 
     #[test]
