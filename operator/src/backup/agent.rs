@@ -124,12 +124,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A member that answered healthy.
-struct Candidate {
+/// What asking one member gave: its address and answers, or why it gave none.
+struct Asked {
+    name: String,
+    host: String,
+    answer: Result<(std::net::IpAddr, HealthResponse, StatusResponse), String>,
+}
+
+/// The member a snapshot is streamed from, and why each other one was not.
+#[derive(Debug)]
+struct Chosen {
     name: String,
     host: String,
     ip: std::net::IpAddr,
     status: StatusResponse,
+    /// `<member>: <why not>` for every other member, by name.
+    passed_over: Vec<String>,
 }
 
 async fn backup(args: &AgentArgs) -> Result<AgentReport, AgentReport> {
@@ -158,9 +168,8 @@ async fn backup(args: &AgentArgs) -> Result<AgentReport, AgentReport> {
         AgentReport::failed(failure::STORE_UNREACHABLE, format!("{store_config:?}: {error}"))
     })?;
 
-    let candidate = choose_member(&tls, &names, args.members, timeout)
-        .await
-        .map_err(failed(failure::ETCD_UNAVAILABLE))?;
+    let asked = ask_members(&tls, &names, args.members, timeout).await;
+    let candidate = choose_member(asked).map_err(failed(failure::ETCD_UNAVAILABLE))?;
     let now = jiff::Timestamp::now();
     let prefix = &args.store.prefix;
     let key = store::new_key(prefix, &args.tenant, now);
@@ -218,11 +227,12 @@ async fn backup(args: &AgentArgs) -> Result<AgentReport, AgentReport> {
         deleted.push(old);
     }
     eprintln!(
-        "snapshot {key} of {} bytes (revision {}) from {} in {snapshot_seconds:.1}s, stored in {:.1}s in all; deleted {deleted:?}",
+        "snapshot {key} of {} bytes (revision {}) from {} in {snapshot_seconds:.1}s, stored in {:.1}s in all; deleted {deleted:?}; passed over {:?}",
         metadata.size,
         metadata.revision,
         candidate.name,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        candidate.passed_over
     );
     Ok(AgentReport {
         result: "Succeeded".into(),
@@ -233,41 +243,68 @@ async fn backup(args: &AgentArgs) -> Result<AgentReport, AgentReport> {
         time: metadata.time,
         seconds: started.elapsed().as_secs_f64(),
         deleted,
+        member: candidate.name,
+        passed_over: candidate.passed_over,
         ..AgentReport::default()
     })
 }
 
-/// A healthy voting member, a follower when there is one (the leader has the most to
-/// do). Members that do not answer, learners and members without a leader are skipped.
-async fn choose_member(
-    tls: &TlsClient,
-    names: &TenantNames,
-    members: i32,
-    timeout: Duration,
-) -> Result<Candidate, String> {
-    let mut healthy = Vec::new();
-    let mut problems = Vec::new();
+/// Asks members 0..`members` for their health and status, one after the other.
+async fn ask_members(tls: &TlsClient, names: &TenantNames, members: i32, timeout: Duration) -> Vec<Asked> {
+    let mut asked = Vec::new();
     for ordinal in 0..members.max(1) {
-        let name = names.etcd_member_name(ordinal);
         let host = names.etcd_member_host(ordinal);
-        match ask_member(tls, &host, timeout).await {
-            Ok((ip, health, status)) if health.is_healthy() && !status.is_learner && status.leader != 0 => {
-                healthy.push(Candidate { name, host, ip, status });
-            }
-            Ok((_, health, status)) => problems.push(format!(
-                "{name}: healthy={} learner={} leader={} {}",
-                health.health, status.is_learner, status.leader, health.reason
-            )),
-            Err(error) => problems.push(format!("{name}: {error}")),
+        let answer = ask_member(tls, &host, timeout).await;
+        asked.push(Asked { name: names.etcd_member_name(ordinal), host, answer });
+    }
+    asked
+}
+
+/// A healthy voting member among those `asked`, a follower when there is one (the
+/// leader has the most to do). During a scaling step or a member replacement the list
+/// holds members that are not there yet or are learners: they are passed over, never
+/// waited for, so the backup neither waits on the change nor holds it up.
+fn choose_member(asked: Vec<Asked>) -> Result<Chosen, String> {
+    let mut fit = Vec::new();
+    let mut passed_over = Vec::new();
+    for member in asked {
+        match member.answer {
+            Ok((ip, health, status)) => match unfit(&health, &status) {
+                None => {
+                    fit.push(Chosen { name: member.name, host: member.host, ip, status, passed_over: vec![] })
+                }
+                Some(why) => passed_over.push(format!("{}: {why}", member.name)),
+            },
+            Err(error) => passed_over.push(format!("{}: {error}", member.name)),
         }
     }
-    let follower =
-        healthy.iter().position(|candidate| candidate.status.leader != candidate.status.header.member_id);
-    match follower {
-        Some(index) => Ok(healthy.swap_remove(index)),
-        None => {
-            healthy.pop().ok_or_else(|| format!("no healthy voting etcd member: {}", problems.join("; ")))
-        }
+    let leads = |candidate: &Chosen| candidate.status.leader == candidate.status.header.member_id;
+    let Some(index) = fit.iter().position(|candidate| !leads(candidate)).or(fit.len().checked_sub(1)) else {
+        return Err(format!("no healthy voting etcd member: {}", passed_over.join("; ")));
+    };
+    let mut chosen = fit.remove(index);
+    for other in &fit {
+        let role = if leads(other) { "leader" } else { "follower" };
+        passed_over.push(format!("{}: {role}, not needed", other.name));
+    }
+    passed_over.sort();
+    chosen.passed_over = passed_over;
+    Ok(chosen)
+}
+
+/// Why a member that answered cannot give the snapshot, `None` when it can. A learner is
+/// being added: it may still be catching up with the leader and it counts toward no
+/// quorum. A member without a leader is cut off from the cluster. Both can answer
+/// `/health` as healthy.
+fn unfit(health: &HealthResponse, status: &StatusResponse) -> Option<String> {
+    if status.is_learner {
+        Some("learner (being added, not a voter)".into())
+    } else if status.leader == 0 {
+        Some("no leader".into())
+    } else if !health.is_healthy() {
+        Some(format!("unhealthy: {}", health.reason))
+    } else {
+        None
     }
 }
 
@@ -297,4 +334,112 @@ async fn ask_member(
     let status: StatusResponse =
         serde_json::from_slice(&status.body).map_err(|error| format!("/v3/maintenance/status: {error}"))?;
     Ok((address.ip(), health, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::gateway::ResponseHeader;
+
+    const LEADER: u64 = 1;
+
+    /// Member `ordinal` (id ordinal + 1) answering: healthy or not, learner or not,
+    /// following `leader` (0: none).
+    fn answered(ordinal: u64, healthy: bool, learner: bool, leader: u64) -> Asked {
+        let health = HealthResponse {
+            health: healthy.to_string(),
+            reason: if healthy { String::new() } else { "RAFT NO LEADER".into() },
+        };
+        let status = StatusResponse {
+            header: ResponseHeader { member_id: ordinal + 1, cluster_id: 7, revision: 42 },
+            leader,
+            is_learner: learner,
+            ..StatusResponse::default()
+        };
+        Asked {
+            name: format!("team-a-etcd-{ordinal}"),
+            host: format!("team-a-etcd-{ordinal}.team-a-etcd.tenants.svc"),
+            answer: Ok((std::net::IpAddr::from([10, 0, 0, ordinal as u8]), health, status)),
+        }
+    }
+
+    fn silent(ordinal: u64, error: &str) -> Asked {
+        Asked {
+            name: format!("team-a-etcd-{ordinal}"),
+            host: format!("team-a-etcd-{ordinal}.team-a-etcd.tenants.svc"),
+            answer: Err(error.into()),
+        }
+    }
+
+    #[test]
+    fn a_follower_is_chosen_over_the_leader() {
+        let chosen = choose_member(vec![
+            answered(0, true, false, LEADER),
+            answered(1, true, false, LEADER),
+            answered(2, true, false, LEADER),
+        ])
+        .expect("a member");
+        assert_eq!(chosen.name, "team-a-etcd-1");
+        assert_eq!(chosen.host, "team-a-etcd-1.team-a-etcd.tenants.svc");
+        assert_eq!(
+            chosen.passed_over,
+            ["team-a-etcd-0: leader, not needed", "team-a-etcd-2: follower, not needed"]
+        );
+    }
+
+    /// Scaling 1 -> 3 with member 1 added as a learner and member 2 not started: a
+    /// healthy learner that follows the leader is what a follower looks like but for
+    /// `isLearner`; the leader, the only voter, is chosen.
+    #[test]
+    fn during_a_scaling_step_learners_and_unstarted_members_are_passed_over() {
+        let chosen = choose_member(vec![
+            answered(0, true, false, LEADER),
+            answered(1, true, true, LEADER),
+            silent(2, "resolve team-a-etcd-2.team-a-etcd.tenants.svc: failed to lookup address"),
+        ])
+        .expect("the leader");
+        assert_eq!(chosen.name, "team-a-etcd-0");
+        assert_eq!(chosen.status.header.member_id, LEADER);
+        assert_eq!(
+            chosen.passed_over,
+            [
+                "team-a-etcd-1: learner (being added, not a voter)",
+                "team-a-etcd-2: resolve team-a-etcd-2.team-a-etcd.tenants.svc: failed to lookup address",
+            ]
+        );
+    }
+
+    /// A member replacement: the replaced member has no data yet and no leader, or does
+    /// not answer; a healthy follower is still there.
+    #[test]
+    fn during_a_member_replacement_a_healthy_follower_is_chosen() {
+        let chosen = choose_member(vec![
+            silent(0, "connection refused"),
+            answered(1, false, false, 0),
+            answered(2, true, false, 3),
+            answered(3, true, false, 3),
+        ])
+        .expect("a follower");
+        assert_eq!(chosen.name, "team-a-etcd-3");
+        assert_eq!(chosen.passed_over.len(), 3, "{:?}", chosen.passed_over);
+        assert!(chosen.passed_over.contains(&"team-a-etcd-1: no leader".to_string()));
+    }
+
+    #[test]
+    fn an_unhealthy_voter_is_never_chosen() {
+        let chosen = choose_member(vec![answered(0, false, false, LEADER), answered(1, true, false, LEADER)])
+            .expect("1");
+        assert_eq!(chosen.name, "team-a-etcd-1");
+        assert_eq!(chosen.passed_over, ["team-a-etcd-0: unhealthy: RAFT NO LEADER"]);
+    }
+
+    #[test]
+    fn without_a_healthy_voter_every_member_is_named() {
+        let error = choose_member(vec![answered(0, true, true, LEADER), silent(1, "timed out")])
+            .expect_err("no voter");
+        assert_eq!(
+            error,
+            "no healthy voting etcd member: team-a-etcd-0: learner (being added, not a voter); team-a-etcd-1: timed out"
+        );
+    }
 }

@@ -62,6 +62,13 @@ pub struct AgentReport {
     /// Snapshots deleted by retention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<String>,
+    /// The etcd member the snapshot was streamed from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub member: String,
+    /// The members not chosen, each with why (`<member>: learner`, `<member>: not
+    /// resolvable`...): what a backup during a scaling step or a member replacement saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed_over: Vec<String>,
 }
 
 impl AgentReport {

@@ -160,6 +160,12 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
                     report.seconds,
                     started.elapsed().as_secs()
                 );
+                if !report.member.is_empty() {
+                    println!("from etcd member {}", report.member);
+                }
+                if !report.passed_over.is_empty() {
+                    println!("passed over: {}", report.passed_over.join("; "));
+                }
                 if !report.deleted.is_empty() {
                     println!("deleted by retention (spec.backup.retain): {}", report.deleted.join(", "));
                 }
