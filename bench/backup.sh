@@ -73,16 +73,11 @@ destination_yaml() { # DESTINATION
   esac
 }
 
-tenant_yaml() { # NAME DESTINATION
+# backup_tenant_yaml NAME DESTINATION: lib.sh's tenant (MEMBERS etcd members on claims, 1
+# apiserver) with a backup to DESTINATION that never fires by itself (1 January).
+backup_tenant_yaml() {
+  tenant_yaml "$1" "$MEMBERS" 1 false | sed '/^---$/d'
   cat <<YAML
-apiVersion: nestor.dev/v1alpha1
-kind: TenantCluster
-metadata: {name: $1, namespace: $NAMESPACE}
-spec:
-  version: "$TENANT_VERSION"
-  imageRepository: $LOCAL_IMAGE_REPOSITORY
-  etcd: {replicas: $MEMBERS, storage: {ephemeral: false}}
-  apiServer: {replicas: 1}
   backup:
     schedule: "0 0 1 1 *"
     retain: $((RUNS + 1))
@@ -163,7 +158,7 @@ one_destination() { # DESTINATION
   local destination=$1 name="bk-$1" created ready_at written=0 i error=""
   log "backup: tenant $name ($MEMBERS etcd member(s)) backing up to its $destination"
   created=$(now)
-  tenant_yaml "$name" "$destination" | kc create -f - >/dev/null
+  backup_tenant_yaml "$name" "$destination" | kc create -f - >/dev/null
   kc -n "$NAMESPACE" wait tenantcluster "$name" --for=condition=Ready=True --timeout="${READY_TIMEOUT}s" >/dev/null ||
     error="tenant not Ready within $READY_TIMEOUT s"
   ready_at=$(now)
