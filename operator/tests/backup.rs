@@ -461,12 +461,9 @@ async fn s3_test(tag: &str, members: i32) {
     in_namespace(tag, async |ns| s3_scenario(&ns, &s3, members).await).await;
 }
 
-/// An S3 destination and `members` etcd members: back up, list, delete the tenant,
-/// restore it under another name with as many members.
-async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members: i32) {
-    let started = Instant::now();
-    let _operator = start_operator(ns, "backup-s3").await;
-    step(started, "operator started (image built and imported)");
+/// The local S3 server (`s3`: hack/s3-up.sh's settings) as `spec.backup.destination`, under
+/// `prefix`; creates the credentials Secret `s3` it names in the test namespace.
+async fn s3_destination(ns: &TestNamespace, s3: &BTreeMap<String, String>, prefix: &str) -> Value {
     let get = |key: &str| s3.get(key).cloned().unwrap_or_else(|| panic!("{key} missing from s3.env"));
     let credentials: Secret = serde_json::from_value(json!({
         "metadata": {"name": "s3"},
@@ -474,13 +471,24 @@ async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members:
     }))
     .expect("secret");
     ns.api::<Secret>().create(&PostParams::default(), &credentials).await.expect("credentials");
+    json!({"s3": {
+        "endpoint": get("NESTOR_S3_ENDPOINT"), "bucket": get("NESTOR_S3_BUCKET"),
+        "region": s3.get("NESTOR_S3_REGION").cloned().unwrap_or_else(|| "us-east-1".into()),
+        "prefix": prefix, "credentialsSecret": "s3"}})
+}
+
+/// An S3 destination and `members` etcd members: back up, list, delete the tenant,
+/// restore it under another name with as many members.
+async fn s3_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>, members: i32) {
+    let started = Instant::now();
+    let _operator = start_operator(ns, "backup-s3").await;
+    step(started, "operator started (image built and imported)");
+    let get = |key: &str| s3.get(key).cloned().unwrap_or_else(|| panic!("{key} missing from s3.env"));
     let mut spec = runnable_spec();
     spec["etcd"]["replicas"] = json!(members);
     let prefix = format!("tests/{}", ns.name);
-    spec["backup"] = json!({"schedule": RARE_SCHEDULE, "retain": 3, "destination": {"s3": {
-        "endpoint": get("NESTOR_S3_ENDPOINT"), "bucket": get("NESTOR_S3_BUCKET"),
-        "region": s3.get("NESTOR_S3_REGION").cloned().unwrap_or_else(|| "us-east-1".into()),
-        "prefix": prefix, "credentialsSecret": "s3"}}});
+    spec["backup"] = json!({"schedule": RARE_SCHEDULE, "retain": 3,
+        "destination": s3_destination(ns, s3, &prefix).await});
     create_tenant(ns, TENANT, spec, "backup").await;
     let source = wait_ready(ns, TENANT, "the tenant Ready").await;
     step(started, &format!("tenant Ready with {members} etcd members"));
@@ -991,19 +999,10 @@ async fn schedule_scenario(ns: &TestNamespace, s3: &BTreeMap<String, String>) {
     let started = Instant::now();
     let _operator = start_operator(ns, "backup-cron").await;
     step(started, "operator started (image built and imported)");
-    let get = |key: &str| s3.get(key).cloned().unwrap_or_else(|| panic!("{key} missing from s3.env"));
-    let credentials: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "s3"},
-        "stringData": {"accessKeyID": get("NESTOR_S3_ACCESS_KEY"), "secretAccessKey": get("NESTOR_S3_SECRET_KEY")}
-    }))
-    .expect("secret");
-    ns.api::<Secret>().create(&PostParams::default(), &credentials).await.expect("credentials");
     let mut spec = runnable_spec();
     let prefix = format!("tests/{}", ns.name);
-    spec["backup"] = json!({"schedule": "* * * * *", "retain": 2, "destination": {"s3": {
-        "endpoint": get("NESTOR_S3_ENDPOINT"), "bucket": get("NESTOR_S3_BUCKET"),
-        "region": s3.get("NESTOR_S3_REGION").cloned().unwrap_or_else(|| "us-east-1".into()),
-        "prefix": prefix, "credentialsSecret": "s3"}}});
+    spec["backup"] = json!({"schedule": "* * * * *", "retain": 2,
+        "destination": s3_destination(ns, s3, &prefix).await});
     create_tenant(ns, TENANT, spec, "backup").await;
     wait_ready(ns, TENANT, "the tenant Ready").await;
     step(started, "tenant Ready");
