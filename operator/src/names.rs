@@ -200,6 +200,14 @@ impl TenantNames {
             ("app.kubernetes.io/instance".to_string(), self.tenant.clone()),
         ])
     }
+    /// `selector_labels` as a label selector string (`key=value,...`), for list calls.
+    pub fn component_selector(&self, component: Component) -> String {
+        self.selector_labels(component)
+            .into_iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
     /// Selector matching everything this tenant owns.
     pub fn tenant_selector(&self) -> String {
         format!("{TENANT_LABEL}={}", self.tenant)
@@ -209,6 +217,16 @@ impl TenantNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_component_selector_is_the_selector_labels_joined() {
+        let names = TenantNames::new("team-a", "tenants");
+        assert_eq!(
+            names.component_selector(Component::ApiServer),
+            "app.kubernetes.io/component=kube-apiserver,app.kubernetes.io/instance=team-a,\
+             nestor.dev/tenant-cluster=team-a"
+        );
+    }
 
     #[test]
     fn longest_tenant_name_keeps_every_derived_label_valid() {

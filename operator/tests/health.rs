@@ -138,12 +138,7 @@ async fn frozen_apiserver_scenario(ns: &TestNamespace) {
 
     // (b) Freeze the tenant apiserver: it keeps its TCP port open but never answers.
     let pods = ns.api::<Pod>();
-    let selector = names
-        .selector_labels(Component::ApiServer)
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = names.component_selector(Component::ApiServer);
     let pod_uids = |list: Vec<Pod>| list.iter().filter_map(|pod| pod.uid()).collect::<Vec<_>>();
     // Ready can come while the first rollout's old pod is still terminating: wait for one
     // pod and one host process, so the process frozen is the pod's that serves.

@@ -41,13 +41,7 @@ const GHOST: &str = "ghost_0";
 
 /// Names of the tenant's controller-manager pods in the meta cluster.
 async fn controller_manager_pods(ns: &TestNamespace) -> Result<Vec<String>, String> {
-    let selector = ns
-        .names(TENANT)
-        .selector_labels(Component::ControllerManager)
-        .into_iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = ns.names(TENANT).component_selector(Component::ControllerManager);
     let pods = ns
         .api::<Pod>()
         .list(&ListParams::default().labels(&selector))

@@ -561,12 +561,7 @@ async fn agent_log_tail(admin: &kube::Client) -> String {
 /// The tenant's apiserver pods that are not being deleted, with their addresses.
 async fn apiserver_pods(ns: &TestNamespace) -> Vec<(String, String)> {
     let names = ns.names(TENANT);
-    let selector = names
-        .selector_labels(nestor::names::Component::ApiServer)
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = names.component_selector(nestor::names::Component::ApiServer);
     let pods = ns.api::<Pod>().list(&kube::api::ListParams::default().labels(&selector)).await.expect("pods");
     pods.items
         .into_iter()

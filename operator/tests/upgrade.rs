@@ -74,12 +74,7 @@ async fn template_version(ns: &TestNamespace, name: &str) -> Result<String, Stri
 async fn sample(ns: &TestNamespace, names: &TenantNames) -> Result<Sample, String> {
     let controller_manager = template_version(ns, &names.controller_manager()).await?;
     let scheduler = template_version(ns, &names.scheduler()).await?;
-    let selector = names
-        .selector_labels(Component::ApiServer)
-        .into_iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = names.component_selector(Component::ApiServer);
     let pods = ns
         .api::<Pod>()
         .list(&ListParams::default().labels(&selector))
@@ -111,12 +106,7 @@ async fn fresh_leader_at(
         return Err(format!("{verdict:?}"));
     }
     let holder = lease.spec.and_then(|spec| spec.holder_identity).unwrap_or_default();
-    let selector = names
-        .selector_labels(component)
-        .into_iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = names.component_selector(component);
     let pods = ns
         .api::<Pod>()
         .list(&ListParams::default().labels(&selector))

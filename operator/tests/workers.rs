@@ -16,7 +16,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, LogParams, PostParams};
-use nestor::names::{Component, TenantNames};
+use nestor::names::Component;
 use serde_json::json;
 use support::worker::{PortForward, WorkerHost, busybox_image, free_node_port, http_get_local};
 use support::{
@@ -446,7 +446,7 @@ async fn template_version(ns: &TestNamespace, name: &str) -> Result<String, Stri
 
 /// The versions of the tenant's live (not terminating) apiserver pods.
 async fn apiserver_versions(ns: &TestNamespace) -> Result<Vec<String>, String> {
-    let selector = selector(&ns.names(TENANT), Component::ApiServer);
+    let selector = ns.names(TENANT).component_selector(Component::ApiServer);
     let pods =
         ns.api::<Pod>().list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?;
     Ok(pods
@@ -455,15 +455,6 @@ async fn apiserver_versions(ns: &TestNamespace) -> Result<Vec<String>, String> {
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .map(|pod| version_of(&first_image(pod.spec.as_ref())))
         .collect())
-}
-
-fn selector(names: &TenantNames, component: Component) -> String {
-    names
-        .selector_labels(component)
-        .into_iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// One look at the upgrade in progress, kube-proxy read first: anything read after it can
@@ -871,7 +862,7 @@ async fn a_frozen_scheduler_is_restarted_by_its_liveness_probe_and_schedules_ont
         // The scheduler's one pod and its process (Ready can come while a first rollout's
         // old pod still terminates: wait for one pod and one process).
         let meta_pods = ns.api::<Pod>();
-        let scheduler_selector = selector(&names, Component::Scheduler);
+        let scheduler_selector = names.component_selector(Component::Scheduler);
         let (pod_name, pod_uid, restarts_before, pid) =
             wait_for("one scheduler pod and its process", Duration::from_secs(90), async || {
                 let listed = meta_pods
